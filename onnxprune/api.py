@@ -1,0 +1,51 @@
+"""The Python API: load, fold, summarize, save. The CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import onnx
+
+from onnxprune.inspect import ModelSummary, summarize
+from onnxprune.io import check_model, read_model, save_model
+from onnxprune.normalize import normalize
+from onnxprune.pass_infra import Checks, Finding, PassManager, PipelineResult
+from onnxprune.passes import Cleanup, FoldBatchNorm, FoldChannelAffine
+from onnxprune.verify import InputSpec
+
+
+def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Read, check and normalize an ONNX file (Constant weights lifted, topologically sorted, shapes inferred)."""
+    return normalize(read_model(path))
+
+
+def save(model: onnx.ModelProto, path: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None,
+         external_data: bool | None = None) -> None:
+    """Check ``model`` with the full ONNX checker, then write it atomically (never over ``source``)."""
+    check_model(model, path, full_check=True)
+    save_model(model, path, external_data=external_data, inputs=(source,) if source else ())
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    model: onnx.ModelProto
+    pipeline: PipelineResult
+
+    @property
+    def folded(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.pipeline.findings if f.applied)
+
+    @property
+    def skipped(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.pipeline.findings if not f.applied)
+
+
+def fold(model: onnx.ModelProto, checks: Checks = Checks()) -> FoldResult:
+    """Fold BatchNormalization and per-channel constant affine ops into the preceding layers."""
+    result = PassManager([FoldBatchNorm(), FoldChannelAffine(), Cleanup()], checks).run(model)
+    return FoldResult(result.model, result)
+
+
+def inspect(model: onnx.ModelProto, spec: InputSpec = InputSpec()) -> ModelSummary:
+    return summarize(model, spec)

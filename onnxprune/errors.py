@@ -1,0 +1,56 @@
+"""Exception types. Every error the CLI reports is an :class:`OnnxPruneError`; its ``exit_code`` is the
+process exit status (documented in README, "Exit codes")."""
+
+from __future__ import annotations
+
+
+class OnnxPruneError(Exception):
+    """Base class: a failure with a one-line, user-facing message."""
+
+    exit_code: int = 1
+
+
+class UsageError(OnnxPruneError):
+    """The command line asks for something inconsistent (e.g. a rewriting command without ``-o``)."""
+
+    exit_code = 2
+
+
+class InputFileError(OnnxPruneError):
+    """The input path is missing, a directory, unreadable or empty."""
+
+    exit_code = 3
+
+
+class InvalidModelError(OnnxPruneError):
+    """The file is not a valid ONNX model (not protobuf, truncated, cyclic, inconsistent weights...)."""
+
+    exit_code = 4
+
+
+class ExternalDataError(InvalidModelError):
+    """Tensor data stored outside the model file is missing or unreadable."""
+
+
+class UnsupportedModelError(OnnxPruneError):
+    """A valid model that onnxprune does not handle (e.g. an opset outside the supported range)."""
+
+    exit_code = 5
+
+
+class OutputPathError(OnnxPruneError):
+    """The output cannot be written: missing folder, same path as the input, not writable."""
+
+    exit_code = 6
+
+
+class VerificationError(OnnxPruneError):
+    """A rewritten model failed a check: ONNX checker, ORT session creation, or numeric comparison."""
+
+    exit_code = 7
+
+
+class PreconditionError(OnnxPruneError):
+    """A pass's precondition does not hold for this graph."""
+
+    exit_code = 8

@@ -1,0 +1,118 @@
+"""MACs and parameter counting.
+
+MACs (multiply-accumulates; "FLOPs" in most pruning papers) are counted for the layers that dominate CNN cost:
+
+- Conv:          N * Cout * prod(out spatial) * Cin/group * prod(kernel)
+- ConvTranspose: N * Cin  * prod(in spatial)  * Cout/group * prod(kernel)
+- Gemm:          M * N * K
+- MatMul:        prod(output batch dims) * M * N * K
+
+Dynamic dims are resolved from the given input shapes (see ``verify.resolve_input_shapes``) by re-running shape
+inference on a copy of the model. Parameters are the elements of floating-point initializers (integer shape
+constants are not parameters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    node: str
+    op: str
+    macs: int | None  # None when a shape could not be resolved
+
+
+@dataclass(frozen=True)
+class CostReport:
+    macs: int
+    params: int
+    layers: tuple[LayerCost, ...]
+    input_shapes: dict[str, tuple[int, ...]]
+
+    @property
+    def unresolved(self) -> tuple[str, ...]:
+        return tuple(layer.node for layer in self.layers if layer.macs is None)
+
+
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+                onnx.TensorProto.BFLOAT16}
+
+
+def count_params(model: onnx.ModelProto) -> int:
+    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer if t.data_type in _FLOAT_TYPES))
+
+
+def _with_fixed_inputs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    del light.graph.value_info[:]
+    for vi in light.graph.input:
+        if vi.name in shapes:
+            dims = vi.type.tensor_type.shape.dim
+            del dims[:]
+            for d in shapes[vi.name]:
+                dims.add().dim_value = d
+    for out in light.graph.output:  # symbolic output dims would pin intermediate dims to names
+        out.type.tensor_type.ClearField("shape")
+    try:
+        return onnx.shape_inference.infer_shapes(light, data_prop=True)
+    except (onnx.shape_inference.InferenceError, RuntimeError):
+        return light
+
+
+def _shape_table(model: onnx.ModelProto) -> dict[str, tuple[int, ...] | None]:
+    table: dict[str, tuple[int, ...] | None] = {}
+    g = model.graph
+    for vi in (*g.input, *g.value_info, *g.output):
+        t = vi.type.tensor_type
+        if not t.HasField("shape"):
+            continue
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in t.shape.dim)
+        table[vi.name] = None if -1 in dims else dims
+    for init in g.initializer:
+        table[init.name] = tuple(init.dims)
+    return table
+
+
+def _layer_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...] | None]) -> int | None:
+    def shape(i: int, outputs: bool = False) -> tuple[int, ...] | None:
+        names = node.output if outputs else node.input
+        return shapes.get(names[i]) if i < len(names) and names[i] else None
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    x, w, y = shape(0), shape(1), shape(0, outputs=True)
+    if node.op_type == "Conv":
+        if y is None or w is None:
+            return None
+        return int(np.prod(y, dtype=np.int64) * np.prod(w[1:], dtype=np.int64))
+    if node.op_type == "ConvTranspose":
+        if x is None or w is None:
+            return None
+        return int(np.prod(x, dtype=np.int64) * np.prod(w[1:], dtype=np.int64))
+    if node.op_type == "Gemm":
+        if x is None or y is None:
+            return None
+        k = x[0] if attrs.get("transA", 0) else x[1]
+        return int(y[0] * y[1] * k)
+    if node.op_type == "MatMul":
+        if x is None or y is None:
+            return None
+        return int(np.prod(y, dtype=np.int64) * x[-1])
+    return None
+
+
+def count_costs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> CostReport:
+    """MACs per counted layer and in total, at the given concrete input shapes."""
+    shapes = _shape_table(_with_fixed_inputs(model, input_shapes))
+    layers = tuple(LayerCost(n.name or n.output[0], n.op_type, _layer_macs(n, shapes))
+                   for n in model.graph.node if n.op_type in COUNTED_OPS and n.domain in ("", "ai.onnx"))
+    total = sum(layer.macs or 0 for layer in layers)
+    return CostReport(total, count_params(model), layers, dict(input_shapes))

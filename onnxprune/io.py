@@ -1,0 +1,150 @@
+"""Reading and writing ONNX files.
+
+``read_model`` turns every way a file can be bad into an :class:`~onnxprune.errors.OnnxPruneError` with a
+one-line message. ``save_model`` writes atomically (temp file + rename in the destination folder, so a failure
+leaves nothing half-written), never over the input, and with external data when the model needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import external_data_helper
+
+from onnxprune.errors import ExternalDataError, InputFileError, InvalidModelError, OutputPathError
+
+#: Protobuf cannot serialize a message of 2 GiB or more; above this many bytes of tensor data we write
+#: external data (with margin for the graph itself).
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def read_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
+    """Read an ONNX file, with its external data, and check it with the ONNX checker.
+
+    Raises InputFileError (missing / directory / empty / unreadable), InvalidModelError (not an ONNX
+    protobuf, truncated, fails the checker) or ExternalDataError.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputFileError(f"{p}: is a directory, expected an .onnx file")
+    try:
+        size = p.stat().st_size
+        data = p.read_bytes()
+    except OSError as e:
+        raise InputFileError(f"{p}: cannot read: {e.strerror or e}") from e
+    if size == 0:
+        raise InputFileError(f"{p}: file is empty")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise InvalidModelError(f"{p}: not an ONNX model (cannot parse the protobuf: {_first_line(e)})") from e
+    if not model.HasField("graph") or not model.opset_import:
+        raise InvalidModelError(f"{p}: not an ONNX model (no graph or no opset_import; truncated or another format?)")
+    if any(external_data_helper.uses_external_data(t) for t in external_data_helper._get_all_tensors(model)):
+        _load_external_data(model, p.parent, p)
+    check_model(model, p)
+    return model
+
+
+def _load_external_data(model: onnx.ModelProto, base_dir: Path, p: Path) -> None:
+    for tensor in external_data_helper._get_all_tensors(model):
+        if not external_data_helper.uses_external_data(tensor):
+            continue
+        info = external_data_helper.ExternalDataInfo(tensor)
+        location = base_dir / info.location
+        if not location.is_file():
+            raise ExternalDataError(f"{p}: external data file {info.location!r} for tensor {tensor.name!r} is missing")
+        needed = (info.offset or 0) + (info.length or 0)
+        if info.length and location.stat().st_size < needed:
+            raise ExternalDataError(f"{p}: external data file {info.location!r} is shorter than tensor "
+                                    f"{tensor.name!r} needs ({location.stat().st_size} < {needed} bytes)")
+    try:
+        external_data_helper.load_external_data_for_model(model, str(base_dir))
+    except (OSError, ValueError) as e:
+        raise ExternalDataError(f"{p}: cannot load external data: {_first_line(e)}") from e
+
+
+def check_model(model: onnx.ModelProto, origin: Path | str = "model", full_check: bool = False) -> None:
+    """Run the ONNX checker; raise InvalidModelError with its first line on failure."""
+    try:
+        if _tensor_bytes(model) < EXTERNAL_DATA_THRESHOLD:
+            onnx.checker.check_model(model, full_check=full_check)
+        else:  # the in-memory checker cannot take >2 GB protos; check the graph without weights
+            onnx.checker.check_model(_without_weights(model), full_check=False)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as e:
+        raise InvalidModelError(f"{origin}: invalid ONNX model: {_first_line(e)}") from e
+
+
+def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    for t in light.graph.initializer:
+        t.ClearField("raw_data")
+    return light
+
+
+def _tensor_bytes(model: onnx.ModelProto) -> int:
+    return sum(len(t.raw_data) for t in model.graph.initializer)
+
+
+def needs_external_data(model: onnx.ModelProto) -> bool:
+    return _tensor_bytes(model) >= EXTERNAL_DATA_THRESHOLD
+
+
+def ensure_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLike[str]) -> Path:
+    """Validate an output path before any work is done: its folder exists and it is none of the inputs."""
+    out = Path(output)
+    if out.exists() and out.is_dir():
+        raise OutputPathError(f"{out}: is a directory, expected a file path")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputPathError(f"{out}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise OutputPathError(f"{out}: folder {parent} is not writable")
+    for inp in inputs:
+        ip = Path(inp)
+        if ip.exists() and (out.resolve() == ip.resolve() or (out.exists() and os.path.samefile(out, ip))):
+            raise OutputPathError(f"{out}: refusing to overwrite the input model; choose another -o path")
+    return out
+
+
+def save_model(model: onnx.ModelProto, output: str | os.PathLike[str], *,
+               external_data: bool | None = None, inputs: tuple[str | os.PathLike[str], ...] = ()) -> Path:
+    """Write ``model`` to ``output`` atomically.
+
+    ``external_data=None`` writes tensor data to ``<output>.data`` only when the model is too large for a
+    single protobuf (>= ~1.8 GB of weights). The model file is renamed into place last, so a reader never sees
+    a model whose external data is missing.
+    """
+    out = ensure_output_path(output, *inputs)
+    use_external = needs_external_data(model) if external_data is None else external_data
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        tmp_model = tmp_dir / out.name
+        if use_external:
+            data_name = out.name + ".data"
+            onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            os.replace(tmp_dir / data_name, out.parent / data_name)
+        else:
+            onnx.save_model(model, tmp_model)
+        os.replace(tmp_model, out)
+    except OSError as e:
+        raise OutputPathError(f"{out}: cannot write: {e.strerror or e}") from e
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return out
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " ".join(lines[:3])[:300]

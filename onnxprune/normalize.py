@@ -1,0 +1,233 @@
+"""Bring an exported model into the form every pass expects.
+
+- the default-domain opset is in the supported range;
+- nodes are in topological order (a cycle is an InvalidModelError naming a node on it);
+- Constant-node tensors are lifted to initializers (Paddle / TensorFlow exports store weights that way);
+- the weights of Conv, ConvTranspose, BatchNormalization and Gemm agree with their input shapes;
+- shapes are inferred (strict mode: an inconsistent model is rejected, not half-inferred).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxprune.errors import InvalidModelError, UnsupportedModelError
+from onnxprune.io import needs_external_data
+
+MIN_OPSET = 11
+MAX_OPSET = 21
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for op in model.opset_import:
+        if op.domain in ("", "ai.onnx"):
+            return op.version
+    raise UnsupportedModelError("model imports no default-domain (ai.onnx) opset")
+
+
+def check_opset(model: onnx.ModelProto) -> int:
+    version = default_opset(model)
+    if not MIN_OPSET <= version <= MAX_OPSET:
+        hint = (" (upgrade it first: python -c \"import onnx, onnx.version_converter as v; "
+                "onnx.save(v.convert_version(onnx.load('in.onnx'), 17), 'out.onnx')\")") if version < MIN_OPSET else ""
+        raise UnsupportedModelError(f"opset {version} is not supported (supported: {MIN_OPSET}-{MAX_OPSET}){hint}")
+    return version
+
+
+def normalize(model: onnx.ModelProto, *, infer: bool = True) -> onnx.ModelProto:
+    """Return a normalized copy of ``model`` (the argument is not modified)."""
+    check_opset(model)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    toposort(out.graph)
+    lift_constants(out.graph)
+    check_weight_shapes(out)
+    if infer:
+        out = infer_shapes(out)
+        check_weight_shapes(out)
+    return out
+
+
+def _subgraph_outer_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing scope."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            local = {i.name for i in g.input} | {t.name for t in g.initializer}
+            for n in g.node:
+                local.update(n.output)
+            for n in g.node:
+                names.update(i for i in n.input if i and i not in local)
+                names.update(x for x in _subgraph_outer_inputs(n) if x not in local)
+    return names
+
+
+def toposort(graph: onnx.GraphProto) -> None:
+    """Sort ``graph.node`` topologically in place (stable: keeps the original order where it can)."""
+    nodes = list(graph.node)
+    producer: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        for o in n.output:
+            if o:
+                producer[o] = i
+    deps: list[set[int]] = []
+    users: dict[int, list[int]] = defaultdict(list)
+    for i, n in enumerate(nodes):
+        d = {producer[x] for x in (*n.input, *_subgraph_outer_inputs(n)) if x in producer and producer[x] != i}
+        deps.append(d)
+        for j in d:
+            users[j].append(i)
+    indegree = [len(d) for d in deps]
+    ready = deque(i for i, k in enumerate(indegree) if k == 0)
+    order: list[int] = []
+    while ready:
+        i = ready.popleft()
+        order.append(i)
+        for u in users[i]:
+            indegree[u] -= 1
+            if indegree[u] == 0:
+                ready.append(u)
+    if len(order) != len(nodes):
+        stuck = next(i for i, k in enumerate(indegree) if k > 0)
+        n = nodes[stuck]
+        raise InvalidModelError(f"graph has a cycle through node {n.name or '<unnamed>'} ({n.op_type}, "
+                                f"output {n.output[0] if n.output else '?'})")
+    if order != list(range(len(nodes))):
+        del graph.node[:]
+        graph.node.extend(nodes[i] for i in order)
+
+
+_CONSTANT_ATTRS = ("value", "value_float", "value_floats", "value_int", "value_ints")
+
+
+def _constant_array(node: onnx.NodeProto) -> np.ndarray | None:
+    if len(node.attribute) != 1 or node.attribute[0].name not in _CONSTANT_ATTRS:
+        return None
+    attr = node.attribute[0]
+    if attr.name == "value":
+        return numpy_helper.to_array(attr.t)
+    value = helper.get_attribute_value(attr)
+    dtype = np.float32 if attr.name.startswith("value_float") else np.int64
+    return np.asarray(value, dtype=dtype)
+
+
+def lift_constants(graph: onnx.GraphProto) -> int:
+    """Replace top-level Constant nodes with initializers of the same name; returns how many were lifted.
+
+    Left alone: Constants whose output is a graph output, sparse / string constants, Constants in subgraphs.
+    """
+    graph_outputs = {o.name for o in graph.output}
+    keep: list[onnx.NodeProto] = []
+    lifted = 0
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output[0] not in graph_outputs:
+            arr = _constant_array(node)
+            if arr is not None:
+                if node.attribute[0].name == "value":
+                    tensor = onnx.TensorProto()
+                    tensor.CopyFrom(node.attribute[0].t)
+                    tensor.name = node.output[0]
+                else:
+                    tensor = numpy_helper.from_array(arr, node.output[0])
+                graph.initializer.append(tensor)
+                lifted += 1
+                continue
+        keep.append(node)
+    if lifted:
+        del graph.node[:]
+        graph.node.extend(keep)
+        names = {t.name for t in graph.initializer}
+        stale = [v for v in graph.value_info if v.name in names]
+        for v in stale:
+            graph.value_info.remove(v)
+    return lifted
+
+
+def infer_shapes(model: onnx.ModelProto, clear: bool = False) -> onnx.ModelProto:
+    """Run ONNX shape inference (strict). ``clear=True`` first drops every intermediate value_info, which is
+    what must happen after an edit that changes a shape (stale entries would otherwise conflict or survive)."""
+    if clear:
+        model = _copy(model)
+        del model.graph.value_info[:]
+    if needs_external_data(model):
+        return model  # in-memory inference cannot take >2 GB; keep exporter shapes
+    try:
+        return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as e:
+        msg = " ".join(str(e).split())[:300]
+        raise InvalidModelError(f"shape inference failed: {msg}") from e
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
+    shapes: dict[str, tuple[int | None, ...]] = {}
+    g = model.graph
+    for vi in (*g.input, *g.value_info, *g.output):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+    for init in g.initializer:
+        shapes[init.name] = tuple(init.dims)
+    return shapes
+
+
+def check_weight_shapes(model: onnx.ModelProto) -> None:
+    """Reject Conv / ConvTranspose / BatchNormalization / Gemm nodes whose constant parameters do not fit the
+    known channel count of their input (the ONNX checker does not look at this, ONNX Runtime fails late)."""
+    shapes = _static_shapes(model)
+    inits = {t.name for t in model.graph.initializer}
+
+    def fail(node: onnx.NodeProto, what: str) -> None:
+        raise InvalidModelError(f"node {node.name or '<unnamed>'} ({node.op_type}): {what}")
+
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        x = shapes.get(node.input[0])
+        w = shapes.get(node.input[1]) if node.input[1] in inits else None
+        if w is None:
+            continue
+        cin = x[1] if x is not None and len(x) > 1 else None
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if node.op_type == "Conv":
+            if x is not None and len(w) != len(x):
+                fail(node, f"weight rank {len(w)} does not match input rank {len(x)}")
+            if cin and w[1] * group != cin:
+                fail(node, f"weight shape {list(w)} expects {w[1] * group} input channels, input has {cin}")
+            if group and w[0] % group:
+                fail(node, f"weight has {w[0]} filters, not divisible by group={group}")
+            _check_bias(node, shapes, inits, w[0], fail)
+        elif node.op_type == "ConvTranspose":
+            if cin and w[0] != cin:
+                fail(node, f"weight shape {list(w)} expects {w[0]} input channels, input has {cin}")
+            _check_bias(node, shapes, inits, w[1] * group, fail)
+        elif node.op_type == "BatchNormalization":
+            for name in node.input[1:5]:
+                p = shapes.get(name) if name in inits else None
+                if p is not None and cin and (len(p) != 1 or p[0] != cin):
+                    fail(node, f"parameter {name!r} has shape {list(p)}, input has {cin} channels")
+        elif node.op_type == "Gemm":
+            trans_a = next((a.i for a in node.attribute if a.name == "transA"), 0)
+            trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+            if x is not None and len(x) == 2 and len(w) == 2:
+                k_a = x[0] if trans_a else x[1]
+                k_b = w[1] if trans_b else w[0]
+                if k_a and k_b and k_a != k_b:
+                    fail(node, f"inner dimensions differ: A gives {k_a}, B shape {list(w)} gives {k_b}")
+
+
+def _check_bias(node, shapes, inits, channels: int, fail) -> None:
+    if len(node.input) > 2 and node.input[2] in inits:
+        b = shapes.get(node.input[2])
+        if b is not None and tuple(b) != (channels,):
+            fail(node, f"bias shape {list(b)} does not match {channels} output channels")

@@ -1,0 +1,151 @@
+"""The pass contract and the pass manager (after onnx-ir's passes and torch.fx's pass infrastructure).
+
+A :class:`GraphPass` rewrites a ``gs.Graph`` and says whether it changed anything and, per candidate site,
+what it did or why it did not (:class:`Finding`). The :class:`PassManager` runs a list of passes and, after
+each one, the checks chosen by :class:`Checks`: ONNX checker, an ORT session, numeric comparison against the
+input model (ORT graph optimizations disabled), and an optional dump of the intermediate model.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Sequence
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from onnxprune.errors import VerificationError
+from onnxprune.graph import to_graph, to_model
+from onnxprune.io import check_model, save_model
+from onnxprune.verify import Comparison, InputSpec, Reference, make_session
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One candidate site a pass looked at: ``applied`` or skipped, with the reason in words."""
+
+    node: str
+    op: str
+    applied: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class PassResult:
+    graph: gs.Graph
+    modified: bool
+    findings: tuple[Finding, ...] = ()
+
+
+class GraphPass(abc.ABC):
+    """A graph rewrite. Subclasses set ``name`` and implement :meth:`call`."""
+
+    name: ClassVar[str]
+    #: True when the pass can change tensor shapes (the manager then clears and re-infers them).
+    changes_shapes: ClassVar[bool] = False
+
+    def requires(self, graph: gs.Graph) -> None:
+        """Precondition; raise PreconditionError with a reason when it does not hold."""
+
+    @abc.abstractmethod
+    def call(self, graph: gs.Graph) -> PassResult: ...
+
+    def ensures(self, graph: gs.Graph) -> None:
+        """Postcondition; raise VerificationError when it does not hold."""
+
+    def __call__(self, graph: gs.Graph) -> PassResult:
+        self.requires(graph)
+        result = self.call(graph)
+        self.ensures(result.graph)
+        return result
+
+
+class CheckLevel(enum.Enum):
+    NONE = "none"            # no checks between passes (the final model is still checked)
+    STRUCTURE = "structure"  # ONNX checker (full) + ORT session after each pass
+    NUMERIC = "numeric"      # STRUCTURE + outputs compared with the input model after each pass
+
+
+@dataclass(frozen=True)
+class Checks:
+    level: CheckLevel = CheckLevel.NONE
+    #: numeric tolerance: max abs diff <= rel_tol * max |reference output|
+    rel_tol: float = 1e-5
+    inputs: InputSpec = InputSpec(batch=2)
+    seed: int = 0
+    dump_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class PassRecord:
+    name: str
+    modified: bool
+    findings: tuple[Finding, ...]
+    seconds: float
+    comparison: Comparison | None = None
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    model: onnx.ModelProto
+    records: tuple[PassRecord, ...] = field(default_factory=tuple)
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        return tuple(f for r in self.records for f in r.findings)
+
+    @property
+    def comparison(self) -> Comparison | None:
+        """The last numeric comparison (the final model against the input), if numeric checks ran."""
+        return next((r.comparison for r in reversed(self.records) if r.comparison is not None), None)
+
+
+class PassManager:
+    """Runs passes in order on a model; the input ModelProto is never modified."""
+
+    def __init__(self, passes: Sequence[GraphPass], checks: Checks = Checks()) -> None:
+        self.passes = list(passes)
+        self.checks = checks
+
+    def run(self, model: onnx.ModelProto) -> PipelineResult:
+        reference = Reference.of(model, self.checks.inputs, self.checks.seed) \
+            if self.checks.level is CheckLevel.NUMERIC else None
+        if self.checks.dump_dir is not None:
+            self.checks.dump_dir.mkdir(parents=True, exist_ok=True)
+        records: list[PassRecord] = []
+        graph = to_graph(model)
+        current = model
+        for index, graph_pass in enumerate(self.passes):
+            start = time.perf_counter()
+            result = graph_pass(graph)
+            graph = result.graph
+            if result.modified:
+                current = to_model(graph, model, reinfer=graph_pass.changes_shapes)
+            seconds = time.perf_counter() - start
+            comparison = self._check(current, graph_pass.name, reference) if result.modified else None
+            if self.checks.dump_dir is not None:
+                save_model(current, self.checks.dump_dir / f"{index + 1:02d}-{graph_pass.name}.onnx")
+            records.append(PassRecord(graph_pass.name, result.modified, result.findings, seconds, comparison))
+        return PipelineResult(current, tuple(records))
+
+    def _check(self, model: onnx.ModelProto, pass_name: str, reference: Reference | None) -> Comparison | None:
+        if self.checks.level is CheckLevel.NONE:
+            return None
+        try:
+            check_model(model, f"after pass {pass_name}", full_check=True)
+        except Exception as e:
+            raise VerificationError(str(e)) from e
+        if reference is None:
+            make_session(model)
+            return None
+        comparison = reference.compare(model)
+        if not comparison.within(self.checks.rel_tol):
+            raise VerificationError(
+                f"pass {pass_name} changed the outputs: max abs diff {comparison.max_abs_diff:.3g} on "
+                f"{comparison.worst_output!r} exceeds {self.checks.rel_tol:g} x max|output| "
+                f"({comparison.max_abs_reference:.3g})")
+        return comparison
