@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Sequence
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -73,8 +74,9 @@ class CheckLevel(enum.Enum):
 @dataclass(frozen=True)
 class Checks:
     level: CheckLevel = CheckLevel.NONE
-    #: numeric tolerance: max abs diff <= rel_tol * max |reference output|
-    rel_tol: float = 1e-5
+    #: numeric tolerance: max abs diff <= rel_tol * max |reference output|; None: by output dtype
+    #: (1e-5 for float32/float64, 4e-3 for float16/bfloat16, i.e. a few units of rounding)
+    rel_tol: float | None = None
     inputs: InputSpec = InputSpec(batch=2)
     seed: int = 0
     dump_dir: Path | None = None
@@ -102,6 +104,13 @@ class PipelineResult:
     def comparison(self) -> Comparison | None:
         """The last numeric comparison (the final model against the input), if numeric checks ran."""
         return next((r.comparison for r in reversed(self.records) if r.comparison is not None), None)
+
+
+def default_tolerance(reference: Reference) -> float:
+    """Relative tolerance for a numeric comparison: a few units of rounding of the coarsest output dtype."""
+    low_precision = any(v.dtype.itemsize <= 2 and np.issubdtype(v.dtype, np.floating)
+                        for v in reference.outputs.values())
+    return 4e-3 if low_precision else 1e-5
 
 
 class PassManager:
@@ -143,9 +152,10 @@ class PassManager:
             make_session(model)
             return None
         comparison = reference.compare(model)
-        if not comparison.within(self.checks.rel_tol):
+        rel_tol = self.checks.rel_tol if self.checks.rel_tol is not None else default_tolerance(reference)
+        if not comparison.within(rel_tol):
             raise VerificationError(
                 f"pass {pass_name} changed the outputs: max abs diff {comparison.max_abs_diff:.3g} on "
-                f"{comparison.worst_output!r} exceeds {self.checks.rel_tol:g} x max|output| "
+                f"{comparison.worst_output!r} exceeds {rel_tol:g} x max|output| "
                 f"({comparison.max_abs_reference:.3g})")
         return comparison

@@ -1,0 +1,5 @@
+import sys
+
+from onnxprune.cli.main import main
+
+sys.exit(main())

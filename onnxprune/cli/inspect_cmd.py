@@ -1,0 +1,52 @@
+"""``onnxprune inspect MODEL``: ops, interface, parameters, MACs, foldable BatchNorms."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.table import Table
+
+from onnxprune.api import inspect, load
+from onnxprune.cli.common import add_input_shape_args, console, human, input_spec, print_json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="summarize a model: ops, inputs/outputs, params, MACs, BatchNorms",
+                       description="Summarize a model. MACs are computed at batch 1 unless --batch/--input-shape "
+                                   "say otherwise.")
+    p.add_argument("model", help="input .onnx file")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_input_shape_args(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = input_spec(args)
+    summary = inspect(load(args.model), spec)
+    if args.json:
+        print_json(summary.to_json())
+        return 0
+    console.print(f"[bold]{args.model}[/]  opset {summary.opset}, IR {summary.ir_version}"
+                  + (f", from {summary.producer}" if summary.producer else ""))
+    io = Table(box=None, show_header=True, header_style="bold")
+    io.add_column("")
+    io.add_column("name")
+    io.add_column("dtype")
+    io.add_column("shape")
+    for kind, tensors in (("input", summary.inputs), ("output", summary.outputs)):
+        for t in tensors:
+            io.add_row(kind, t.name, t.dtype, "x".join(str(d) for d in t.shape))
+    console.print(io)
+    shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in summary.flops_input_shapes.items())
+    console.print(f"params {human(summary.params)} ({summary.params:,})   MACs {human(summary.flops)} "
+                  f"({summary.flops:,}) at {shapes or '?'}")
+    if summary.flops_unresolved:
+        console.print(f"[yellow]MACs unknown for {len(summary.flops_unresolved)} layer(s) with dynamic shapes; "
+                      f"pass --input-shape[/]")
+    console.print("ops: " + ", ".join(f"{op} {n}" for op, n in summary.ops.items()))
+    bns = summary.batchnorm
+    console.print(f"BatchNormalization: {len(bns)}, foldable {summary.batchnorm_foldable}")
+    for b in bns:
+        if not b.foldable:
+            console.print(f"  not foldable: {b.node}: {b.reason}", markup=False)
+    return 0

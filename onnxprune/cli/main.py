@@ -1,0 +1,48 @@
+"""Entry point: ``onnxprune SUBCOMMAND ...``. Errors are one line on stderr with a documented exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from onnxprune import __version__
+from onnxprune.cli import fold_cmd, inspect_cmd
+from onnxprune.cli.common import OneLineParser, report_error
+from onnxprune.errors import OnnxPruneError, UsageError
+
+SUBCOMMANDS = (inspect_cmd, fold_cmd)
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="onnxprune", description="Make exported ONNX CNNs smaller and faster.")
+    parser.add_argument("--version", action="version", version=f"onnxprune {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    for module in SUBCOMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv or bool(os.environ.get("ONNXPRUNE_DEBUG"))
+    try:
+        args = build_parser().parse_args(argv)
+        if not getattr(args, "run", None):
+            raise UsageError("missing command (see 'onnxprune --help')")
+        return args.run(args)
+    except OnnxPruneError as e:
+        return report_error("onnxprune", e)
+    except KeyboardInterrupt:
+        print("onnxprune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: still one line unless --debug
+        if debug:
+            raise
+        print(f"onnxprune: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
+              f"(rerun with --debug for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
