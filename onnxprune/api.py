@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import onnx
 
 from onnxprune.inspect import ModelSummary, summarize
-from onnxprune.io import check_model, read_model, save_model
+from onnxprune.io import read_model, save_model
 from onnxprune.normalize import normalize
 from onnxprune.pass_infra import Checks, Finding, PassManager, PipelineResult
 from onnxprune.passes import Cleanup, FoldBatchNorm, FoldChannelAffine
@@ -22,9 +22,8 @@ def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
 
 def save(model: onnx.ModelProto, path: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None,
          external_data: bool | None = None) -> None:
-    """Check ``model`` with the full ONNX checker, then write it atomically (never over ``source``)."""
-    check_model(model, path, full_check=True)
-    save_model(model, path, external_data=external_data, inputs=(source,) if source else ())
+    """Write ``model`` atomically (never over ``source``) once the full ONNX checker has passed on it."""
+    save_model(model, path, external_data=external_data, inputs=(source,) if source else (), full_check=True)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ def read_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         raise InvalidModelError(f"{p}: not an ONNX model (no graph or no opset_import; truncated or another format?)")
     if any(external_data_helper.uses_external_data(t) for t in external_data_helper._get_all_tensors(model)):
         _load_external_data(model, p.parent, p)
-    check_model(model, p)
+    check_model(model, p, path=p if needs_external_data(model) else None)
     return model
 
 
@@ -72,23 +72,20 @@ def _load_external_data(model: onnx.ModelProto, base_dir: Path, p: Path) -> None
         raise ExternalDataError(f"{p}: cannot load external data: {_first_line(e)}") from e
 
 
-def check_model(model: onnx.ModelProto, origin: Path | str = "model", full_check: bool = False) -> None:
-    """Run the ONNX checker; raise InvalidModelError with its first line on failure."""
+def check_model(model: onnx.ModelProto, origin: Path | str = "model", full_check: bool = False,
+                path: Path | None = None) -> None:
+    """Run the ONNX checker; raise InvalidModelError with its first line on failure.
+
+    With ``path``, the file on disk is checked instead (the checker reads its external data): needed for models
+    too large for an in-memory protobuf, which are not checked at all without one.
+    """
     try:
-        if _tensor_bytes(model) < EXTERNAL_DATA_THRESHOLD:
+        if path is not None:
+            onnx.checker.check_model(str(path), full_check=full_check)
+        elif not needs_external_data(model):
             onnx.checker.check_model(model, full_check=full_check)
-        else:  # the in-memory checker cannot take >2 GB protos; check the graph without weights
-            onnx.checker.check_model(_without_weights(model), full_check=False)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as e:
         raise InvalidModelError(f"{origin}: invalid ONNX model: {_first_line(e)}") from e
-
-
-def _without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
-    light = onnx.ModelProto()
-    light.CopyFrom(model)
-    for t in light.graph.initializer:
-        t.ClearField("raw_data")
-    return light
 
 
 def _tensor_bytes(model: onnx.ModelProto) -> int:
@@ -116,9 +113,9 @@ def ensure_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLik
     return out
 
 
-def save_model(model: onnx.ModelProto, output: str | os.PathLike[str], *,
-               external_data: bool | None = None, inputs: tuple[str | os.PathLike[str], ...] = ()) -> Path:
-    """Write ``model`` to ``output`` atomically.
+def save_model(model: onnx.ModelProto, output: str | os.PathLike[str], *, external_data: bool | None = None,
+               inputs: tuple[str | os.PathLike[str], ...] = (), full_check: bool = False) -> Path:
+    """Write ``model`` to ``output`` atomically, after the ONNX checker has passed on the written temp file.
 
     ``external_data=None`` writes tensor data to ``<output>.data`` only when the model is too large for a
     single protobuf (>= ~1.8 GB of weights). The model file is renamed into place last, so a reader never sees
@@ -129,13 +126,18 @@ def save_model(model: onnx.ModelProto, output: str | os.PathLike[str], *,
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
         tmp_model = tmp_dir / out.name
+        data_name = out.name + ".data"
         if use_external:
-            data_name = out.name + ".data"
-            onnx.save_model(model, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=1024)
-            os.replace(tmp_dir / data_name, out.parent / data_name)
+            copy = onnx.ModelProto()
+            copy.CopyFrom(model)  # onnx rewrites tensors to external references in place
+            onnx.save_model(copy, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=0)
+            del copy
         else:
             onnx.save_model(model, tmp_model)
+        check_model(model, out, full_check=full_check, path=tmp_model if use_external else None)
+        if use_external and (tmp_dir / data_name).exists():
+            os.replace(tmp_dir / data_name, out.parent / data_name)
         os.replace(tmp_model, out)
     except OSError as e:
         raise OutputPathError(f"{out}: cannot write: {e.strerror or e}") from e
