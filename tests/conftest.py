@@ -17,6 +17,6 @@ ZOO_CASES = [(m, f) for m in ZOO for f in FORMS]
 
 @pytest.fixture
 def zoo_path():
-    from tests.zoo_cache import zoo_model
+    from models.zoo_cache import zoo_model
 
     return zoo_model

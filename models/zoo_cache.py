@@ -1,4 +1,4 @@
-"""Exported zoo models for tests, cached on disk (keyed by torch version and the models/ sources).
+"""Exported zoo models for tests and benchmarks, cached on disk (keyed by torch version and the models/ sources).
 
 Safe under pytest-xdist: each file is written to a temp name and renamed into place.
 """

@@ -1,0 +1,48 @@
+# onnxprune — every set-up step lives here, so a fresh clone needs only `make demo` / `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# A CPU wheel of torch==2.13.0 lies on local disk on the team's machines; pip looks there first if it exists.
+PIP_FLAGS := -q $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+OUT    := out
+
+.PHONY: demo test bench zoo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) --upgrade pip
+
+# one stamp per extras set, redone when pyproject.toml changes
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e .
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $@ $(VENV)/.runtime
+
+$(VENV)/.bench: pyproject.toml $(VENV)/.dev
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,bench]'
+	touch $@
+
+## demo: inspect and fold the bundled digits-trained ResNet-56, verify, and summarize
+demo: $(VENV)/.runtime
+	@mkdir -p $(OUT)
+	$(BIN)/onnxprune inspect models/digits/resnet56.onnx --input-shape input=1x3x32x32
+	$(BIN)/onnxprune fold models/digits/resnet56.onnx -o $(OUT)/resnet56.folded.onnx --verify
+	$(BIN)/python -m models.demo models/digits/resnet56.onnx $(OUT)/resnet56.folded.onnx
+
+## test: the whole suite (about 5 minutes on 2 cores)
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -n 2 -q
+
+## bench: regenerate benchmarks/results/ (fold vs onnxsim and onnxslim)
+bench: $(VENV)/.bench
+	$(BIN)/python -m benchmarks.bench_fold --out benchmarks/results
+
+## zoo: export every reference model in every form to out/zoo
+zoo: $(VENV)/.dev
+	$(BIN)/python -m models.export_zoo $(OUT)/zoo
+
+clean:
+	rm -rf $(OUT) .zoo-cache .pytest_cache
