@@ -17,7 +17,7 @@ from onnxprune.verify import InputSpec
 
 def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Read, check and normalize an ONNX file (Constant weights lifted, topologically sorted, shapes inferred)."""
-    return normalize(read_model(path))
+    return normalize(read_model(path), copy=False)
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None,

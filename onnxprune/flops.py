@@ -18,7 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
+import onnxruntime as ort
 from onnx import helper
+
+from onnxprune.normalize import skeleton
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -51,8 +55,7 @@ def count_params(model: onnx.ModelProto) -> int:
 
 
 def _with_fixed_inputs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
-    light = onnx.ModelProto()
-    light.CopyFrom(model)
+    light = skeleton(model)
     del light.graph.value_info[:]
     for vi in light.graph.input:
         if vi.name in shapes:
@@ -62,10 +65,25 @@ def _with_fixed_inputs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]
                 dims.add().dim_value = d
     for out in light.graph.output:  # symbolic output dims would pin intermediate dims to names
         out.type.tensor_type.ClearField("shape")
+    light = _infer(light)
+    # Shape arithmetic (e.g. the pads of ResNet option-A shortcuts) defeats shape inference; with the inputs
+    # fixed it is all constant, so evaluate it and infer again.
+    if any(n.op_type in _SHAPE_OPS for n in light.graph.node):
+        ort.set_default_logger_severity(3)  # graphsurgeon's ORT session warns about every Unsqueeze it keeps
+        graph = gs.import_onnx(light)
+        graph.fold_constants(error_ok=True).cleanup(remove_unused_graph_inputs=False)
+        light = _infer(gs.export_onnx(graph, do_type_check=False))
+    return light
+
+
+_SHAPE_OPS = {"Shape", "ConstantOfShape", "Size", "Range"}
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
-        return onnx.shape_inference.infer_shapes(light, data_prop=True)
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError):
-        return light
+        return model
 
 
 def _shape_table(model: onnx.ModelProto) -> dict[str, tuple[int, ...] | None]:

@@ -35,7 +35,7 @@ def to_model(graph: gs.Graph, template: onnx.ModelProto, *, reinfer: bool = Fals
     model.metadata_props.extend(template.metadata_props)
     _keep_opset_versions(model, template)
     if reinfer:
-        model = infer_shapes(model, clear=True)
+        infer_shapes(model, clear=True)
     return model
 
 
@@ -89,26 +89,32 @@ def optional_input(node: gs.Node, index: int) -> gs.Tensor | None:
     return None if (isinstance(t, gs.Variable) and t.name == "" ) else t
 
 
-def set_constant_input(graph: gs.Graph, node: gs.Node, index: int, values: np.ndarray, name_hint: str) -> gs.Constant:
+class NameAllocator:
+    """Hands out tensor/node names not yet used in a graph (scans the graph once, not per name)."""
+
+    def __init__(self, graph: gs.Graph) -> None:
+        self._taken = set(graph.tensors().keys()) | {n.name for n in graph.nodes}
+
+    def fresh(self, hint: str) -> str:
+        name, i = hint, 0
+        while name in self._taken:
+            i += 1
+            name = f"{hint}_{i}"
+        self._taken.add(name)
+        return name
+
+
+def set_constant_input(names: NameAllocator, node: gs.Node, index: int, values: np.ndarray,
+                       name_hint: str) -> gs.Constant:
     """Give ``node`` a new constant at input ``index`` (appending empty inputs if needed).
 
     A fresh tensor is always created, so a weight shared with other nodes is never changed under them.
     """
-    const = gs.Constant(unique_name(graph, name_hint), np.ascontiguousarray(values))
+    const = gs.Constant(names.fresh(name_hint), np.ascontiguousarray(values))
     while len(node.inputs) <= index:
         node.inputs.append(gs.Variable.empty())
     node.inputs[index] = const
     return const
-
-
-def unique_name(graph: gs.Graph, hint: str) -> str:
-    taken = graph.tensors().keys()
-    if hint not in taken:
-        return hint
-    i = 1
-    while f"{hint}_{i}" in taken:
-        i += 1
-    return f"{hint}_{i}"
 
 
 def float_dtype(values: np.ndarray) -> np.dtype:

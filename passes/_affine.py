@@ -19,7 +19,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from onnxprune.graph import (constant_value, consumers, float_dtype, is_default_domain, is_graph_output,
-                             optional_input, producer, set_constant_input, unique_name)
+                             NameAllocator, optional_input, producer, set_constant_input)
 
 PRODUCER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -97,7 +97,8 @@ def _split_matmul_add(add: gs.Node) -> tuple[gs.Tensor | None, np.ndarray | None
     return None, None
 
 
-def apply_affine(graph: gs.Graph, target: AffineTarget, scale: np.ndarray, shift: np.ndarray) -> None:
+def apply_affine(graph: gs.Graph, names: NameAllocator, target: AffineTarget, scale: np.ndarray,
+                 shift: np.ndarray) -> None:
     """Rewrite ``target``'s weights so its output becomes ``output * scale + shift`` per channel.
 
     ``scale`` and ``shift`` are float64 vectors of length ``target.channels``.
@@ -109,21 +110,21 @@ def apply_affine(graph: gs.Graph, target: AffineTarget, scale: np.ndarray, shift
     hint = node.inputs[1].name or f"{node.name}_weight"
     if node.op == "Conv":
         w64 = w64 * scale.reshape((-1,) + (1,) * (w.ndim - 1))
-        _set_bias(graph, node, 2, scale, shift, dtype)
+        _set_bias(names, node, 2, scale, shift, dtype)
     elif node.op == "ConvTranspose":
         group = int(node.attrs.get("group", 1))
         cin, cout_g = w.shape[0], w.shape[1]
         grouped = w64.reshape((group, cin // group, cout_g) + w.shape[2:])
         grouped = grouped * scale.reshape((group, 1, cout_g) + (1,) * (w.ndim - 2))
         w64 = grouped.reshape(w.shape)
-        _set_bias(graph, node, 2, scale, shift, dtype)
+        _set_bias(names, node, 2, scale, shift, dtype)
     elif node.op == "Gemm":
         alpha = float(node.attrs.get("alpha", 1.0))
         beta = float(node.attrs.get("beta", 1.0))
         w64 = w64 * alpha * (scale[:, None] if node.attrs.get("transB", 0) else scale[None, :])
         c = constant_value(optional_input(node, 2))
         c64 = np.zeros(target.channels) if c is None else beta * c.astype(np.float64)
-        set_constant_input(graph, node, 2, (c64 * scale + shift).astype(dtype), f"{node.name or 'gemm'}_bias")
+        set_constant_input(names, node, 2, (c64 * scale + shift).astype(dtype), f"{node.name or 'gemm'}_bias")
         node.attrs["alpha"] = 1.0
         node.attrs["beta"] = 1.0
     else:  # MatMul
@@ -131,27 +132,27 @@ def apply_affine(graph: gs.Graph, target: AffineTarget, scale: np.ndarray, shift
         if target.bias_add is not None:
             idx = 0 if constant_value(target.bias_add.inputs[0]) is not None else 1
             b = constant_value(target.bias_add.inputs[idx]).astype(np.float64)
-            set_constant_input(graph, target.bias_add, idx, (b * scale + shift).astype(dtype),
+            set_constant_input(names, target.bias_add, idx, (b * scale + shift).astype(dtype),
                                f"{target.bias_add.inputs[idx].name or 'bias'}_folded")
         else:
-            _append_bias_add(graph, node, shift.astype(dtype))
-    set_constant_input(graph, node, 1, w64.astype(dtype), f"{hint}_folded")
+            _append_bias_add(graph, names, node, shift.astype(dtype))
+    set_constant_input(names, node, 1, w64.astype(dtype), f"{hint}_folded")
 
 
-def _set_bias(graph: gs.Graph, node: gs.Node, index: int, scale: np.ndarray, shift: np.ndarray,
+def _set_bias(names: NameAllocator, node: gs.Node, index: int, scale: np.ndarray, shift: np.ndarray,
               dtype: np.dtype) -> None:
     b = constant_value(optional_input(node, index))
     b64 = np.zeros_like(scale) if b is None else b.astype(np.float64)
-    set_constant_input(graph, node, index, (b64 * scale + shift).astype(dtype), f"{node.name or node.op}_bias_folded")
+    set_constant_input(names, node, index, (b64 * scale + shift).astype(dtype), f"{node.name or node.op}_bias_folded")
 
 
-def _append_bias_add(graph: gs.Graph, matmul: gs.Node, bias: np.ndarray) -> None:
+def _append_bias_add(graph: gs.Graph, names: NameAllocator, matmul: gs.Node, bias: np.ndarray) -> None:
     """Insert ``Add(matmul_out, bias)`` after a MatMul; the Add takes over the MatMul's output tensor."""
     out = matmul.outputs[0]
-    inner = gs.Variable(unique_name(graph, f"{out.name}_nobias"), dtype=out.dtype, shape=out.shape)
+    inner = gs.Variable(names.fresh(f"{out.name}_nobias"), dtype=out.dtype, shape=out.shape)
     matmul.outputs[0] = inner
-    const = gs.Constant(unique_name(graph, f"{matmul.name or 'matmul'}_bias_folded"), bias)
-    graph.nodes.append(gs.Node("Add", name=unique_name(graph, f"{matmul.name or 'matmul'}_bias"),
+    const = gs.Constant(names.fresh(f"{matmul.name or 'matmul'}_bias_folded"), bias)
+    graph.nodes.append(gs.Node("Add", name=names.fresh(f"{matmul.name or 'matmul'}_bias"),
                                inputs=[inner, const], outputs=[out]))
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.graph import constant_value, is_default_domain
+from onnxprune.graph import NameAllocator, constant_value, is_default_domain
 from onnxprune.pass_infra import Finding, GraphPass, PassResult
 from ._affine import AffineTarget, apply_affine, bypass, find_target
 
@@ -60,6 +60,7 @@ class FoldBatchNorm(GraphPass):
 
     def call(self, graph: gs.Graph) -> PassResult:
         findings: list[Finding] = []
+        names = NameAllocator(graph)
         for bn in [n for n in graph.nodes if is_batchnorm(n)]:
             m = match(graph, bn)
             if isinstance(m, str):
@@ -67,7 +68,7 @@ class FoldBatchNorm(GraphPass):
                 continue
             target, scale, shift = m
             data_input = bn.inputs[0]
-            apply_affine(graph, target, scale, shift)
+            apply_affine(graph, names, target, scale, shift)
             bypass(bn, data_input)
             findings.append(Finding(bn.name, bn.op, True, f"folded into {target.layer.op} {target.layer.name!r}"))
         modified = any(f.applied for f in findings)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.graph import constant_value, is_default_domain, producer
+from onnxprune.graph import NameAllocator, constant_value, is_default_domain, producer
 from onnxprune.pass_infra import Finding, GraphPass, PassResult
 from ._affine import apply_affine, bypass, find_target
 
@@ -80,6 +80,7 @@ class FoldChannelAffine(GraphPass):
 
     def call(self, graph: gs.Graph) -> PassResult:
         findings: list[Finding] = []
+        names = NameAllocator(graph)
         for node in list(graph.nodes):
             if node.op not in AFFINE_OPS or not is_default_domain(node) or not node.outputs:
                 continue
@@ -90,7 +91,7 @@ class FoldChannelAffine(GraphPass):
                 findings.append(Finding(node.name, node.op, False, m))
                 continue
             target, data, scale, shift = m
-            apply_affine(graph, target, scale, shift)
+            apply_affine(graph, names, target, scale, shift)
             bypass(node, data)
             findings.append(Finding(node.name, node.op, True, f"folded into {target.layer.op} {target.layer.name!r}"))
         modified = any(f.applied for f in findings)

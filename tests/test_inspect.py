@@ -37,7 +37,8 @@ def torch_macs(module: nn.Module, shape: tuple[int, ...]) -> int:
     return total
 
 
-@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "convtranspose_decoder", "flatten_gemm", "resnext"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet56", "mobilenet_v2", "convtranspose_decoder", "flatten_gemm",
+                                  "resnext", "mobilenet_v3_se"])
 @pytest.mark.parametrize("form", ["legacy", "dynamo"])
 def test_macs_match_pytorch_count(zoo_path, name, form):
     entry = ZOO[name]
