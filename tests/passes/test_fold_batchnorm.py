@@ -200,3 +200,20 @@ def test_zoo_model_folds_exactly(zoo_path, name, form):
         assert all("not a Conv" in f.reason or "other reader" in f.reason for f in skipped_bn)
     # folding removes work: the folded model is never slower to evaluate in node count
     assert len(result.model.graph.node) <= len(m.graph.node)
+
+
+@pytest.mark.parametrize("opset", [11, 13, 20, 21])
+@pytest.mark.parametrize("name", ["studentnet", "mobilenet_v3_se", "convtranspose_decoder"])
+def test_zoo_models_across_opsets(name, opset):
+    """The legacy exporter writes opsets 11..20; 21 comes from ONNX's version converter."""
+    from onnx import version_converter
+
+    from models.architectures import ZOO
+    from models.export_zoo import export
+
+    proto = export(ZOO[name], "legacy_bn", opset=min(opset, 20))
+    if opset > 20:
+        proto = version_converter.convert_version(proto, opset)
+    result = fold_and_compare(proto)
+    assert "BatchNormalization" not in ops(result.model)
+    assert next(o.version for o in result.model.opset_import if o.domain in ("", "ai.onnx")) == opset
