@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict, deque
 
 import numpy as np
@@ -195,7 +196,7 @@ def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     g.sparse_initializer.extend(graph.sparse_initializer)
     listed = {i.name for i in graph.input}
     for t in graph.initializer:
-        if int(np.prod(t.dims, dtype=np.int64)) <= _SKELETON_MAX_ELEMENTS:
+        if math.prod(t.dims) <= _SKELETON_MAX_ELEMENTS:
             g.initializer.append(t)
         elif t.name not in listed:
             g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))

@@ -127,18 +127,26 @@ class PassManager:
             self.checks.dump_dir.mkdir(parents=True, exist_ok=True)
         records: list[PassRecord] = []
         graph = to_graph(model)
-        current = model
+        current: onnx.ModelProto | None = model  # None: the graph has changes not exported yet
+        reinfer = False
+        checking = self.checks.level is not CheckLevel.NONE or self.checks.dump_dir is not None
         for index, graph_pass in enumerate(self.passes):
             start = time.perf_counter()
             result = graph_pass(graph)
             graph = result.graph
             if result.modified:
-                current = to_model(graph, model, reinfer=graph_pass.changes_shapes)
+                current = None
+                reinfer = reinfer or graph_pass.changes_shapes
+            comparison = None
+            if checking and current is None:
+                current, reinfer = to_model(graph, model, reinfer=reinfer), False
+                comparison = self._check(current, graph_pass.name, reference)
             seconds = time.perf_counter() - start
-            comparison = self._check(current, graph_pass.name, reference) if result.modified else None
             if self.checks.dump_dir is not None:
                 save_model(current, self.checks.dump_dir / f"{index + 1:02d}-{graph_pass.name}.onnx")
             records.append(PassRecord(graph_pass.name, result.modified, result.findings, seconds, comparison))
+        if current is None:
+            current = to_model(graph, model, reinfer=reinfer)
         return PipelineResult(current, tuple(records))
 
     def _check(self, model: onnx.ModelProto, pass_name: str, reference: Reference | None) -> Comparison | None:

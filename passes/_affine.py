@@ -109,14 +109,13 @@ def apply_affine(graph: gs.Graph, names: NameAllocator, target: AffineTarget, sc
     w64 = w.astype(np.float64)
     hint = node.inputs[1].name or f"{node.name}_weight"
     if node.op == "Conv":
-        w64 = w64 * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        w64 *= scale.reshape((-1,) + (1,) * (w.ndim - 1))
         _set_bias(names, node, 2, scale, shift, dtype)
     elif node.op == "ConvTranspose":
         group = int(node.attrs.get("group", 1))
         cin, cout_g = w.shape[0], w.shape[1]
-        grouped = w64.reshape((group, cin // group, cout_g) + w.shape[2:])
-        grouped = grouped * scale.reshape((group, 1, cout_g) + (1,) * (w.ndim - 2))
-        w64 = grouped.reshape(w.shape)
+        w64.reshape((group, cin // group, cout_g) + w.shape[2:])[...] *= \
+            scale.reshape((group, 1, cout_g) + (1,) * (w.ndim - 2))
         _set_bias(names, node, 2, scale, shift, dtype)
     elif node.op == "Gemm":
         alpha = float(node.attrs.get("alpha", 1.0))
@@ -147,21 +146,27 @@ def _set_bias(names: NameAllocator, node: gs.Node, index: int, scale: np.ndarray
 
 
 def _append_bias_add(graph: gs.Graph, names: NameAllocator, matmul: gs.Node, bias: np.ndarray) -> None:
-    """Insert ``Add(matmul_out, bias)`` after a MatMul; the Add takes over the MatMul's output tensor."""
+    """Insert ``Add(matmul_out, bias)`` right after a MatMul; the Add takes over the MatMul's output tensor."""
     out = matmul.outputs[0]
     inner = gs.Variable(names.fresh(f"{out.name}_nobias"), dtype=out.dtype, shape=out.shape)
     matmul.outputs[0] = inner
     const = gs.Constant(names.fresh(f"{matmul.name or 'matmul'}_bias_folded"), bias)
-    graph.nodes.append(gs.Node("Add", name=names.fresh(f"{matmul.name or 'matmul'}_bias"),
-                               inputs=[inner, const], outputs=[out]))
+    add = gs.Node("Add", name=names.fresh(f"{matmul.name or 'matmul'}_bias"), inputs=[inner, const], outputs=[out])
+    graph.nodes.insert(graph.nodes.index(matmul) + 1, add)  # keeps the node list topologically sorted
 
 
 def bypass(node: gs.Node, data_input: gs.Tensor) -> None:
-    """Remove ``node`` (a BN or affine op reading ``data_input``) from the graph: whatever produces
-    ``data_input`` now writes ``node``'s output tensor instead, so graph output names are kept."""
+    """Disconnect ``node`` (a BN or affine op reading ``data_input``): whatever produces ``data_input`` now
+    writes ``node``'s output tensor instead, so graph output names are kept and the node order stays
+    topological. The caller drops the disconnected node (:func:`drop_disconnected`)."""
     src = producer(data_input)
     assert src is not None
     folded_out = node.outputs[0]
     node.outputs.clear()
     node.inputs.clear()
     src.outputs[[t is data_input for t in src.outputs].index(True)] = folded_out
+
+
+def drop_disconnected(graph: gs.Graph) -> None:
+    """Remove nodes left without outputs (by identity: graphsurgeon's Node equality is slow)."""
+    graph.nodes = [n for n in graph.nodes if n.outputs]

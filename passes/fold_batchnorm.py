@@ -17,7 +17,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.graph import NameAllocator, constant_value, is_default_domain
 from onnxprune.pass_infra import Finding, GraphPass, PassResult
-from ._affine import AffineTarget, apply_affine, bypass, find_target
+from ._affine import AffineTarget, apply_affine, bypass, drop_disconnected, find_target
 
 
 def batchnorm_affine(bn: gs.Node) -> tuple[np.ndarray, np.ndarray] | str:
@@ -73,5 +73,5 @@ class FoldBatchNorm(GraphPass):
             findings.append(Finding(bn.name, bn.op, True, f"folded into {target.layer.op} {target.layer.name!r}"))
         modified = any(f.applied for f in findings)
         if modified:
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            drop_disconnected(graph)
         return PassResult(graph, modified, tuple(findings))

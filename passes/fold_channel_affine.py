@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.graph import NameAllocator, constant_value, is_default_domain, producer
 from onnxprune.pass_infra import Finding, GraphPass, PassResult
-from ._affine import apply_affine, bypass, find_target
+from ._affine import apply_affine, bypass, drop_disconnected, find_target
 
 AFFINE_OPS = ("Mul", "Add", "Sub", "Div")
 
@@ -96,5 +96,5 @@ class FoldChannelAffine(GraphPass):
             findings.append(Finding(node.name, node.op, True, f"folded into {target.layer.op} {target.layer.name!r}"))
         modified = any(f.applied for f in findings)
         if modified:
-            graph.cleanup(remove_unused_graph_inputs=False).toposort()
+            drop_disconnected(graph)
         return PassResult(graph, modified, tuple(findings))

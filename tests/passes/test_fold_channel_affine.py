@@ -76,3 +76,24 @@ def test_residual_add_is_not_a_candidate():
     result = fold(model(nodes, [("x", ["N", 4, 8, 8])], ["y"], inits))
     assert not result.pipeline.findings
     assert op_types(result.model) == ["Conv", "Add"]
+
+
+def test_cleanup_removes_dead_nodes_and_restores_order():
+    import onnx_graphsurgeon as gs
+
+    from onnxprune.graph import to_graph
+    from onnxprune.passes import Cleanup
+    from onnxprune.passes.cleanup import is_topologically_sorted
+
+    inits = [init("w", rand(4, 4, 3, 3))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"], name="relu"),
+             helper.make_node("Sigmoid", ["c"], ["dead"], name="unused")]
+    graph = to_graph(normalize(model(nodes, [("x", ["N", 4, 8, 8])], ["y"], inits)))
+    graph.nodes.reverse()
+    assert not is_topologically_sorted(graph)
+    result = Cleanup()(graph)
+    assert result.modified and [n.op for n in result.graph.nodes] == ["Conv", "Relu"]
+    assert is_topologically_sorted(result.graph)
+    assert not Cleanup()(result.graph).modified
+    assert isinstance(result.graph, gs.Graph)
