@@ -38,11 +38,10 @@ def run(args: argparse.Namespace) -> int:
             io.add_row(kind, t.name, t.dtype, "x".join(str(d) for d in t.shape))
     console.print(io)
     shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in summary.flops_input_shapes.items())
-    console.print(f"params {human(summary.params)} ({summary.params:,})   MACs {human(summary.flops)} "
-                  f"({summary.flops:,}) at {shapes or '?'}")
-    if summary.flops_unresolved:
-        console.print(f"[yellow]MACs unknown for {len(summary.flops_unresolved)} layer(s) with dynamic shapes; "
-                      f"pass --input-shape[/]")
+    macs = f"MACs {human(summary.flops)} ({summary.flops:,}) at {shapes}" if not summary.flops_unresolved else (
+        f"MACs unknown for {len(summary.flops_unresolved)} of {len(summary.layers)} layers "
+        f"(dynamic dims: pass --input-shape)")
+    console.print(f"params {human(summary.params)} ({summary.params:,})   {macs}")
     console.print("ops: " + ", ".join(f"{op} {n}" for op, n in summary.ops.items()))
     bns = summary.batchnorm
     console.print(f"BatchNormalization: {len(bns)}, foldable {summary.batchnorm_foldable}")
