@@ -3,5 +3,6 @@
 from .cleanup import Cleanup
 from .fold_batchnorm import FoldBatchNorm
 from .fold_channel_affine import FoldChannelAffine
+from .prune_channels import MaskRemovedChannels, PruneChannels
 
-__all__ = ["Cleanup", "FoldBatchNorm", "FoldChannelAffine"]
+__all__ = ["Cleanup", "FoldBatchNorm", "FoldChannelAffine", "MaskRemovedChannels", "PruneChannels"]

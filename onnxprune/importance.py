@@ -1,0 +1,165 @@
+"""Channel importance: a score per unit of every group (higher = more important, kept first).
+
+Every score is normalized per layer (divided by that layer's mean over its channels) before layers are
+combined, so groups with several producers (residual stages) and global ranking across groups compare like
+with like. With ``p`` ranging over a unit's producers (the sources whose output channel it is, plus the
+depthwise convs it passes through) and ``c`` over its consumers (layers whose weights read it):
+
+- ``l1``  (default, Li et al. 2017): ``mean_p |W_p[i]|_1 / mean_j |W_p[j]|_1``
+- ``l2``: the same with L2 norms
+- ``random``: uniform in [0, 1), seeded by ``--seed`` and the group id (the baseline of the source notes)
+- ``bn-scale``: ``mean_b |gamma_b[i]| / mean_j |gamma_b[j]|`` over the BatchNorms on the unit's path (read
+  before folding); groups without a BatchNorm fall back to ``l1``
+- ``dwpw`` (the source notes' depthwise/pointwise rule): ``l1`` + ``mean_c |W_c[:, i]|_1 / mean_j |W_c[:, j]|_1``
+  — a depthwise channel is scored by its own filter together with the pointwise weights that read it.
+"""
+
+from __future__ import annotations
+
+import enum
+import zlib
+from collections import defaultdict
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from onnxprune.channels import ChannelAnalysis
+from onnxprune.graph import constant_value
+
+
+class Criterion(enum.Enum):
+    L1 = "l1"
+    L2 = "l2"
+    RANDOM = "random"
+    BN_SCALE = "bn-scale"
+    DW_PW = "dwpw"
+
+
+def _norms(rows: np.ndarray, criterion: Criterion) -> np.ndarray:
+    rows = rows.astype(np.float64)
+    n = np.sqrt((rows ** 2).sum(1)) if criterion is Criterion.L2 else np.abs(rows).sum(1)
+    mean = n.mean() if n.size else 0.0
+    return n / mean if mean > 0 else np.zeros_like(n)
+
+
+def source_filters(src_node: gs.Node, kind: str) -> np.ndarray | None:
+    """One row per output channel of a source layer."""
+    w = constant_value(src_node.inputs[1])
+    if w is None:
+        return None
+    if kind == "conv" or kind == "depthwise" and src_node.op == "Conv":
+        return w.reshape(w.shape[0], -1)
+    if src_node.op == "ConvTranspose":
+        group = int(src_node.attrs.get("group", 1))
+        cin, cout_g = w.shape[0], w.shape[1]
+        g = w.reshape((group, cin // group, cout_g, -1)).transpose(0, 2, 1, 3)
+        return g.reshape(group * cout_g, -1)
+    if kind == "gemm":
+        return w if int(src_node.attrs.get("transB", 0)) else w.T
+    if kind == "matmul":
+        return w.T
+    return None
+
+
+def consumer_columns(node: gs.Node) -> np.ndarray | None:
+    """One row per input channel position of a consumer layer: the weights that read it."""
+    w = constant_value(node.inputs[1])
+    if w is None:
+        return None
+    if node.op == "Conv":
+        group = int(node.attrs.get("group", 1))
+        if group == 1:
+            return w.swapaxes(0, 1).reshape(w.shape[1], -1)
+        per = w.shape[0] // group
+        blocks = [w[g * per:(g + 1) * per].swapaxes(0, 1).reshape(w.shape[1], -1) for g in range(group)]
+        return np.concatenate(blocks)
+    if node.op == "ConvTranspose":
+        return w.reshape(w.shape[0], -1)
+    if node.op == "Gemm":
+        return w.T if int(node.attrs.get("transB", 0)) else w
+    if node.op == "MatMul":
+        return w
+    return None
+
+
+class _Accumulator:
+    """Sums per-layer normalized scores into units and counts contributions, for means."""
+
+    def __init__(self, analysis: ChannelAnalysis) -> None:
+        self.roots = analysis.roots
+        self.total: dict[int, float] = defaultdict(float)
+        self.count: dict[int, int] = defaultdict(int)
+
+    def add(self, elems: np.ndarray, values: np.ndarray) -> None:
+        # elements repeated along a flattened axis contribute once per layer: average them first
+        per_root: dict[int, list[float]] = defaultdict(list)
+        for e, v in zip(self.roots[elems].tolist(), values.tolist()):
+            per_root[e].append(v)
+        for r, vs in per_root.items():
+            self.total[r] += float(np.mean(vs))
+            self.count[r] += 1
+
+    def mean(self, root: int) -> float | None:
+        return self.total[root] / self.count[root] if self.count.get(root) else None
+
+
+def _producer_scores(analysis: ChannelAnalysis, criterion: Criterion) -> _Accumulator:
+    acc = _Accumulator(analysis)
+    norm = Criterion.L2 if criterion is Criterion.L2 else Criterion.L1
+    for src in analysis.sources:
+        if src.node is None:
+            continue
+        rows = source_filters(src.node, src.kind)
+        if rows is not None and rows.shape[0] == len(src.elems):
+            acc.add(src.elems, _norms(rows, norm))
+    for node in analysis.depthwise:
+        layout = analysis.layouts.get(node.inputs[0].name)
+        rows = source_filters(node, "depthwise")
+        if layout is not None and rows is not None:
+            acc.add(layout.elems, _norms(rows, norm))
+    return acc
+
+
+def _consumer_scores(analysis: ChannelAnalysis) -> _Accumulator:
+    acc = _Accumulator(analysis)
+    for node, tensor in analysis.consumers:
+        layout = analysis.layouts.get(tensor)
+        cols = consumer_columns(node)
+        if layout is not None and cols is not None and cols.shape[0] == len(layout):
+            acc.add(layout.elems, _norms(cols, Criterion.L1))
+    return acc
+
+
+def _bn_scores(analysis: ChannelAnalysis) -> _Accumulator:
+    acc = _Accumulator(analysis)
+    for node in analysis.graph.nodes:
+        if node.op != "BatchNormalization":
+            continue
+        layout = analysis.layouts.get(node.inputs[0].name)
+        gamma = constant_value(node.inputs[1])
+        if layout is not None and gamma is not None and gamma.shape[0] == len(layout):
+            acc.add(layout.elems, _norms(gamma.reshape(-1, 1), Criterion.L1))
+    return acc
+
+
+def score_groups(analysis: ChannelAnalysis, criterion: Criterion = Criterion.L1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Scores for the units of every prunable group, keyed by group id."""
+    scores: dict[str, np.ndarray] = {}
+    if criterion is Criterion.RANDOM:
+        for g in analysis.prunable:
+            rng = np.random.default_rng([seed, zlib.crc32(g.id.encode())])
+            scores[g.id] = rng.random(g.channels)
+        return scores
+    producers = _producer_scores(analysis, criterion)
+    extra = _consumer_scores(analysis) if criterion is Criterion.DW_PW else None
+    bn = _bn_scores(analysis) if criterion is Criterion.BN_SCALE else None
+    for g in analysis.prunable:
+        units = g.units.tolist()
+        if bn is not None and all(bn.mean(u) is not None for u in units):
+            values = [bn.mean(u) for u in units]
+        else:
+            values = [producers.mean(u) or 0.0 for u in units]
+            if extra is not None:
+                values = [v + (extra.mean(u) or 0.0) for v, u in zip(values, units)]
+        scores[g.id] = np.asarray(values, dtype=np.float64)
+    return scores

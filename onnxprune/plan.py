@@ -1,0 +1,260 @@
+"""Pruning plans: which units of each group to keep, decided from scores and :class:`PlanOptions`.
+
+Strategies (in order of precedence):
+
+- ``target_flops=F``: rank all units of all eligible groups by score (scores are per-layer normalized, so they
+  compare across groups) and remove the lowest until MACs <= F x the original (found by bisection on the
+  number removed, with rounding applied, using an exact MAC model of the rewritten graph);
+- ``global_ranking``: remove the lowest ``ratio`` of all eligible units, ranked together;
+- otherwise each group loses ``round(ratio x channels)`` units; ``ratio_for`` globs set per-group ratios (the
+  first glob matching a source layer name or the group id wins).
+
+Always: ``exclude`` globs skip groups; a group keeps at least ``min_channels``; ``round_to=N`` makes the kept
+count a multiple of N (nearest, at least N, never more than the group has); grouped convs keep equally many
+channels per group. A plan is JSON (``to_json`` / ``from_json``) so a run can be reviewed and replayed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from onnxprune.channels import ChannelAnalysis, ChannelGroup
+from onnxprune.errors import UsageError
+from onnxprune.flops import CostReport
+from onnxprune.importance import Criterion
+
+PLAN_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    ratio: float = 0.0
+    ratio_for: tuple[tuple[str, float], ...] = ()
+    exclude: tuple[str, ...] = ()
+    global_ranking: bool = False
+    target_flops: float | None = None
+    min_channels: int = 1
+    round_to: int = 1
+    criterion: Criterion = Criterion.L1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, r in (("ratio", self.ratio), *(("ratio-for " + g, r) for g, r in self.ratio_for)):
+            if not 0.0 <= r < 1.0:
+                raise UsageError(f"{name}: ratio {r} must be in [0, 1)")
+        if self.target_flops is not None and not 0.0 < self.target_flops <= 1.0:
+            raise UsageError(f"--target-flops {self.target_flops} must be in (0, 1]")
+        if self.min_channels < 1 or self.round_to < 1:
+            raise UsageError("--min-channels and --round-to must be >= 1")
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    id: str
+    channels: int
+    keep: tuple[int, ...]
+
+    @property
+    def removed(self) -> int:
+        return self.channels - len(self.keep)
+
+
+@dataclass(frozen=True)
+class PruningPlan:
+    groups: tuple[GroupPlan, ...]
+    criterion: str = Criterion.L1.value
+    options: dict[str, object] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {"format": PLAN_FORMAT, "criterion": self.criterion, "options": self.options,
+                "groups": [{"id": g.id, "channels": g.channels, "keep": list(g.keep)} for g in self.groups]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> "PruningPlan":
+        if data.get("format") != PLAN_FORMAT:
+            raise UsageError(f"plan format {data.get('format')!r} is not supported (expected {PLAN_FORMAT})")
+        try:
+            groups = tuple(GroupPlan(str(g["id"]), int(g["channels"]), tuple(int(i) for i in g["keep"]))
+                           for g in data["groups"])  # type: ignore[union-attr]
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"plan is malformed: {e}") from None
+        return cls(groups, str(data.get("criterion", "")), dict(data.get("options", {})))  # type: ignore[arg-type]
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PruningPlan":
+        try:
+            return cls.from_json(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise UsageError(f"cannot read plan {path}: {e}") from None
+
+    def removed_roots(self, analysis: ChannelAnalysis) -> np.ndarray:
+        """Boolean array over element ids: True for the roots of removed units. Validates the plan against the
+        analysis of the model it is applied to."""
+        removed = np.zeros(len(analysis.roots), dtype=bool)
+        by_id = {g.id: g for g in analysis.groups}
+        for gp in self.groups:
+            group = by_id.get(gp.id)
+            if group is None:
+                raise UsageError(f"plan group {gp.id!r} does not exist in this model")
+            if group.channels != gp.channels:
+                raise UsageError(f"plan group {gp.id!r} has {gp.channels} channels, the model has {group.channels}")
+            if gp.removed and not group.prunable:
+                raise UsageError(f"plan prunes group {gp.id!r}, which is frozen: {group.reason}")
+            keep = set(gp.keep)
+            if not keep or any(not 0 <= k < group.channels for k in keep):
+                raise UsageError(f"plan group {gp.id!r}: kept indices must be non-empty and within 0..{group.channels - 1}")
+            drop = np.asarray([i for i in range(group.channels) if i not in keep], dtype=np.int64)
+            removed[group.units[drop]] = True
+        return removed
+
+
+# ---------------------------------------------------------------------------------------------- cost model
+class CostModel:
+    """Exact MACs of the graph after removing units, without rewriting it: each counted layer's MACs scale with
+    the kept fraction of its input channels and of its output channels (depthwise: output only)."""
+
+    def __init__(self, analysis: ChannelAnalysis, costs: CostReport) -> None:
+        macs = {layer.node: layer.macs or 0 for layer in costs.layers}
+        self.total = costs.macs
+        self.layers: list[tuple[int, np.ndarray | None, np.ndarray | None]] = []
+        depthwise = {id(n) for n in analysis.depthwise}
+        for node in analysis.graph.nodes:
+            base = macs.get(node.name or node.outputs[0].name)
+            if not base:
+                continue
+            def roots(t):
+                lay = analysis.layouts.get(t.name)
+                return None if lay is None else analysis.roots[lay.elems]
+            in_roots = None if id(node) in depthwise else roots(node.inputs[0])
+            self.layers.append((base, in_roots, roots(node.outputs[0])))
+
+    def macs(self, removed: np.ndarray) -> int:
+        total = self.total
+        for base, in_roots, out_roots in self.layers:
+            frac = 1.0
+            if in_roots is not None:
+                frac *= 1.0 - removed[in_roots].mean()
+            if out_roots is not None:
+                frac *= 1.0 - removed[out_roots].mean()
+            total -= base * (1.0 - frac)
+        return int(round(total))
+
+
+# ---------------------------------------------------------------------------------------------- planning
+def _matches(group: ChannelGroup, pattern: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for name in (group.id, *group.sources))
+
+
+def round_kept(kept: int, channels: int, round_to: int, min_channels: int, multiple: int = 1) -> int:
+    """Kept count after the minimum, rounding to a multiple of ``round_to`` and grouped-conv divisibility."""
+    step = math.lcm(round_to, multiple)
+    kept = max(kept, min(min_channels, channels))
+    if step > 1:
+        kept = max(step, int(round(kept / step)) * step)
+    return min(kept, channels)
+
+
+def _select(group: ChannelGroup, scores: np.ndarray, kept: int) -> tuple[int, ...]:
+    """The ``kept`` highest-scoring units, equally many per block when grouped convs constrain the group."""
+    if kept >= group.channels:
+        return tuple(range(group.channels))
+    if group.blocks:
+        blocks = group.blocks[0]
+        per = kept // blocks.shape[0]
+        chosen = [b[np.argsort(-scores[b], kind="stable")[:per]] for b in blocks]
+        keep = np.sort(np.concatenate(chosen))
+        for other in group.blocks[1:]:  # every other partition must also be balanced
+            counts = [np.isin(b, keep).sum() for b in other]
+            if len(set(counts)) != 1:
+                return tuple(range(group.channels))
+        return tuple(int(i) for i in keep)
+    order = np.argsort(-scores, kind="stable")[:kept]
+    return tuple(int(i) for i in np.sort(order))
+
+
+def _multiple(group: ChannelGroup) -> int:
+    return math.lcm(*(int(b.shape[0]) for b in group.blocks)) if group.blocks else 1
+
+
+def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options: PlanOptions,
+              cost: CostModel | None = None) -> PruningPlan:
+    eligible = [g for g in analysis.prunable if not any(_matches(g, p) for p in options.exclude)]
+    if options.target_flops is not None:
+        if cost is None:
+            raise ValueError("target_flops needs a cost model")
+        kept = _target_flops(analysis, eligible, scores, options, cost)
+    elif options.global_ranking:
+        kept = _global(eligible, scores, options, options.ratio)
+    else:
+        kept = {}
+        for g in eligible:
+            ratio = next((r for p, r in options.ratio_for if _matches(g, p)), options.ratio)
+            kept[g.id] = g.channels - int(round(ratio * g.channels))
+    groups = []
+    for g in analysis.prunable:
+        k = g.channels if g.id not in kept else round_kept(kept[g.id], g.channels, options.round_to,
+                                                          options.min_channels, _multiple(g))
+        groups.append(GroupPlan(g.id, g.channels, _select(g, scores[g.id], k)))
+    opts = {k: (v.value if isinstance(v, Criterion) else v) for k, v in asdict(options).items()}
+    return PruningPlan(tuple(groups), options.criterion.value, opts)
+
+
+def _global(eligible: list[ChannelGroup], scores: dict[str, np.ndarray], options: PlanOptions,
+            ratio: float) -> dict[str, int]:
+    total = sum(g.channels for g in eligible)
+    return _remove_lowest(eligible, scores, options, int(round(ratio * total)))
+
+
+def _remove_lowest(eligible: list[ChannelGroup], scores: dict[str, np.ndarray], options: PlanOptions,
+                   n_remove: int) -> dict[str, int]:
+    """Kept count per group after removing the ``n_remove`` globally lowest-scoring units (respecting the
+    per-group minimum)."""
+    entries = sorted((float(s), g.id) for g in eligible for s in scores[g.id])
+    removed = {g.id: 0 for g in eligible}
+    limit = {g.id: g.channels - min(options.min_channels, g.channels) for g in eligible}
+    done = 0
+    for _, gid in entries:
+        if done >= n_remove:
+            break
+        if removed[gid] < limit[gid]:
+            removed[gid] += 1
+            done += 1
+    return {g.id: g.channels - removed[g.id] for g in eligible}
+
+
+def _target_flops(analysis: ChannelAnalysis, eligible: list[ChannelGroup], scores: dict[str, np.ndarray],
+                  options: PlanOptions, cost: CostModel) -> dict[str, int]:
+    target = options.target_flops * cost.total
+    by_id = {g.id: g for g in eligible}
+
+    def evaluate(n: int) -> tuple[int, dict[str, int]]:
+        kept = _remove_lowest(eligible, scores, options, n)
+        removed = np.zeros(len(analysis.roots), dtype=bool)
+        for gid, k in kept.items():
+            g = by_id[gid]
+            k = round_kept(k, g.channels, options.round_to, options.min_channels, _multiple(g))
+            keep = set(_select(g, scores[gid], k))
+            removed[g.units[[i for i in range(g.channels) if i not in keep]]] = True
+        return cost.macs(removed), kept
+
+    lo, hi = 0, sum(g.channels for g in eligible)
+    best = evaluate(hi)
+    if best[0] > target:
+        return best[1]  # cannot reach the target: prune as far as allowed
+    while lo < hi:
+        mid = (lo + hi) // 2
+        macs, kept = evaluate(mid)
+        if macs <= target:
+            hi, best = mid, (macs, kept)
+        else:
+            lo = mid + 1
+    return best[1]

@@ -1,0 +1,91 @@
+"""Filter pruning end to end: analyse, score, plan, rewrite, and optionally verify against the masked model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from onnxprune.channels import ChannelAnalysis, analyze
+from onnxprune.errors import VerificationError
+from onnxprune.flops import count_costs
+from onnxprune.importance import score_groups
+from onnxprune.pass_infra import Checks, PassManager, default_tolerance
+from onnxprune.passes import Cleanup, MaskRemovedChannels, PruneChannels
+from onnxprune.plan import CostModel, PlanOptions, PruningPlan, make_plan
+from onnxprune.verify import Comparison, InputSpec, Reference, resolve_input_shapes
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    flops_before: int
+    flops_after: int
+    params_before: int
+    params_after: int
+    groups_pruned: int
+    groups_frozen: int
+    groups_total: int
+    input_shapes: dict[str, list[int]]
+    max_abs_diff: float | None = None
+    max_abs_output: float | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    model: onnx.ModelProto
+    plan: PruningPlan
+    report: PruneReport
+    analysis: ChannelAnalysis
+
+
+def plan_pruning(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec = InputSpec()
+                 ) -> tuple[PruningPlan, ChannelAnalysis]:
+    analysis = analyze(model)
+    scores = score_groups(analysis, options.criterion, options.seed)
+    cost = None
+    if options.target_flops is not None:
+        cost = CostModel(analysis, count_costs(model, resolve_input_shapes(model, spec)))
+    return make_plan(analysis, scores, options, cost), analysis
+
+
+def masked_model(model: onnx.ModelProto, plan: PruningPlan) -> onnx.ModelProto:
+    """The original model with every weight that reads a removed channel set to zero."""
+    return PassManager([MaskRemovedChannels(plan)]).run(model).model
+
+
+def verify_pruned(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: PruningPlan,
+                  spec: InputSpec = InputSpec(batch=2), rel_tol: float | None = None, seed: int = 0) -> Comparison:
+    """Compare the pruned model with the masked original on seeded inputs (ORT optimizations off)."""
+    reference = Reference.of(masked_model(original, plan), spec, seed)
+    comparison = reference.compare(pruned)
+    tol = rel_tol if rel_tol is not None else default_tolerance(reference)
+    if not comparison.within(tol):
+        raise VerificationError(f"pruned model differs from the masked original: max abs diff "
+                                f"{comparison.max_abs_diff:.3g} on {comparison.worst_output!r} > {tol:g} x "
+                                f"max|output| ({comparison.max_abs_reference:.3g})")
+    return comparison
+
+
+def prune(model: onnx.ModelProto, options: PlanOptions = PlanOptions(), *, plan: PruningPlan | None = None,
+          spec: InputSpec = InputSpec(), checks: Checks = Checks(), verify: bool = False) -> PruneResult:
+    """Prune ``model`` (normalized) by ``plan`` or by a plan made from ``options``."""
+    if plan is None:
+        plan, analysis = plan_pruning(model, options, spec)
+    else:
+        analysis = analyze(model)
+        plan.removed_roots(analysis)  # validate before rewriting
+    pruned = PassManager([PruneChannels(plan), Cleanup()], checks).run(model).model
+    shapes = resolve_input_shapes(model, spec)
+    before, after = count_costs(model, shapes), count_costs(pruned, shapes)
+    comparison = verify_pruned(model, pruned, plan, InputSpec(spec.shapes, batch=max(spec.batch, 2)),
+                               checks.rel_tol) if verify else None
+    report = PruneReport(
+        flops_before=before.macs, flops_after=after.macs, params_before=before.params, params_after=after.params,
+        groups_pruned=sum(1 for g in plan.groups if g.removed), groups_frozen=len(analysis.frozen_groups),
+        groups_total=len(analysis.groups), input_shapes={k: list(v) for k, v in shapes.items()},
+        max_abs_diff=comparison.max_abs_diff if comparison else None,
+        max_abs_output=comparison.max_abs_reference if comparison else None)
+    return PruneResult(pruned, plan, report, analysis)

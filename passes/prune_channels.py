@@ -1,0 +1,67 @@
+"""Remove channels according to a :class:`~onnxprune.plan.PruningPlan` and propagate to every consumer.
+
+Rule: the graph is analysed again (``onnxprune.channels``), the plan's groups are matched by id and channel
+count, and every node's channel rule slices what depends on the removed channels: producer filters and
+biases, BatchNorm/affine parameters, depthwise weights and ``group``, consumer weights on their input axis
+(Gemm rows in channel x spatial blocks after a Flatten), Split sizes, Reshape and Resize shape constants.
+Shapes are cleared and re-inferred afterwards. Frozen groups are never touched; a plan that would prune one
+is refused.
+
+:class:`MaskRemovedChannels` is the verification oracle: instead of slicing, it zeroes every consumer weight
+that reads a removed channel. The pruned model must equal the masked one within fp32 rounding.
+"""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from onnxprune.channels import analyze
+from onnxprune.channels.context import RewriteContext
+from onnxprune.channels.rules import rule_for
+from onnxprune.graph import NameAllocator
+from onnxprune.pass_infra import Finding, GraphPass, PassResult
+from onnxprune.plan import PruningPlan
+
+
+def _context(graph: gs.Graph, plan: PruningPlan) -> RewriteContext | None:
+    analysis = analyze(graph)
+    removed = plan.removed_roots(analysis)
+    if not removed.any():
+        return None
+    return RewriteContext(graph, NameAllocator(graph), analysis.layouts, removed, analysis.roots,
+                          opset=int(graph.opset or 17))
+
+
+class PruneChannels(GraphPass):
+    name = "prune-channels"
+    changes_shapes = True
+
+    def __init__(self, plan: PruningPlan) -> None:
+        self.plan = plan
+
+    def call(self, graph: gs.Graph) -> PassResult:
+        ctx = _context(graph, self.plan)
+        if ctx is None:
+            return PassResult(graph, False)
+        for node in list(graph.nodes):
+            rule_for(node).rewrite(node, ctx)
+        findings = tuple(Finding(g.id, "group", True, f"kept {len(g.keep)} of {g.channels} channels")
+                         for g in self.plan.groups if g.removed)
+        return PassResult(graph, True, findings)
+
+
+class MaskRemovedChannels(GraphPass):
+    """Zero the weights that read removed channels (the reference ``--verify`` compares against)."""
+
+    name = "mask-removed-channels"
+
+    def __init__(self, plan: PruningPlan) -> None:
+        self.plan = plan
+
+    def call(self, graph: gs.Graph) -> PassResult:
+        ctx = _context(graph, self.plan)
+        if ctx is None:
+            return PassResult(graph, False)
+        for node in list(graph.nodes):
+            rule_for(node).mask(node, ctx)
+        return PassResult(graph, True)
