@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 import onnx
 
+from onnxprune.channels import ChannelAnalysis, analyze
 from onnxprune.flops import CostReport, count_costs
 from onnxprune.graph import to_graph
 from onnxprune.normalize import default_opset
@@ -42,6 +43,8 @@ class ModelSummary:
     flops_unresolved: list[str]
     layers: list[dict[str, object]]
     batchnorm: list[BatchNormInfo]
+    groups: list[dict[str, object]]
+    prunable_flops_fraction: float | None  # None while some layer's MACs are unresolved
 
     @property
     def batchnorm_foldable(self) -> int:
@@ -76,6 +79,7 @@ def summarize(model: onnx.ModelProto, spec: InputSpec = InputSpec()) -> ModelSum
     shapes = resolve_input_shapes(model, spec, default_other=None) if _all_resolvable(model, spec) \
         else _partial_shapes(model, spec)
     costs: CostReport = count_costs(model, shapes)
+    analysis = analyze(model)
     return ModelSummary(
         opset=default_opset(model),
         ir_version=model.ir_version,
@@ -89,7 +93,24 @@ def summarize(model: onnx.ModelProto, spec: InputSpec = InputSpec()) -> ModelSum
         flops_unresolved=list(costs.unresolved),
         layers=[{"node": c.node, "op": c.op, "macs": c.macs} for c in costs.layers],
         batchnorm=batchnorm_report(model),
+        groups=[g.to_json() for g in analysis.groups],
+        prunable_flops_fraction=_prunable_fraction(analysis, costs),
     )
+
+
+def _prunable_fraction(analysis: ChannelAnalysis, costs: CostReport) -> float | None:
+    """Share of MACs in layers whose output channels belong to a prunable group."""
+    if costs.unresolved or not costs.macs:
+        return None
+    prunable_roots = {int(u) for g in analysis.prunable for u in g.units}
+    macs = {layer.node: layer.macs or 0 for layer in costs.layers}
+    share = 0
+    for node in analysis.graph.nodes:
+        layout = analysis.layouts.get(node.outputs[0].name) if node.outputs else None
+        key = node.name or (node.outputs[0].name if node.outputs else "")
+        if key in macs and layout is not None and int(analysis.roots[layout.elems[0]]) in prunable_roots:
+            share += macs[key]
+    return share / costs.macs
 
 
 def _all_resolvable(model: onnx.ModelProto, spec: InputSpec) -> bool:

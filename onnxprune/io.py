@@ -150,3 +150,19 @@ def _first_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return " ".join(lines[:3])[:300]
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, *inputs: str | os.PathLike[str]) -> Path:
+    """Write a small text file (plans, reports) atomically, with the same checks as models."""
+    out = ensure_output_path(path, *inputs)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise OutputPathError(f"{out}: cannot write: {e.strerror or e}") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out

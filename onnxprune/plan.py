@@ -27,6 +27,7 @@ import numpy as np
 from onnxprune.channels import ChannelAnalysis, ChannelGroup
 from onnxprune.errors import UsageError
 from onnxprune.flops import CostReport
+from onnxprune.io import write_text_atomic
 from onnxprune.importance import Criterion
 
 PLAN_FORMAT = 1
@@ -87,7 +88,7 @@ class PruningPlan:
         return cls(groups, str(data.get("criterion", "")), dict(data.get("options", {})))  # type: ignore[arg-type]
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        write_text_atomic(path, json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> "PruningPlan":
@@ -205,7 +206,7 @@ def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options:
                                                           options.min_channels, _multiple(g))
         groups.append(GroupPlan(g.id, g.channels, _select(g, scores[g.id], k)))
     opts = {k: (v.value if isinstance(v, Criterion) else v) for k, v in asdict(options).items()}
-    return PruningPlan(tuple(groups), options.criterion.value, opts)
+    return PruningPlan(tuple(groups), options.criterion.value, json.loads(json.dumps(opts)))  # JSON-shaped
 
 
 def _global(eligible: list[ChannelGroup], scores: dict[str, np.ndarray], options: PlanOptions,

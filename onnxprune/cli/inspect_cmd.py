@@ -16,6 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "say otherwise.")
     p.add_argument("model", help="input .onnx file")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--explain", action="store_true", help="say why each frozen channel group cannot be pruned")
     add_input_shape_args(p)
     p.set_defaults(run=run)
 
@@ -43,6 +44,15 @@ def run(args: argparse.Namespace) -> int:
         f"(dynamic dims: pass --input-shape)")
     console.print(f"params {human(summary.params)} ({summary.params:,})   {macs}")
     console.print("ops: " + ", ".join(f"{op} {n}" for op, n in summary.ops.items()))
+    prunable = [g for g in summary.groups if g["prunable"]]
+    share = summary.prunable_flops_fraction
+    console.print(f"channel groups: {len(summary.groups)}, prunable {len(prunable)} "
+                  f"({sum(g['channels'] for g in prunable)} channels)"
+                  + (f", {share:.1%} of MACs in prunable layers" if share is not None else ""))
+    if args.explain:
+        for g in summary.groups:
+            if not g["prunable"]:
+                console.print(f"  frozen {g['id']} ({g['channels']} ch): {g['reason']}", markup=False)
     bns = summary.batchnorm
     console.print(f"BatchNormalization: {len(bns)}, foldable {summary.batchnorm_foldable}")
     for b in bns:

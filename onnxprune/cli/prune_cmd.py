@@ -1,0 +1,100 @@
+"""``onnxprune prune MODEL -o OUT``: remove low-importance filters and propagate to every consumer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from onnxprune.api import load, save
+from onnxprune.cli.common import add_input_shape_args, console, human, input_spec, print_json
+from onnxprune.errors import UsageError
+from onnxprune.importance import Criterion
+from onnxprune.io import ensure_output_path, write_text_atomic
+from onnxprune.pass_infra import CheckLevel, Checks
+from onnxprune.plan import PlanOptions, PruningPlan
+from onnxprune.prune import prune
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="remove low-importance filters (Li et al.) and propagate the change",
+                       description="Remove low-importance channels from every prunable channel group and rewrite "
+                                   "every layer that depends on them. Groups that reach a graph input/output or "
+                                   "an op that cannot be mapped exactly are left untouched (see inspect --explain).")
+    p.add_argument("model", help="input .onnx file")
+    p.add_argument("-o", "--output", required=True, help="output .onnx file (written atomically)")
+    g = p.add_argument_group("what to remove")
+    g.add_argument("--ratio", type=float, default=0.0, help="fraction of channels removed from each group")
+    g.add_argument("--ratio-for", action="append", default=[], metavar="GLOB=R",
+                   help="ratio for groups whose layer names match GLOB (first match wins; repeatable)")
+    g.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="leave groups whose layer names match GLOB untouched (repeatable)")
+    g.add_argument("--global", dest="global_ranking", action="store_true",
+                   help="rank channels of all groups together and remove the lowest --ratio of them")
+    g.add_argument("--target-flops", type=float, metavar="F",
+                   help="remove the globally lowest-ranked channels until MACs <= F x original")
+    g.add_argument("--min-channels", type=int, default=1, help="channels every group keeps at least (default 1)")
+    g.add_argument("--round-to", type=int, default=1, metavar="N", help="kept channels a multiple of N")
+    g.add_argument("--criterion", choices=[c.value for c in Criterion], default=Criterion.L1.value,
+                   help="channel importance (default l1)")
+    g.add_argument("--seed", type=int, default=0, help="seed for --criterion random")
+    g.add_argument("--plan", type=Path, help="apply this plan (JSON from --plan-out) instead of planning")
+    p.add_argument("--plan-out", type=Path, help="write the plan as JSON")
+    p.add_argument("--report", type=Path, help="write a JSON report (MACs, params, groups, max_abs_diff)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    p.add_argument("--verify", action="store_true",
+                   help="compare with the original model whose weights reading removed channels are zeroed")
+    p.add_argument("--tolerance", type=float, help="--verify relative tolerance (default 1e-5 for float32)")
+    p.add_argument("--dump-dir", type=Path, help="save the model after each pass into this folder")
+    add_input_shape_args(p)
+    p.set_defaults(run=run)
+
+
+def _ratio_for(items: list[str]) -> tuple[tuple[str, float], ...]:
+    out = []
+    for item in items:
+        glob, sep, value = item.rpartition("=")
+        try:
+            if not sep or not glob:
+                raise ValueError
+            out.append((glob, float(value)))
+        except ValueError:
+            raise UsageError(f"--ratio-for {item!r}: expected GLOB=RATIO, e.g. 'layer3*=0.5'") from None
+    return tuple(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    ensure_output_path(args.output, args.model)
+    for extra in (args.plan_out, args.report):
+        if extra is not None:
+            ensure_output_path(extra, args.model)
+    spec = input_spec(args)
+    options = PlanOptions(ratio=args.ratio, ratio_for=_ratio_for(args.ratio_for), exclude=tuple(args.exclude),
+                          global_ranking=args.global_ranking, target_flops=args.target_flops,
+                          min_channels=args.min_channels, round_to=args.round_to,
+                          criterion=Criterion(args.criterion), seed=args.seed)
+    plan = PruningPlan.load(args.plan) if args.plan else None
+    model = load(args.model)
+    checks = Checks(CheckLevel.STRUCTURE if args.verify else CheckLevel.NONE, rel_tol=args.tolerance,
+                    inputs=spec, dump_dir=args.dump_dir)
+    result = prune(model, options, plan=plan, spec=spec, checks=checks, verify=args.verify)
+    save(result.model, args.output, source=args.model)
+    if args.plan_out:
+        result.plan.save(args.plan_out)
+    report = result.report.to_json()
+    if args.report:
+        write_text_atomic(args.report, json.dumps(report, indent=2) + "\n", args.model)
+    if args.json:
+        print_json(report)
+        return 0
+    r = result.report
+    console.print(f"pruned {r.groups_pruned} of {r.groups_total} channel groups ({r.groups_frozen} frozen); "
+                  f"MACs {human(r.flops_before)} -> {human(r.flops_after)} "
+                  f"({r.flops_after / max(r.flops_before, 1):.1%}), params {human(r.params_before)} -> "
+                  f"{human(r.params_after)} ({r.params_after / max(r.params_before, 1):.1%})")
+    if r.max_abs_diff is not None:
+        console.print(f"verified against the masked original: max abs diff {r.max_abs_diff:.3g} "
+                      f"(max |output| {r.max_abs_output:.3g})")
+    console.print(f"wrote {args.output}" + (f", plan {args.plan_out}" if args.plan_out else "")
+                  + (f", report {args.report}" if args.report else ""))
+    return 0

@@ -1,0 +1,223 @@
+"""One tiny graph per channel pattern: the expected groups, and a 50% prune that equals the masked original."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxprune.channels import analyze
+from onnxprune.normalize import normalize
+from onnxprune.plan import PlanOptions
+from onnxprune.prune import prune
+from onnxprune.verify import InputSpec
+from tests.channels.builder import G
+from tests.graphs import rand
+
+
+def groups(m: onnx.ModelProto) -> dict[str, tuple[int, bool, str]]:
+    return {g.id: (g.channels, g.prunable, g.reason) for g in analyze(normalize(m)).groups}
+
+
+def prune_verified(m: onnx.ModelProto, ratio: float = 0.5, **kw):
+    result = prune(normalize(m), PlanOptions(ratio=ratio, **kw), spec=InputSpec(batch=2), verify=True)
+    onnx.checker.check_model(result.model, full_check=True)
+    assert result.report.max_abs_diff <= 1e-5 * result.report.max_abs_output
+    return result
+
+
+def test_conv_bn_relu_conv():
+    g = G()
+    y = g.conv(g.op("Relu", [g.bn(g.conv("x", 4, 8, name="c1"), 8)]), 8, 6, name="c2")
+    m = g.build(y)
+    gs_ = groups(m)
+    assert gs_["c1"][:2] == (8, True)
+    assert gs_["c2"][1] is False and "graph output" in gs_["c2"][2]
+    assert gs_["input:x"][1] is False
+    r = prune_verified(m)
+    w = next(t for t in r.model.graph.initializer if list(t.dims)[:2] == [4, 4])
+    assert w is not None  # c1 kept 4 of 8 filters
+
+
+def test_residual_add_is_one_group():
+    g = G()
+    a = g.op("Relu", [g.conv("x", 4, 8, name="stem")])
+    b = g.conv(g.op("Relu", [g.conv(a, 8, 6, name="inner")]), 6, 8, name="c2")
+    s = g.op("Add", [a, b], name="res")
+    y = g.conv(g.op("Relu", [s]), 8, 3, name="head")
+    m = g.build(y)
+    a_ = analyze(normalize(m))
+    stem = a_.group("stem")
+    assert set(stem.sources) == {"stem", "c2"} and stem.prunable and stem.channels == 8
+    assert a_.group("inner").prunable
+    prune_verified(m)
+
+
+def test_depthwise_pointwise_pass_through():
+    g = G()
+    c = g.conv("x", 4, 8, name="c1")
+    dw = g.conv(c, 8, 8, group=8, name="dw")
+    y = g.conv(g.op("Relu", [dw]), 8, 5, k=1, name="pw")
+    m = g.build(y)
+    a_ = analyze(normalize(m))
+    group = a_.group("c1")
+    assert "dw" in group.members and "pw" in group.members and group.channels == 8
+    r = prune_verified(m)
+    dw_node = next(n for n in r.model.graph.node if n.name == "dw")
+    assert next(a.i for a in dw_node.attribute if a.name == "group") == 4
+
+
+def test_concat_offsets_and_split_sizes():
+    g = G()
+    a = g.conv("x", 4, 6, name="a")
+    b = g.conv("x", 4, 10, name="b")
+    cat = g.op("Concat", [a, b], axis=1, name="cat")
+    halves = g.op("Split", [cat, g.const(np.array([8, 8], dtype=np.int64))], n_out=2, axis=1, name="split")
+    y = g.op("Add", [g.conv(halves[0], 8, 4, name="ca"), g.conv(halves[1], 8, 4, name="cb")])
+    m = g.build(y)
+    gs_ = groups(m)
+    assert gs_["a"][:2] == (6, True) and gs_["b"][:2] == (10, True)
+    r = prune_verified(m)
+    split = next(n for n in r.model.graph.node if n.op_type == "Split")
+    sizes = onnx.numpy_helper.to_array(next(t for t in r.model.graph.initializer if t.name == split.input[1]))
+    assert sizes.sum() == 3 + 5
+
+
+def test_split_halves_joined_like_c2f():
+    g = G()
+    cv1 = g.conv("x", 4, 8, name="cv1")
+    y0, y1 = g.op("Split", [cv1], n_out=2, axis=1, name="split")  # equal split, no sizes input
+    m1 = g.op("Add", [y1, g.conv(y1, 4, 4, name="bott")], name="res")
+    out = g.conv(g.op("Concat", [y0, y1, m1], axis=1), 12, 5, k=1, name="cv2")
+    m = g.build(out)
+    a_ = analyze(normalize(m))
+    group = a_.group("cv1")
+    assert set(group.sources) == {"cv1", "bott"} and group.channels == 8
+    prune_verified(m)
+
+
+def test_squeeze_excitation():
+    g = G()
+    x = g.op("HardSwish", [g.conv("x", 4, 8, name="c1")])
+    s = g.op("GlobalAveragePool", [x])
+    s = g.op("Relu", [g.conv(s, 8, 4, k=1, name="fc1")])
+    s = g.op("HardSigmoid", [g.conv(s, 4, 8, k=1, name="fc2")])
+    gated = g.op("Mul", [x, s], name="gate")
+    y = g.conv(gated, 8, 3, name="head")
+    m = g.build(y)
+    a_ = analyze(normalize(m))
+    assert set(a_.group("c1").sources) == {"c1", "fc2"}
+    assert a_.group("fc1").prunable
+    prune_verified(m)
+
+
+@pytest.mark.parametrize("via", ["flatten", "reshape_const", "reshape_dynamic"])
+def test_flatten_gemm_rows_in_channel_blocks(via):
+    g = G(hw=8)
+    c = g.op("MaxPool", [g.conv("x", 4, 6, name="c1")], kernel_shape=[2, 2], strides=[2, 2])  # 6 x 4 x 4
+    if via == "flatten":
+        flat = g.op("Flatten", [c], axis=1)
+    elif via == "reshape_const":
+        flat = g.op("Reshape", [c, g.const(np.array([-1, 96], dtype=np.int64))])
+    else:  # torch's x.view(x.size(0), -1) through the legacy exporter
+        batch = g.op("Unsqueeze", [g.op("Gather", [g.op("Shape", [c]), g.const(np.array(0, dtype=np.int64))],
+                                        axis=0), g.const(np.array([0], dtype=np.int64))])
+        shape = g.op("Concat", [batch, g.const(np.array([-1], dtype=np.int64))], axis=0)
+        flat = g.op("Reshape", [c, shape])
+    h = g.op("Relu", [g.op("Gemm", [flat, g.const(rand(10, 96)), g.const(rand(10))], transB=1, name="fc1")])
+    y = g.op("Gemm", [h, g.const(rand(10, 3)), g.const(rand(3))], name="fc2")
+    m = g.build(y)
+    gs_ = groups(m)
+    assert gs_["c1"][:2] == (6, True) and gs_["fc1"][:2] == (10, True)
+    r = prune_verified(m)
+    fc1 = next(n for n in r.model.graph.node if n.name == "fc1")
+    w = onnx.numpy_helper.to_array(next(t for t in r.model.graph.initializer if t.name == fc1.input[1]))
+    assert w.shape == (5, 48)  # 3 channels x 16 positions
+
+
+def test_grouped_conv_keeps_equal_channels_per_group():
+    g = G()
+    c1 = g.op("Relu", [g.conv("x", 4, 16, k=1, name="c1")])
+    c2 = g.op("Relu", [g.conv(c1, 16, 16, group=4, name="grouped")])
+    y = g.conv(c2, 16, 5, k=1, name="c3")
+    m = g.build(y)
+    a_ = analyze(normalize(m))
+    assert a_.group("c1").blocks and a_.group("grouped").blocks
+    r = prune_verified(m, ratio=0.5)
+    node = next(n for n in r.model.graph.node if n.name == "grouped")
+    w = onnx.numpy_helper.to_array(next(t for t in r.model.graph.initializer if t.name == node.input[1]))
+    assert w.shape == (8, 2, 3, 3)
+
+
+def test_grouped_convtranspose():
+    g = G()
+    c1 = g.conv("x", 4, 8, name="c1")
+    ins = [c1, g.const(rand(8, 3, 4, 4)), g.const(rand(6))]
+    up = g.op("ConvTranspose", ins, name="up", group=2, strides=[2, 2], pads=[1, 1, 1, 1])
+    y = g.conv(g.op("Relu", [up]), 6, 2, name="head")
+    m = g.build(y)
+    assert groups(m)["up"][:2] == (6, True)
+    prune_verified(m)
+
+
+def test_unknown_op_is_a_barrier_with_its_name():
+    g = G()
+    c = g.op("LRN", [g.conv("x", 4, 8, name="c1")], size=3, name="lrn")
+    y = g.conv(c, 8, 4, name="c2")
+    gs_ = groups(g.build(y))
+    assert gs_["c1"][1] is False and "LRN 'lrn'" in gs_["c1"][2]
+
+
+@pytest.mark.parametrize("pads,prunable", [([0, 0, 1, 1, 0, 0, 1, 1], True), ([0, 1, 0, 0, 0, 1, 0, 0], False)])
+def test_pad_on_spatial_vs_channel_axis(pads, prunable):
+    g = G()
+    c = g.op("Pad", [g.conv("x", 4, 8, name="c1"), g.const(np.array(pads, dtype=np.int64))], name="pad")
+    y = g.op("GlobalAveragePool", [g.conv(c, 8 + (0 if prunable else 2), 4, name="c2")])
+    m = g.build(y)
+    assert groups(m)["c1"][1] is prunable
+    if prunable:
+        prune_verified(m)
+
+
+def test_transpose_squeeze_unsqueeze_reduce_and_prelu():
+    g = G()
+    c = g.op("PRelu", [g.conv("x", 4, 8, name="c1"), g.const(rand(8, 1, 1))])
+    t = g.op("Transpose", [c], perm=[0, 2, 3, 1])                                  # channels last
+    t = g.op("Transpose", [t], perm=[0, 3, 1, 2])                                  # back
+    r = g.op("ReduceMean", [t], axes=[2, 3], keepdims=0)                            # N x 8
+    u = g.op("Unsqueeze", [r, g.const(np.array([2, 3], dtype=np.int64))])            # N x 8 x 1 x 1
+    s = g.op("Squeeze", [u, g.const(np.array([3], dtype=np.int64))])                 # N x 8 x 1
+    y = g.op("MatMul", [g.op("Squeeze", [s, g.const(np.array([2], dtype=np.int64))]), g.const(rand(8, 3))])
+    m = g.build(y)
+    assert groups(m)["c1"][:2] == (8, True)
+    prune_verified(m)
+
+
+def test_shape_reading_channels_freezes():
+    g = G()
+    c = g.conv("x", 4, 8, name="c1")
+    n_ch = g.op("Gather", [g.op("Shape", [c], name="shape"), g.const(np.array(1, dtype=np.int64))], axis=0)
+    n_ch = g.op("Cast", [n_ch], to=onnx.TensorProto.FLOAT)
+    y = g.op("Relu", [g.conv(c, 8, 4, name="c2")])
+    m = g.build(y, n_ch)
+    gs_ = groups(m)
+    assert gs_["c1"][1] is False and "channel count is read" in gs_["c1"][2]
+
+
+def test_resize_with_sizes_is_rewritten():
+    g = G(hw=4)
+    c = g.conv("x", 4, 8, name="c1")
+    sizes = g.const(np.array([1, 8, 8, 8], dtype=np.int64))
+    up = g.op("Resize", [c, "", "", sizes], mode="nearest")
+    g.inputs = [("x", [1, 4, 4, 4])]
+    y = g.conv(up, 8, 2, name="head")
+    prune_verified(g.build(y))
+
+
+def test_opset11_split_attribute_is_rewritten():
+    g = G(opset=11)
+    a, b = g.op("Split", [g.conv("x", 4, 8, name="c1")], n_out=2, axis=1, split=[4, 4])
+    y = g.op("Add", [g.conv(a, 4, 3, name="ca"), g.conv(b, 4, 3, name="cb")])
+    r = prune_verified(g.build(y), ratio=0.25)
+    split = next(n for n in r.model.graph.node if n.op_type == "Split")
+    assert sum(next(x.ints for x in split.attribute if x.name == "split")) == 6
