@@ -5,7 +5,9 @@ combined, so groups with several producers (residual stages) and global ranking 
 with like. With ``p`` ranging over a unit's producers (the sources whose output channel it is, plus the
 depthwise convs it passes through) and ``c`` over its consumers (layers whose weights read it):
 
-- ``l1``  (default, Li et al. 2017): ``mean_p |W_p[i]|_1 / mean_j |W_p[j]|_1``
+- ``l1``  (default, Li et al. 2017): ``mean_p |W_p[i]|_1 / mean_j |W_p[j]|_1``, where ``W_p`` is the filter as it
+  acts after an unfolded BatchNorm (``W_p[i] * |gamma_i / sqrt(var_i + eps)|``), so a model scores the same
+  before and after ``fold``
 - ``l2``: the same with L2 norms
 - ``random``: uniform in [0, 1), seeded by ``--seed`` and the group id (the baseline of the source notes)
 - ``bn-scale``: ``mean_b |gamma_b[i]| / mean_j |gamma_b[j]|`` over the BatchNorms on the unit's path (read
@@ -25,6 +27,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.channels import ChannelAnalysis
 from onnxprune.graph import constant_value
+from onnxprune.passes.fold_batchnorm import batchnorm_affine
 
 
 class Criterion(enum.Enum):
@@ -92,15 +95,29 @@ class _Accumulator:
 
     def add(self, elems: np.ndarray, values: np.ndarray) -> None:
         # elements repeated along a flattened axis contribute once per layer: average them first
-        per_root: dict[int, list[float]] = defaultdict(list)
-        for e, v in zip(self.roots[elems].tolist(), values.tolist()):
-            per_root[e].append(v)
-        for r, vs in per_root.items():
-            self.total[r] += float(np.mean(vs))
+        roots, inverse = np.unique(self.roots[elems], return_inverse=True)
+        means = np.bincount(inverse, weights=values) / np.bincount(inverse)
+        for r, v in zip(roots.tolist(), means.tolist()):
+            self.total[r] += v
             self.count[r] += 1
 
     def mean(self, root: int) -> float | None:
         return self.total[root] / self.count[root] if self.count.get(root) else None
+
+
+def _bn_scale_after(node: gs.Node) -> np.ndarray | None:
+    """|gamma / sqrt(var + eps)| of a BatchNormalization that is the only reader of ``node``'s output."""
+    readers = node.outputs[0].outputs
+    if len(readers) != 1 or readers[0].op != "BatchNormalization":
+        return None
+    affine = batchnorm_affine(readers[0])
+    return None if isinstance(affine, str) else np.abs(affine[0])
+
+
+def _effective_rows(node: gs.Node, rows: np.ndarray) -> np.ndarray:
+    """Filters as they act after an unfolded BatchNorm: a model scores the same before and after folding."""
+    scale = _bn_scale_after(node)
+    return rows if scale is None or scale.shape[0] != rows.shape[0] else rows * scale[:, None]
 
 
 def _producer_scores(analysis: ChannelAnalysis, criterion: Criterion) -> _Accumulator:
@@ -111,12 +128,12 @@ def _producer_scores(analysis: ChannelAnalysis, criterion: Criterion) -> _Accumu
             continue
         rows = source_filters(src.node, src.kind)
         if rows is not None and rows.shape[0] == len(src.elems):
-            acc.add(src.elems, _norms(rows, norm))
+            acc.add(src.elems, _norms(_effective_rows(src.node, rows), norm))
     for node in analysis.depthwise:
         layout = analysis.layouts.get(node.inputs[0].name)
         rows = source_filters(node, "depthwise")
         if layout is not None and rows is not None:
-            acc.add(layout.elems, _norms(rows, norm))
+            acc.add(layout.elems, _norms(_effective_rows(node, rows), norm))
     return acc
 
 

@@ -2,9 +2,9 @@
 
 Strategies (in order of precedence):
 
-- ``target_flops=F``: rank all units of all eligible groups by score (scores are per-layer normalized, so they
-  compare across groups) and remove the lowest until MACs <= F x the original (found by bisection on the
-  number removed, with rounding applied, using an exact MAC model of the rewritten graph);
+- ``target_flops=F``: the smallest pruning with MACs <= F x the original, found by bisection on the one ratio
+  applied to every group, or with ``global_ranking`` on the number of globally lowest-ranked units removed
+  (rounding applied, MACs from an exact model of the rewritten graph);
 - ``global_ranking``: remove the lowest ``ratio`` of all eligible units, ranked together;
 - otherwise each group loses ``round(ratio x channels)`` units; ``ratio_for`` globs set per-group ratios (the
   first glob matching a source layer name or the group id wins).
@@ -192,14 +192,14 @@ def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options:
     if options.target_flops is not None:
         if cost is None:
             raise ValueError("target_flops needs a cost model")
-        kept = _target_flops(analysis, eligible, scores, options, cost)
+        if options.global_ranking:
+            kept = _target_flops(analysis, eligible, scores, options, cost)
+        else:
+            kept = _target_flops_uniform(analysis, eligible, scores, options, cost)
     elif options.global_ranking:
         kept = _global(eligible, scores, options, options.ratio)
     else:
-        kept = {}
-        for g in eligible:
-            ratio = next((r for p, r in options.ratio_for if _matches(g, p)), options.ratio)
-            kept[g.id] = g.channels - int(round(ratio * g.channels))
+        kept = _uniform(eligible, options, options.ratio)
     groups = []
     for g in analysis.prunable:
         k = g.channels if g.id not in kept else round_kept(kept[g.id], g.channels, options.round_to,
@@ -207,6 +207,44 @@ def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options:
         groups.append(GroupPlan(g.id, g.channels, _select(g, scores[g.id], k)))
     opts = {k: (v.value if isinstance(v, Criterion) else v) for k, v in asdict(options).items()}
     return PruningPlan(tuple(groups), options.criterion.value, json.loads(json.dumps(opts)))  # JSON-shaped
+
+
+def _uniform(eligible: list[ChannelGroup], options: PlanOptions, ratio: float) -> dict[str, int]:
+    kept = {}
+    for g in eligible:
+        r = next((r for p, r in options.ratio_for if _matches(g, p)), ratio)
+        kept[g.id] = g.channels - int(round(r * g.channels))
+    return kept
+
+
+def _removed_mask(analysis: ChannelAnalysis, by_id: dict[str, ChannelGroup], scores: dict[str, np.ndarray],
+                  options: PlanOptions, kept: dict[str, int]) -> np.ndarray:
+    removed = np.zeros(len(analysis.roots), dtype=bool)
+    for gid, k in kept.items():
+        g = by_id[gid]
+        k = round_kept(k, g.channels, options.round_to, options.min_channels, _multiple(g))
+        keep = set(_select(g, scores[gid], k))
+        removed[g.units[[i for i in range(g.channels) if i not in keep]]] = True
+    return removed
+
+
+def _target_flops_uniform(analysis: ChannelAnalysis, eligible: list[ChannelGroup], scores: dict[str, np.ndarray],
+                          options: PlanOptions, cost: CostModel) -> dict[str, int]:
+    """Bisection on the one ratio applied to every group (``ratio_for`` groups keep their own)."""
+    target = options.target_flops * cost.total
+    by_id = {g.id: g for g in eligible}
+    lo, hi = 0.0, 0.99
+    best = _uniform(eligible, options, hi)
+    if cost.macs(_removed_mask(analysis, by_id, scores, options, best)) > target:
+        return best
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        kept = _uniform(eligible, options, mid)
+        if cost.macs(_removed_mask(analysis, by_id, scores, options, kept)) <= target:
+            hi, best = mid, kept
+        else:
+            lo = mid
+    return best
 
 
 def _global(eligible: list[ChannelGroup], scores: dict[str, np.ndarray], options: PlanOptions,
@@ -239,13 +277,7 @@ def _target_flops(analysis: ChannelAnalysis, eligible: list[ChannelGroup], score
 
     def evaluate(n: int) -> tuple[int, dict[str, int]]:
         kept = _remove_lowest(eligible, scores, options, n)
-        removed = np.zeros(len(analysis.roots), dtype=bool)
-        for gid, k in kept.items():
-            g = by_id[gid]
-            k = round_kept(k, g.channels, options.round_to, options.min_channels, _multiple(g))
-            keep = set(_select(g, scores[gid], k))
-            removed[g.units[[i for i in range(g.channels) if i not in keep]]] = True
-        return cost.macs(removed), kept
+        return cost.macs(_removed_mask(analysis, by_id, scores, options, kept)), kept
 
     lo, hi = 0, sum(g.channels for g in eligible)
     best = evaluate(hi)

@@ -32,7 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank channels of all groups together and remove the lowest --ratio of them")
     g.add_argument("--target-flops", type=float, metavar="F",
-                   help="remove the globally lowest-ranked channels until MACs <= F x original")
+                   help="prune until MACs <= F x original: one ratio for all groups, or with --global the "
+                        "globally lowest-ranked channels")
     g.add_argument("--min-channels", type=int, default=1, help="channels every group keeps at least (default 1)")
     g.add_argument("--round-to", type=int, default=1, metavar="N", help="kept channels a multiple of N")
     g.add_argument("--criterion", choices=[c.value for c in Criterion], default=Criterion.L1.value,
