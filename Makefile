@@ -25,20 +25,24 @@ $(VENV)/.bench: pyproject.toml $(VENV)/.dev
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,bench]'
 	touch $@
 
-## demo: inspect and fold the bundled digits-trained ResNet-56, verify, and summarize
+## demo: the bundled digits-trained ResNet-56: inspect, fold, prune 30% (verified), and compare
 demo: $(VENV)/.runtime
 	@mkdir -p $(OUT)
 	$(BIN)/onnxprune inspect models/digits/resnet56.onnx --input-shape input=1x3x32x32
 	$(BIN)/onnxprune fold models/digits/resnet56.onnx -o $(OUT)/resnet56.folded.onnx --verify
-	$(BIN)/python -m models.demo models/digits/resnet56.onnx $(OUT)/resnet56.folded.onnx
+	$(BIN)/onnxprune prune $(OUT)/resnet56.folded.onnx -o $(OUT)/resnet56.pruned.onnx --ratio 0.3 --verify \
+		--plan-out $(OUT)/resnet56.plan.json
+	$(BIN)/python -m models.demo models/digits/resnet56.onnx $(OUT)/resnet56.folded.onnx $(OUT)/resnet56.pruned.onnx
 
 ## test: the whole suite (about 5 minutes on 2 cores)
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -n 2 -q
 
-## bench: regenerate benchmarks/results/ (fold vs onnxsim and onnxslim)
+## bench: regenerate benchmarks/results/ (fold vs onnxsim/onnxslim, pruning accuracy, pruning latency)
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_fold --out benchmarks/results
+	$(BIN)/python -m benchmarks.bench_prune_accuracy --out benchmarks/results
+	$(BIN)/python -m benchmarks.bench_prune_latency --out benchmarks/results
 
 ## zoo: export every reference model in every form to out/zoo
 zoo: $(VENV)/.dev

@@ -1,7 +1,7 @@
-"""Side-by-side summary of an original and a rewritten digits model: size, nodes, MACs, test accuracy and
-output agreement on the committed test split (ONNX Runtime, graph optimizations off).
+"""Side-by-side summary of a digits model and its rewritten variants: size, nodes, MACs, test accuracy and
+agreement with the original on the committed test split (ONNX Runtime, graph optimizations off).
 
-Usage: python -m models.demo ORIGINAL.onnx REWRITTEN.onnx [--data models/digits/digits_test.npz]
+Usage: python -m models.demo ORIGINAL.onnx VARIANT.onnx [VARIANT.onnx ...] [--data models/digits/digits_test.npz]
 """
 
 from __future__ import annotations
@@ -28,30 +28,31 @@ def evaluate(path: Path, x: np.ndarray) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("original", type=Path)
-    ap.add_argument("rewritten", type=Path)
+    ap.add_argument("variants", type=Path, nargs="+")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = ap.parse_args(argv)
     data = np.load(args.data)
     x, labels = data["input"], data["labels"]
     spec = InputSpec({"input": (1,) + x.shape[1:]})
-    table = Table(title=f"{args.original.name} -> {args.rewritten.name}  ({len(labels)} test digits)")
-    for col in ("model", "size", "nodes", "BatchNorm", "params", "MACs", "top-1"):
+    table = Table(title=f"{args.original.name} on {len(labels)} test digits")
+    for col in ("model", "size", "nodes", "BN", "params", "MACs", "top-1", "agrees", "max |diff|"):
         table.add_column(col, justify="right" if col != "model" else "left")
-    logits = {}
-    for label, path in (("original", args.original), ("rewritten", args.rewritten)):
+    reference = evaluate(args.original, x)
+    base = None
+    for path in (args.original, *args.variants):
         model = onnxprune.load(path)
         summary = onnxprune.inspect(model, spec)
-        logits[label] = evaluate(path, x)
-        acc = float((logits[label].argmax(1) == labels).mean())
-        table.add_row(label, f"{path.stat().st_size / 1e6:.2f} MB", str(len(model.graph.node)),
-                      str(summary.ops.get("BatchNormalization", 0)), f"{summary.params:,}", f"{summary.flops:,}",
-                      f"{acc:.2%}")
-    console = Console()
-    console.print(table)
-    diff = np.abs(logits["original"].astype(np.float64) - logits["rewritten"]).max()
-    agree = float((logits["original"].argmax(1) == logits["rewritten"].argmax(1)).mean())
-    console.print(f"outputs on the test split: max abs diff {diff:.3g} (max |logit| "
-                  f"{np.abs(logits['original']).max():.3g}), top-1 agreement {agree:.2%}")
+        logits = evaluate(path, x)
+        acc = float((logits.argmax(1) == labels).mean())
+        base = base or summary
+        agree = float((logits.argmax(1) == reference.argmax(1)).mean())
+        diff = float(np.abs(logits.astype(np.float64) - reference).max())
+        table.add_row(path.name, f"{path.stat().st_size / 1e6:.2f} MB", str(len(model.graph.node)),
+                      str(summary.ops.get("BatchNormalization", 0)),
+                      f"{summary.params:,} ({summary.params / base.params:.0%})",
+                      f"{summary.flops / 1e6:.1f}M ({summary.flops / base.flops:.0%})", f"{acc:.2%}", f"{agree:.0%}",
+                      f"{diff:.2g}")
+    Console(width=140).print(table)
     return 0
 
 
