@@ -17,7 +17,7 @@ import onnx_graphsurgeon as gs
 
 from onnxprune.channels import analyze
 from onnxprune.channels.context import RewriteContext
-from onnxprune.channels.rules import rule_for
+from onnxprune.channels.rules import OpRule, rule_for
 from onnxprune.graph import NameAllocator
 from onnxprune.pass_infra import Finding, GraphPass, PassResult
 from onnxprune.plan import PruningPlan
@@ -32,36 +32,38 @@ def _context(graph: gs.Graph, plan: PruningPlan) -> RewriteContext | None:
                           opset=int(graph.opset or 17))
 
 
-class PruneChannels(GraphPass):
-    name = "prune-channels"
-    changes_shapes = True
+class _PlanPass(GraphPass):
+    """Runs one method of every node's channel rule under a plan."""
 
     def __init__(self, plan: PruningPlan) -> None:
         self.plan = plan
+
+    def apply(self, rule: OpRule, node: gs.Node, ctx: RewriteContext) -> None:
+        raise NotImplementedError
 
     def call(self, graph: gs.Graph) -> PassResult:
         ctx = _context(graph, self.plan)
         if ctx is None:
             return PassResult(graph, False)
         for node in list(graph.nodes):
-            rule_for(node).rewrite(node, ctx)
+            self.apply(rule_for(node), node, ctx)
         findings = tuple(Finding(g.id, "group", True, f"kept {len(g.keep)} of {g.channels} channels")
                          for g in self.plan.groups if g.removed)
         return PassResult(graph, True, findings)
 
 
-class MaskRemovedChannels(GraphPass):
+class PruneChannels(_PlanPass):
+    name = "prune-channels"
+    changes_shapes = True
+
+    def apply(self, rule: OpRule, node: gs.Node, ctx: RewriteContext) -> None:
+        rule.rewrite(node, ctx)
+
+
+class MaskRemovedChannels(_PlanPass):
     """Zero the weights that read removed channels (the reference ``--verify`` compares against)."""
 
     name = "mask-removed-channels"
 
-    def __init__(self, plan: PruningPlan) -> None:
-        self.plan = plan
-
-    def call(self, graph: gs.Graph) -> PassResult:
-        ctx = _context(graph, self.plan)
-        if ctx is None:
-            return PassResult(graph, False)
-        for node in list(graph.nodes):
-            rule_for(node).mask(node, ctx)
-        return PassResult(graph, True)
+    def apply(self, rule: OpRule, node: gs.Node, ctx: RewriteContext) -> None:
+        rule.mask(node, ctx)
