@@ -120,13 +120,15 @@ class PassManager:
         self.passes = list(passes)
         self.checks = checks
 
-    def run(self, model: onnx.ModelProto) -> PipelineResult:
+    def run(self, model: onnx.ModelProto, graph: gs.Graph | None = None) -> PipelineResult:
+        """Run the passes on ``model``; ``graph`` may be given when the caller already imported it (it is
+        then rewritten in place)."""
         reference = Reference.of(model, self.checks.inputs, self.checks.seed) \
             if self.checks.level is CheckLevel.NUMERIC else None
         if self.checks.dump_dir is not None:
             self.checks.dump_dir.mkdir(parents=True, exist_ok=True)
         records: list[PassRecord] = []
-        graph = to_graph(model)
+        graph = to_graph(model) if graph is None else graph
         current: onnx.ModelProto | None = model  # None: the graph has changes not exported yet
         reinfer = False
         checking = self.checks.level is not CheckLevel.NONE or self.checks.dump_dir is not None

@@ -38,7 +38,7 @@ class PruneResult:
     model: onnx.ModelProto
     plan: PruningPlan
     report: PruneReport
-    analysis: ChannelAnalysis
+    analysis: ChannelAnalysis  # of the input model; its graph object was rewritten into ``model``
 
 
 def plan_pruning(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec = InputSpec()
@@ -77,7 +77,8 @@ def prune(model: onnx.ModelProto, options: PlanOptions = PlanOptions(), *, plan:
     else:
         analysis = analyze(model)
         plan.removed_roots(analysis)  # validate before rewriting
-    pruned = PassManager([PruneChannels(plan), Cleanup()], checks).run(model).model
+    # the analysis owns a graph of ``model``: rewrite that one instead of importing and analysing again
+    pruned = PassManager([PruneChannels(plan, analysis), Cleanup()], checks).run(model, analysis.graph).model
     shapes = resolve_input_shapes(model, spec)
     before, after = count_costs(model, shapes), count_costs(pruned, shapes)
     comparison = verify_pruned(model, pruned, plan, InputSpec(spec.shapes, batch=max(spec.batch, 2)),

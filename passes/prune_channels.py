@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from onnxprune.channels import analyze
+from onnxprune.channels import ChannelAnalysis, analyze
 from onnxprune.channels.context import RewriteContext
 from onnxprune.channels.rules import OpRule, rule_for
 from onnxprune.graph import NameAllocator
@@ -23,8 +23,9 @@ from onnxprune.pass_infra import Finding, GraphPass, PassResult
 from onnxprune.plan import PruningPlan
 
 
-def _context(graph: gs.Graph, plan: PruningPlan) -> RewriteContext | None:
-    analysis = analyze(graph)
+def _context(graph: gs.Graph, plan: PruningPlan, analysis: ChannelAnalysis | None) -> RewriteContext | None:
+    if analysis is None or analysis.graph is not graph:
+        analysis = analyze(graph)
     removed = plan.removed_roots(analysis)
     if not removed.any():
         return None
@@ -35,14 +36,16 @@ def _context(graph: gs.Graph, plan: PruningPlan) -> RewriteContext | None:
 class _PlanPass(GraphPass):
     """Runs one method of every node's channel rule under a plan."""
 
-    def __init__(self, plan: PruningPlan) -> None:
+    def __init__(self, plan: PruningPlan, analysis: ChannelAnalysis | None = None) -> None:
+        """``analysis`` of the very graph the pass will get saves analysing it again."""
         self.plan = plan
+        self.analysis = analysis
 
     def apply(self, rule: OpRule, node: gs.Node, ctx: RewriteContext) -> None:
         raise NotImplementedError
 
     def call(self, graph: gs.Graph) -> PassResult:
-        ctx = _context(graph, self.plan)
+        ctx = _context(graph, self.plan, self.analysis)
         if ctx is None:
             return PassResult(graph, False)
         for node in list(graph.nodes):

@@ -99,9 +99,11 @@ def _build(graph: gs.Graph, ctx: AnalysisContext) -> ChannelAnalysis:
     n_sources = len(ctx.sources)
     spaces = UnionFind()
     spaces.add(n_sources)
-    for e, r in enumerate(roots.tolist()):
-        if r != e:
-            spaces.union(int(element_source[e]), int(element_source[r]))
+    coupled = np.flatnonzero(roots != np.arange(len(roots)))
+    pairs = np.unique(np.stack([element_source[coupled], element_source[roots[coupled]]], axis=1), axis=0) \
+        if len(coupled) else np.zeros((0, 2), dtype=np.int64)
+    for a, b in pairs.tolist():
+        spaces.union(a, b)
     space_root = np.asarray([spaces.find(s) for s in range(n_sources)], dtype=np.int64)
     group_of_element = space_root[element_source] if len(element_source) else element_source
 
