@@ -1,0 +1,66 @@
+"""``onnxprune emit MODEL --target cpu|cuda|mobile -o DIR``: artifacts for ONNX Runtime plus manifest.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from onnxprune.cli.common import console, print_json
+from onnxprune.emit import EmitOptions, Int8, Style, Target, emit
+from onnxprune.emit.manifest import Manifest
+from onnxprune.verify import parse_input_shapes
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("emit", help="write what ONNX Runtime should load for cpu, cuda or mobile, with a manifest",
+                       description="BatchNorm is folded first; every artifact is loaded back in ONNX Runtime and "
+                                   "compared with the source model before the folder appears.")
+    p.add_argument("model", help="input .onnx file")
+    p.add_argument("--target", required=True, choices=[t.value for t in Target])
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder (must be new or empty)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--int8", nargs="?", const="static", choices=["static", "dynamic"],
+                   help="also emit int8: static (QDQ, per-channel, needs --data) or dynamic")
+    p.add_argument("--data", type=Path, help=".npz of inputs keyed by input name (optional 'labels'): int8 "
+                                             "calibration and accuracy/agreement in the manifest")
+    p.add_argument("--eval-data", type=Path, help=".npz for the manifest's accuracy/agreement (default: --data)")
+    p.add_argument("--calibration", choices=["data", "random"], default="data",
+                   help="'random' calibrates int8 on random inputs when no --data exists (poor accuracy)")
+    p.add_argument("--for-this-machine", action="store_true",
+                   help="cpu: optimize at ORT's ALL level, including this CPU's NCHWc layout (not portable)")
+    p.add_argument("--style", choices=[s.value for s in Style], default="fixed",
+                   help="mobile: ORT format optimization style (runtime for NNAPI/CoreML)")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224",
+                   help="fixed shape for an input (required for dynamic inputs with --target mobile)")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = EmitOptions(target=Target(args.target), int8=Int8(args.int8) if args.int8 else Int8.NONE,
+                          data=args.data, eval_data=args.eval_data, random_calibration=args.calibration == "random",
+                          for_this_machine=args.for_this_machine, input_shapes=parse_input_shapes(args.input_shape),
+                          style=Style(args.style), force=args.force)
+    result = emit(Path(args.model), args.output, options)
+    if args.json:
+        print_json(json.loads((result.folder / "manifest.json").read_text()))
+        return 0
+    _print(result.folder, result.manifest)
+    return 0
+
+
+def _print(folder: Path, m: Manifest) -> None:
+    console.print(f"emitted for {m.target} into {folder}/ (passes: {', '.join(m.passes)})")
+    for f in m.files:
+        line = f"  {f.name:28s} {f.bytes / 1e6:7.2f} MB  {f.role}"
+        console.print(line, markup=False, soft_wrap=True)
+        for a in f.agreement:
+            parts = [f"max abs diff {a.max_abs_diff:.3g} (max |out| {a.max_abs_output:.3g})"]
+            if a.top1_agreement is not None:
+                parts.append(f"top-1 agreement {a.top1_agreement:.2%}")
+            if a.accuracy is not None:
+                parts.append(f"accuracy {a.accuracy:.2%} (source {a.source_accuracy:.2%})")
+            console.print(f"      vs source on {a.inputs}: " + ", ".join(parts), markup=False, soft_wrap=True)
+    for note in m.notes:
+        console.print(f"  note: {note}", markup=False, soft_wrap=True)

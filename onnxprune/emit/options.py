@@ -1,0 +1,38 @@
+"""What ``emit`` is asked to produce."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class Target(enum.Enum):
+    CPU = "cpu"
+    CUDA = "cuda"
+    MOBILE = "mobile"
+
+
+class Int8(enum.Enum):
+    NONE = "none"
+    STATIC = "static"    # QDQ, per-channel weights, activations calibrated on --data
+    DYNAMIC = "dynamic"  # weights int8, activations quantized at run time
+
+
+class Style(enum.Enum):
+    FIXED = "fixed"      # ORT format with all optimizations baked in (plain CPU EP)
+    RUNTIME = "runtime"  # basic optimizations saved, the rest replayed at run time (NNAPI / CoreML)
+
+
+@dataclass(frozen=True)
+class EmitOptions:
+    target: Target
+    int8: Int8 = Int8.NONE
+    data: Path | None = None
+    eval_data: Path | None = None  # defaults to ``data``
+    random_calibration: bool = False
+    for_this_machine: bool = False
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    style: Style = Style.FIXED
+    force: bool = False
+    calibration_samples: int = 256

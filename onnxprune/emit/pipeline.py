@@ -1,0 +1,218 @@
+"""``emit``: write what an ONNX Runtime deployment should load, check every artifact, and describe it.
+
+- cpu:    the model optimized offline by ORT at a portable level (EXTENDED: constant folding and fusions that
+          run on any x86/ARM CPU); ``for_this_machine`` uses ALL (adds the machine-specific NCHWc layout).
+          Optional int8 (static QDQ per-channel with calibration data, or dynamic).
+- cuda:   float16 (inputs/outputs float32, overflow-prone ops float32), BN folded in float32 first.
+- mobile: fixed input shapes, ORT format (fixed or runtime optimization style), the required-operators config
+          for a reduced build, and the NNAPI/CoreML usability report. Optional int8 as for cpu.
+
+Every artifact (the .ort too) is loaded back in ONNX Runtime and compared with the source model on seeded
+inputs (and on ``--data`` when given) before anything is reported; the folder appears only when all passed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxprune import __version__
+from onnxprune.api import fold, load
+from onnxprune.data import Dataset, load_npz
+from onnxprune.emit.fp16 import FP16_BLOCK_LIST, to_float16
+from onnxprune.emit.manifest import Agreement, FileEntry, Manifest, sha256
+from onnxprune.emit.mobile import fix_shapes, to_ort_format, usability_report
+from onnxprune.emit.options import EmitOptions, Int8, Target
+from onnxprune.emit.outdir import check_output_dir, staged_output_dir
+from onnxprune.emit.quantize import quantize
+from onnxprune.errors import UsageError, VerificationError
+from onnxprune.flops import count_costs
+from onnxprune.io import save_model
+from onnxprune.verify import InputSpec, make_session, random_inputs, resolve_input_shapes, run
+
+#: relative tolerance (max abs diff / max |output|) per artifact precision; int8 is measured, not bounded
+TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
+CUDA_PROVIDER_OPTIONS = {"cudnn_conv_algo_search": "EXHAUSTIVE", "do_copy_in_default_stream": "1"}
+DATA_SAMPLES = 512
+
+
+@dataclass(frozen=True)
+class EmitResult:
+    folder: Path
+    manifest: Manifest
+
+
+def _check_options(options: EmitOptions) -> None:
+    if options.int8 is not Int8.NONE and options.target is Target.CUDA:
+        raise UsageError("--int8 is for --target cpu or mobile (CUDA int8 needs TensorRT, not emitted here)")
+    if options.int8 is Int8.STATIC and options.data is None and not options.random_calibration:
+        raise UsageError("--int8 static needs calibration data: --data FILE.npz (arrays keyed by input name), "
+                         "or --calibration random to calibrate on random inputs (not recommended)")
+
+
+def _random_dataset(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], n: int) -> Dataset:
+    one = {k: (1,) + v[1:] for k, v in shapes.items()}
+    batches = [random_inputs(model, one, seed=i) for i in range(n)]
+    return Dataset({k: np.concatenate([b[k] for b in batches]) for k in one}, None)
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    """As deployed: all graph optimizations on (int8 QDQ then runs on integer kernels, not simulated)."""
+    return make_session(str(path), optimize=True)
+
+
+def _outputs(session: ort.InferenceSession, data: Dataset, fixed_batch: int | None) -> np.ndarray:
+    size = fixed_batch or 64
+    outs = [run(session, batch)[session.get_outputs()[0].name] for batch in data.batches(size)
+            if fixed_batch is None or len(next(iter(batch.values()))) == fixed_batch]
+    return np.concatenate(outs)
+
+
+def _agreement_random(source: ort.InferenceSession, artifact: ort.InferenceSession,
+                      feeds: dict[str, np.ndarray], label: str) -> Agreement:
+    ref, got = run(source, feeds), run(artifact, feeds)
+    diff = max(float(np.abs(ref[k].astype(np.float64) - got[k]).max()) for k in ref)
+    top = max(float(np.abs(v).max()) for v in ref.values())
+    first = next(iter(ref))
+    agree = float((ref[first].argmax(-1) == got[first].argmax(-1)).mean()) if ref[first].ndim == 2 else None
+    return Agreement(label, diff, top, agree)
+
+
+def _agreement_data(source_out: np.ndarray, artifact_out: np.ndarray, data: Dataset, label: str) -> Agreement:
+    n = len(artifact_out)
+    src = source_out[:n]
+    agreement = Agreement(label, float(np.abs(src.astype(np.float64) - artifact_out).max()),
+                          float(np.abs(src).max()), samples=n)
+    if src.ndim == 2:
+        top1 = float((src.argmax(1) == artifact_out.argmax(1)).mean())
+        acc = src_acc = None
+        if data.labels is not None:
+            acc = float((artifact_out.argmax(1) == data.labels[:n]).mean())
+            src_acc = float((src.argmax(1) == data.labels[:n]).mean())
+        agreement = Agreement(label, agreement.max_abs_diff, agreement.max_abs_output, top1, acc, src_acc, n)
+    return agreement
+
+
+def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
+    _check_options(options)
+    check_output_dir(out_dir, options.force)
+    source = load(source_path)
+    notes: list[str] = []
+    shapes = resolve_input_shapes(source, InputSpec(options.input_shapes, batch=1))
+    if options.target is Target.MOBILE:
+        fixed_source = fix_shapes(source, options.input_shapes)  # raises when shapes are missing
+        shapes = {vi.name: tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
+                  for vi in fixed_source.graph.input if vi.name in shapes}
+    calibration = load_npz(options.data, source) if options.data else None
+    eval_path = options.eval_data or options.data
+    data = load_npz(eval_path, source).limit(DATA_SAMPLES) if eval_path else None
+    if options.int8 is Int8.STATIC and calibration is None:
+        print("onnxprune: warning: calibrating int8 on random inputs; accuracy will be poor", file=sys.stderr)
+        notes.append("int8 calibrated on random inputs (--calibration random)")
+        calibration = _random_dataset(source, shapes, 32)
+    elif calibration is not None:
+        calibration = calibration.limit(options.calibration_samples)
+
+    folded = fold(source).model
+    passes = ["fold-batchnorm", "fold-channel-affine", "cleanup"]
+    costs = count_costs(folded, shapes)
+    manifest = Manifest(
+        target=options.target.value,
+        source={"path": str(source_path), "sha256": sha256(Path(source_path)), "bytes": Path(source_path).stat().st_size},
+        passes=passes, onnxruntime=ort.__version__, onnxprune=__version__,
+        providers=["CUDAExecutionProvider", "CPUExecutionProvider"] if options.target is Target.CUDA
+        else ["CPUExecutionProvider"],
+        provider_options={"CUDAExecutionProvider": CUDA_PROVIDER_OPTIONS} if options.target is Target.CUDA else {},
+        session_options={"graph_optimization_level": "ORT_ENABLE_ALL"},
+        macs=costs.macs, params=costs.params, input_shapes={k: list(v) for k, v in shapes.items()}, notes=notes)
+
+    with staged_output_dir(out_dir, options.force) as tmp:
+        work = tmp / "_work"
+        work.mkdir()
+        float_path = work / "float.onnx"
+        save_model(folded, float_path)
+        artifacts: list[tuple[str, str, str]] = []  # (file name, role, precision)
+        if options.target is Target.CPU:
+            level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if options.for_this_machine \
+                else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            _ort_optimize(float_path, tmp / "model.onnx", level)
+            scope = "ALL, including the NCHWc layout of this machine's CPU: do not ship to other CPUs" \
+                if options.for_this_machine else "EXTENDED: portable to any x86/ARM CPU"
+            artifacts.append(("model.onnx", f"float32, optimized offline by ONNX Runtime at level {scope}",
+                              "float32"))
+            notes.append(f"optimization level {scope}")
+            if options.int8 is not Int8.NONE:
+                quantize(float_path, tmp / "model.int8.onnx", options.int8, calibration, work, notes)
+                artifacts.append(("model.int8.onnx", f"int8 {options.int8.value} (QDQ, per-channel)", "int8"))
+        elif options.target is Target.CUDA:
+            save_model(to_float16(folded), tmp / "model.fp16.onnx", full_check=True)
+            artifacts.append(("model.fp16.onnx", "float16 weights and math, float32 inputs/outputs; kept float32: "
+                              + ", ".join(FP16_BLOCK_LIST), "float16"))
+            notes.append("no GPU was used to build this: checked numerically on ONNX Runtime CPU")
+        else:
+            fixed = fix_shapes(folded, options.input_shapes)
+            save_model(fixed, tmp / "model.onnx", full_check=True)
+            artifacts.append(("model.onnx", "float32 with fixed input shapes", "float32"))
+            convert_from = tmp / "model.onnx"
+            if options.int8 is not Int8.NONE:
+                quantize(tmp / "model.onnx", tmp / "model.int8.onnx", options.int8, calibration, work, notes)
+                artifacts.append(("model.int8.onnx", f"int8 {options.int8.value} (QDQ, per-channel)", "int8"))
+                convert_from = tmp / "model.int8.onnx"
+            ort_path, config = to_ort_format(convert_from, tmp, options.style)
+            artifacts.append((ort_path.name, f"ORT format ({options.style.value} optimization style)",
+                              "int8" if options.int8 is not Int8.NONE else "float32"))
+            artifacts.append((config.name, "required operators for a reduced ORT build (--include_ops_by_config)",
+                              "config"))
+            text, summary = usability_report(tmp / "model.onnx")
+            (tmp / "mobile_usability.txt").write_text(text)
+            artifacts.append(("mobile_usability.txt", "ORT mobile usability report (NNAPI / CoreML)", "report"))
+            manifest.mobile_usability = summary
+            if options.style.value == "runtime":
+                manifest.session_options["session.enable_saved_runtime_optimizations"] = "1"
+        _check_artifacts(tmp, source, artifacts, shapes, data, manifest, options)
+        shutil.rmtree(work)
+        manifest.finalize(tmp)
+        manifest.write(tmp)
+    return EmitResult(out_dir, manifest)
+
+
+def _ort_optimize(src: Path, dst: Path, level: ort.GraphOptimizationLevel) -> None:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = level
+    opts.optimized_model_filepath = str(dst)
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+
+
+def _check_artifacts(folder: Path, source: onnx.ModelProto, artifacts: list[tuple[str, str, str]],
+                     shapes: dict[str, tuple[int, ...]], data: Dataset | None, manifest: Manifest,
+                     options: EmitOptions) -> None:
+    fixed_batch = next(iter(shapes.values()))[0] if options.target is Target.MOBILE else None
+    feed_shapes = shapes if fixed_batch else {k: (2,) + v[1:] for k, v in shapes.items()}
+    feeds = random_inputs(source, feed_shapes, seed=0)
+    source_session = make_session(source)
+    source_data = _outputs(source_session, data, fixed_batch) if data is not None else None
+    for name, role, precision in artifacts:
+        entry = FileEntry(name, role)
+        manifest.files.append(entry)
+        if precision in ("config", "report"):
+            continue
+        session = _session(folder / name)
+        label = f"seeded random, shape {'x'.join(map(str, next(iter(feed_shapes.values()))))}"
+        agreement = _agreement_random(source_session, session, feeds, label)
+        entry.agreement.append(agreement)
+        tol = TOLERANCE.get(precision)
+        if not np.isfinite(agreement.max_abs_diff) or (tol is not None and agreement.max_abs_diff >
+                                                         tol * max(agreement.max_abs_output, 1e-30)):
+            raise VerificationError(f"{name}: outputs differ from the source model: max abs diff "
+                                    f"{agreement.max_abs_diff:.3g} (max |output| {agreement.max_abs_output:.3g}, "
+                                    f"tolerance {tol} x max|output|)")
+        if data is not None and source_data is not None:
+            entry.agreement.append(_agreement_data(source_data, _outputs(session, data, fixed_batch), data,
+                                                   str(options.eval_data or options.data)))

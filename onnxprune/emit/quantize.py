@@ -1,0 +1,69 @@
+"""int8 through ONNX Runtime's quantization tools: ``quant_pre_process`` first, opset >= 13 for per-channel
+QDQ (per-channel DequantizeLinear does not exist at opset 11/12), then ``quantize_static`` (QDQ, per-channel
+int8 weights, uint8 activations calibrated with MinMax) or ``quantize_dynamic``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import version_converter
+
+from onnxprune.data import Dataset
+from onnxprune.emit.options import Int8
+from onnxprune.errors import VerificationError
+from onnxprune.normalize import default_opset
+
+PER_CHANNEL_MIN_OPSET = 13
+
+
+class _Reader:
+    """CalibrationDataReader over a Dataset, one sample per call."""
+
+    def __init__(self, data: Dataset) -> None:
+        self._batches = iter(list(data.batches(1)))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+    def rewind(self) -> None:  # pragma: no cover - ORT calls it for some calibrators only
+        pass
+
+
+def preprocess(src: Path, dst: Path, notes: list[str]) -> None:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        quant_pre_process(str(src), str(dst))
+    except Exception as e:  # symbolic shape inference fails on some graphs: retry without it
+        notes.append(f"quant_pre_process without symbolic shape inference ({type(e).__name__})")
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
+def upgrade_opset(path: Path, notes: list[str]) -> None:
+    model = onnx.load(path)
+    opset = default_opset(model)
+    if opset < PER_CHANNEL_MIN_OPSET:
+        model = version_converter.convert_version(model, PER_CHANNEL_MIN_OPSET)
+        onnx.save(model, path)
+        notes.append(f"opset upgraded {opset} -> {PER_CHANNEL_MIN_OPSET} for per-channel QDQ")
+
+
+def quantize(src: Path, dst: Path, mode: Int8, data: Dataset | None, workdir: Path, notes: list[str]) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    pre = workdir / "preprocessed.onnx"
+    preprocess(src, pre, notes)
+    upgrade_opset(pre, notes)
+    try:
+        if mode is Int8.STATIC:
+            assert data is not None
+            quantize_static(str(pre), str(dst), _Reader(data), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        else:
+            quantize_dynamic(str(pre), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+    except Exception as e:
+        raise VerificationError(f"int8 quantization failed: {' '.join(str(e).split())[:300]}") from e
