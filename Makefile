@@ -25,14 +25,17 @@ $(VENV)/.bench: pyproject.toml $(VENV)/.dev
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,bench]'
 	touch $@
 
-## demo: the bundled digits-trained ResNet-56: inspect, fold, prune 30% (verified), and compare
+## demo: the bundled digits-trained ResNet-56: inspect, fold, prune 30% (verified), emit for CPU (+int8), compare
 demo: $(VENV)/.runtime
 	@mkdir -p $(OUT)
 	$(BIN)/onnxprune inspect models/digits/resnet56.onnx --input-shape input=1x3x32x32
 	$(BIN)/onnxprune fold models/digits/resnet56.onnx -o $(OUT)/resnet56.folded.onnx --verify
 	$(BIN)/onnxprune prune $(OUT)/resnet56.folded.onnx -o $(OUT)/resnet56.pruned.onnx --ratio 0.3 --verify \
 		--plan-out $(OUT)/resnet56.plan.json
-	$(BIN)/python -m models.demo models/digits/resnet56.onnx $(OUT)/resnet56.folded.onnx $(OUT)/resnet56.pruned.onnx
+	$(BIN)/onnxprune emit $(OUT)/resnet56.folded.onnx --target cpu -o $(OUT)/resnet56.cpu --force --int8 \
+		--data models/digits/digits_calib.npz --eval-data models/digits/digits_test.npz
+	$(BIN)/python -m models.demo models/digits/resnet56.onnx $(OUT)/resnet56.folded.onnx $(OUT)/resnet56.pruned.onnx \
+		$(OUT)/resnet56.cpu/model.int8.onnx
 
 ## test: the whole suite (about 5 minutes on 2 cores)
 test: $(VENV)/.dev
@@ -43,6 +46,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_fold --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_prune_accuracy --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_prune_latency --out benchmarks/results
+	$(BIN)/python -m benchmarks.bench_emit --out benchmarks/results
 
 ## zoo: export every reference model in every form to out/zoo
 zoo: $(VENV)/.dev

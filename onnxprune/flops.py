@@ -25,6 +25,14 @@ from onnx import helper
 from onnxprune.normalize import skeleton
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: the same layers as ONNX Runtime's optimizer and quantizer write them: op -> (kind, data input, weight input)
+_LAYERS = {
+    ("", "Conv"): ("Conv", 0, 1), ("", "ConvTranspose"): ("ConvTranspose", 0, 1), ("", "Gemm"): ("Gemm", 0, 1),
+    ("", "MatMul"): ("MatMul", 0, 1), ("", "ConvInteger"): ("Conv", 0, 1), ("", "MatMulInteger"): ("MatMul", 0, 1),
+    ("", "QLinearConv"): ("Conv", 0, 3), ("", "QLinearMatMul"): ("MatMul", 0, 3),
+    ("com.microsoft", "FusedConv"): ("Conv", 0, 1), ("com.microsoft", "FusedGemm"): ("Gemm", 0, 1),
+    ("com.microsoft", "FusedMatMul"): ("MatMul", 0, 1), ("com.microsoft", "NhwcConv"): ("Conv", 0, 1),
+}
 
 
 @dataclass(frozen=True)
@@ -46,12 +54,15 @@ class CostReport:
         return tuple(layer.node for layer in self.layers if layer.macs is None)
 
 
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
-                onnx.TensorProto.BFLOAT16}
+#: weights: floating point and the 8/4-bit integer types quantized models store them in (not int32/int64
+#: shape constants or biases of quantized layers)
+_WEIGHT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16,
+                 onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
 
 
 def count_params(model: onnx.ModelProto) -> int:
-    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer if t.data_type in _FLOAT_TYPES))
+    return int(sum(np.prod(t.dims, dtype=np.int64) for t in model.graph.initializer
+                   if t.data_type in _WEIGHT_TYPES and len(t.dims) > 0))
 
 
 def _with_fixed_inputs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
@@ -100,27 +111,32 @@ def _shape_table(model: onnx.ModelProto) -> dict[str, tuple[int, ...] | None]:
     return table
 
 
+def _layer(node: onnx.NodeProto) -> tuple[str, int, int] | None:
+    return _LAYERS.get(("" if node.domain in ("", "ai.onnx") else node.domain, node.op_type))
+
+
 def _layer_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...] | None]) -> int | None:
     def shape(i: int, outputs: bool = False) -> tuple[int, ...] | None:
         names = node.output if outputs else node.input
         return shapes.get(names[i]) if i < len(names) and names[i] else None
 
+    kind, data_index, weight_index = _layer(node)  # type: ignore[misc]
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    x, w, y = shape(0), shape(1), shape(0, outputs=True)
-    if node.op_type == "Conv":
+    x, w, y = shape(data_index), shape(weight_index), shape(0, outputs=True)
+    if kind == "Conv":
         if y is None or w is None:
             return None
         return int(np.prod(y, dtype=np.int64) * np.prod(w[1:], dtype=np.int64))
-    if node.op_type == "ConvTranspose":
+    if kind == "ConvTranspose":
         if x is None or w is None:
             return None
         return int(np.prod(x, dtype=np.int64) * np.prod(w[1:], dtype=np.int64))
-    if node.op_type == "Gemm":
+    if kind == "Gemm":
         if x is None or y is None:
             return None
         k = x[0] if attrs.get("transA", 0) else x[1]
         return int(y[0] * y[1] * k)
-    if node.op_type == "MatMul":
+    if kind == "MatMul":
         if x is None or y is None:
             return None
         return int(np.prod(y, dtype=np.int64) * x[-1])
@@ -131,6 +147,6 @@ def count_costs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]
     """MACs per counted layer and in total, at the given concrete input shapes."""
     shapes = _shape_table(_with_fixed_inputs(model, input_shapes))
     layers = tuple(LayerCost(n.name or n.output[0], n.op_type, _layer_macs(n, shapes))
-                   for n in model.graph.node if n.op_type in COUNTED_OPS and n.domain in ("", "ai.onnx"))
+                   for n in model.graph.node if _layer(n) is not None)
     total = sum(layer.macs or 0 for layer in layers)
     return CostReport(total, count_params(model), layers, dict(input_shapes))

@@ -78,3 +78,19 @@ def test_inspect_text_lists_unfoldable_batchnorms(zoo_path, capsys):
     assert main(["inspect", str(zoo_path("densenet", "legacy_bn"))]) == 0
     out = capsys.readouterr().out
     assert "not foldable" in out and "BatchNormalization" in out
+
+
+def test_quantized_layers_are_counted(tmp_path):
+    """QDQ int8 models keep their MACs and count int8 weights as parameters."""
+    from pathlib import Path
+
+    from onnxprune.emit import EmitOptions, Int8, Target, emit
+
+    digits = Path(__file__).resolve().parents[1] / "models" / "digits"
+    emit(digits / "vgg16_bn.onnx", tmp_path / "out", EmitOptions(Target.CPU, int8=Int8.STATIC,
+                                                                  data=digits / "digits_calib.npz"))
+    spec = InputSpec({"input": (1, 3, 32, 32)})
+    float_summary = onnxprune.inspect(onnxprune.load(digits / "vgg16_bn.onnx"), spec)
+    int8_summary = onnxprune.inspect(onnxprune.load(tmp_path / "out" / "model.int8.onnx"), spec)
+    assert int8_summary.flops == float_summary.flops
+    assert abs(int8_summary.params - float_summary.params) / float_summary.params < 0.02

@@ -154,7 +154,7 @@ def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
             save_model(to_float16(folded), tmp / "model.fp16.onnx", full_check=True)
             artifacts.append(("model.fp16.onnx", "float16 weights and math, float32 inputs/outputs; kept float32: "
                               + ", ".join(FP16_BLOCK_LIST), "float16"))
-            notes.append("no GPU was used to build this: checked numerically on ONNX Runtime CPU")
+            notes.append("checked numerically on ONNX Runtime CPU (float16 kernels or casts)")
         else:
             fixed = fix_shapes(folded, options.input_shapes)
             save_model(fixed, tmp / "model.onnx", full_check=True)
@@ -216,3 +216,22 @@ def _check_artifacts(folder: Path, source: onnx.ModelProto, artifacts: list[tupl
         if data is not None and source_data is not None:
             entry.agreement.append(_agreement_data(source_data, _outputs(session, data, fixed_batch), data,
                                                    str(options.eval_data or options.data)))
+        if options.target is Target.CUDA:
+            _check_on_cuda(folder / name, source_session, feeds, entry, manifest)
+
+
+def _check_on_cuda(path: Path, source: ort.InferenceSession, feeds: dict[str, np.ndarray], entry: FileEntry,
+                   manifest: Manifest) -> None:
+    """Run the artifact on the CUDA execution provider when this machine has one (onnxruntime-gpu + a GPU)."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        manifest.notes.append("CUDAExecutionProvider not available on this machine: not run on a GPU")
+        return
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=[("CUDAExecutionProvider", CUDA_PROVIDER_OPTIONS),
+                                                               "CPUExecutionProvider"])
+    agreement = _agreement_random(source, session, feeds, "seeded random, CUDAExecutionProvider")
+    entry.agreement.append(agreement)
+    if agreement.max_abs_diff > TOLERANCE["float16"] * max(agreement.max_abs_output, 1e-30):
+        raise VerificationError(f"{path.name} on CUDA differs from the source: max abs diff "
+                                f"{agreement.max_abs_diff:.3g}")
