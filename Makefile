@@ -25,7 +25,7 @@ $(VENV)/.bench: pyproject.toml $(VENV)/.dev
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,bench]'
 	touch $@
 
-## demo: the bundled digits-trained ResNet-56: inspect, fold, prune 30% (verified), emit for CPU (+int8), compare
+## demo: the bundled digits-trained ResNet-56: inspect, fold, prune 30% (verified), emit for CPU (+int8), compare, bench
 demo: $(VENV)/.runtime
 	@mkdir -p $(OUT)
 	$(BIN)/onnxprune inspect models/digits/resnet56.onnx --input-shape input=1x3x32x32
@@ -36,13 +36,18 @@ demo: $(VENV)/.runtime
 		--data models/digits/digits_calib.npz --eval-data models/digits/digits_test.npz
 	$(BIN)/python -m models.demo models/digits/resnet56.onnx $(OUT)/resnet56.folded.onnx $(OUT)/resnet56.pruned.onnx \
 		$(OUT)/resnet56.cpu/model.int8.onnx
+	$(BIN)/onnxprune bench models/digits/resnet56.onnx $(OUT)/resnet56.folded.onnx $(OUT)/resnet56.pruned.onnx \
+		$(OUT)/resnet56.cpu/model.onnx $(OUT)/resnet56.cpu/model.int8.onnx --runs 50 \
+		--data models/digits/digits_test.npz --markdown $(OUT)/resnet56.bench.md
 
 ## test: the whole suite (about 5 minutes on 2 cores)
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -n 2 -q
 
-## bench: regenerate benchmarks/results/ (fold vs onnxsim/onnxslim, pruning accuracy, pruning latency)
+## bench: regenerate benchmarks/results/ (the pipeline suite, fold vs onnxsim/onnxslim, pruning accuracy and
+## latency vs Torch-Pruning, emission)
 bench: $(VENV)/.bench
+	$(BIN)/python -m benchmarks.bench_suite --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_fold --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_prune_accuracy --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_prune_latency --out benchmarks/results

@@ -1,0 +1,204 @@
+"""Run several models in one process, interleaved, and measure them side by side.
+
+Each round runs every model once, in an order rotated per round, so drifts of a shared, noisy machine hit all
+models alike. Sessions use all graph optimizations (as deployed) and no intra-op spinning (spinning threads of
+one session would steal cores from the next). A model that cannot be loaded or run is reported with its error;
+the others still run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxprune.bench.stats import Speedup, Summary, speedup
+from onnxprune.data import Dataset, load_npz
+from onnxprune.errors import OnnxPruneError, UsageError
+from onnxprune.flops import count_costs
+from onnxprune.io import read_model
+from onnxprune.normalize import normalize
+from onnxprune.verify import InputSpec, random_inputs, resolve_input_shapes
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    runs: int = 100
+    seconds: float | None = None       # stop after this long instead (at least 5 rounds)
+    threads: tuple[int, ...] = (1,)
+    provider: str = "cpu"
+    batch: int = 1
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    data: Path | None = None
+    warmup: int = 5
+    seed: int = 0
+
+
+@dataclass
+class ModelResult:
+    path: str
+    threads: int
+    error: str | None = None
+    latency: Summary | None = None
+    times: list[float] = field(default_factory=list, repr=False)
+    session_s: float | None = None
+    memory_mb: float | None = None
+    file_mb: float | None = None
+    macs: int | None = None
+    params: int | None = None
+    speedup: Speedup | None = None
+    max_abs_diff: float | None = None
+    top1_agreement: float | None = None
+    accuracy: float | None = None
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except OSError:  # not Linux: peak RSS is the best we have
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+
+
+def providers_for(name: str) -> list[str | tuple[str, dict[str, str]]]:
+    if name == "cpu":
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise UsageError(f"--provider cuda needs onnxruntime-gpu and an NVIDIA GPU; this onnxruntime "
+                         f"{ort.__version__} offers {', '.join(available)}")
+    return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"}), "CPUExecutionProvider"]
+
+
+def _session(path: str, threads: int, provider: str) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, opts, providers=providers_for(provider))
+
+
+def _describe(path: str, options: BenchOptions) -> tuple[onnx.ModelProto | None, dict[str, tuple[int, ...]]]:
+    """The model (None for .ort files) and concrete input shapes for it."""
+    if path.endswith(".ort"):
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        shapes = {}
+        for i in sess.get_inputs():
+            dims = [d if isinstance(d, int) else None for d in i.shape]
+            if i.name in options.input_shapes:
+                shapes[i.name] = options.input_shapes[i.name]
+            elif None in dims[1:]:
+                raise UsageError(f"{path}: input {i.name!r} has dynamic dims; give --input-shape {i.name}=...")
+            else:
+                shapes[i.name] = tuple(options.batch if d is None else d for d in dims)
+        return None, shapes
+    model = normalize(read_model(path), copy=False)
+    return model, resolve_input_shapes(model, InputSpec(options.input_shapes, options.batch), default_other=None)
+
+
+def _feeds(sess: ort.InferenceSession, shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in sess.get_inputs():
+        dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}.get(i.type,
+                                                                                                       np.float32)
+        out[i.name] = rng.standard_normal(shapes[i.name]).astype(dtype) if np.issubdtype(dtype, np.floating) \
+            else rng.integers(0, 4, shapes[i.name]).astype(dtype)
+    return out
+
+
+def run_benchmark(paths: list[str], options: BenchOptions,
+                  progress: Callable[[int, int], None] | None = None) -> list[ModelResult]:
+    """Results per (model, thread count), in the order given; the first model is the baseline."""
+    if options.runs < 1:
+        raise UsageError("--runs must be >= 1")
+    results: list[ModelResult] = []
+    total_rounds = len(options.threads) * options.runs
+    done = 0
+    for threads in options.threads:
+        loaded: list[tuple[ModelResult, ort.InferenceSession, dict[str, np.ndarray]]] = []
+        group: list[ModelResult] = []
+        for path in paths:
+            r = ModelResult(path, threads)
+            group.append(r)
+            try:
+                model, shapes = _describe(path, options)
+                before = _rss_mb()
+                start = time.perf_counter()
+                sess = _session(path, threads, options.provider)
+                r.session_s = time.perf_counter() - start
+                feeds = _feeds(sess, shapes, options.seed)
+                for _ in range(options.warmup):
+                    sess.run(None, feeds)
+                r.memory_mb = max(0.0, _rss_mb() - before)
+                r.file_mb = Path(path).stat().st_size / 1e6
+                if model is not None:
+                    costs = count_costs(model, shapes)
+                    r.macs, r.params = (costs.macs if not costs.unresolved else None), costs.params
+                loaded.append((r, sess, feeds))
+            except (OnnxPruneError, Exception) as e:  # noqa: BLE001 - one bad model never stops the others
+                r.error = " ".join(str(e).split())[:300] or type(e).__name__
+        deadline = time.perf_counter() + options.seconds if options.seconds else None
+        rounds = 0
+        while loaded and (rounds < options.runs if deadline is None else
+                          (time.perf_counter() < deadline or rounds < 5)):
+            order = loaded[rounds % len(loaded):] + loaded[: rounds % len(loaded)]
+            for r, sess, feeds in order:
+                start = time.perf_counter()
+                sess.run(None, feeds)
+                r.times.append(time.perf_counter() - start)
+            rounds += 1
+            done += 1
+            if progress:
+                progress(min(done, total_rounds), total_rounds)
+        _compare(loaded, options)
+        results.extend(group)
+    return results
+
+
+def _compare(loaded: list[tuple[ModelResult, ort.InferenceSession, dict[str, np.ndarray]]],
+             options: BenchOptions) -> None:
+    for r, _, _ in loaded:
+        r.latency = Summary.of(r.times)
+    if not loaded:
+        return
+    base, base_sess, base_feeds = loaded[0]
+    data: Dataset | None = None
+    if options.data is not None:
+        model = None if base.path.endswith(".ort") else normalize(read_model(base.path), copy=False)
+        data = load_npz(options.data, model) if model is not None else None
+    base_out = base_sess.run(None, base_feeds)[0]
+    base_data = _predict(base_sess, data) if data is not None else None
+    for r, sess, feeds in loaded:
+        r.speedup = speedup(base.times, r.times, seed=options.seed)
+        try:
+            out = sess.run(None, base_feeds)[0] if feeds.keys() == base_feeds.keys() and all(
+                feeds[k].shape == base_feeds[k].shape for k in feeds) else None
+            if out is not None and out.shape == base_out.shape:
+                r.max_abs_diff = float(np.abs(out.astype(np.float64) - base_out).max())
+                if out.ndim == 2:
+                    r.top1_agreement = float((out.argmax(1) == base_out.argmax(1)).mean())
+            if data is not None and base_data is not None:
+                pred = _predict(sess, data)
+                if pred.shape == base_data.shape and pred.ndim == 2:
+                    r.top1_agreement = float((pred.argmax(1) == base_data.argmax(1)).mean())
+                    if data.labels is not None:
+                        r.accuracy = float((pred.argmax(1) == data.labels).mean())
+        except Exception as e:  # noqa: BLE001 - a model that runs on random inputs but not on the data
+            r.error = f"comparison failed: {' '.join(str(e).split())[:200]}"
+
+
+def _predict(sess: ort.InferenceSession, data: Dataset) -> np.ndarray:
+    fixed = sess.get_inputs()[0].shape[0]
+    size = fixed if isinstance(fixed, int) and fixed > 0 else 64
+    outs = [sess.run(None, b)[0] for b in data.batches(size) if len(next(iter(b.values()))) == size
+            or not isinstance(fixed, int)]
+    return np.concatenate(outs)

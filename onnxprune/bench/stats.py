@@ -1,0 +1,47 @@
+"""Latency statistics: percentiles, and the speedup of one model over another with a bootstrap interval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Summary:
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    std: float
+    min: float
+    n: int
+
+    @classmethod
+    def of(cls, times: list[float] | np.ndarray) -> "Summary":
+        t = np.asarray(times, dtype=np.float64)
+        p50, p90, p99 = np.percentile(t, [50, 90, 99])
+        return cls(float(p50), float(p90), float(p99), float(t.mean()), float(t.std(ddof=1)) if len(t) > 1 else 0.0,
+                   float(t.min()), int(len(t)))
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """median(baseline) / median(candidate), with a percentile-bootstrap 95% interval."""
+
+    ratio: float
+    low: float
+    high: float
+
+
+def speedup(baseline: list[float] | np.ndarray, candidate: list[float] | np.ndarray, *, resamples: int = 2000,
+            seed: int = 0, confidence: float = 0.95) -> Speedup:
+    b = np.asarray(baseline, dtype=np.float64)
+    c = np.asarray(candidate, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    rb = np.median(b[rng.integers(0, len(b), (resamples, len(b)))], axis=1)
+    rc = np.median(c[rng.integers(0, len(c), (resamples, len(c)))], axis=1)
+    ratios = rb / rc
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    return Speedup(float(np.median(b) / np.median(c)), float(low), float(high))
