@@ -142,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.models.split(","):
         digits = item.startswith("digits:")
         name = item.split(":", 1)[-1]
-        rows += bench_model(name, digits, args.runs)
+        try:
+            rows += bench_model(name, digits, args.runs)
+        except Exception as e:  # one model never stops the suite: record it
+            rows += [{"model": name, "variant": v, "input": "", "error": f"{type(e).__name__}: {str(e)[:150]}",
+                      "file_mb": None, "macs": None} for v in VARIANTS]
         print(f"{item}: " + ", ".join(f"{r['variant']} {r.get('speedup') or 0:.2f}x" for r in rows[-len(VARIANTS):]),
               flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -160,3 +160,14 @@ def test_non_empty_output_folder_needs_force(tmp_path, capsys):
     assert main(["emit", src, "--target", "cpu", "-o", str(out), "--force"]) == 0
     assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_int8_leaves_grouped_convtranspose_in_float(tmp_path):
+    """ORT's per-channel quantizer breaks on grouped ConvTranspose: those nodes stay float, the rest is int8."""
+    src = zoo_model("convtranspose_decoder", "legacy_bn")
+    emit(src, tmp_path / "out", EmitOptions(Target.CPU, int8=Int8.STATIC, random_calibration=True,
+                                             input_shapes={"input": (1, 3, 32, 32)}))
+    m = manifest(tmp_path / "out")
+    assert any("grouped ConvTranspose" in n for n in m["notes"])
+    q = onnx.load(tmp_path / "out" / "model.int8.onnx")
+    assert any(n.op_type == "DequantizeLinear" for n in q.graph.node)

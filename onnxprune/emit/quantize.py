@@ -58,12 +58,35 @@ def quantize(src: Path, dst: Path, mode: Int8, data: Dataset | None, workdir: Pa
     pre = workdir / "preprocessed.onnx"
     preprocess(src, pre, notes)
     upgrade_opset(pre, notes)
-    try:
+    exclude = _unquantizable(onnx.load(pre, load_external_data=False))
+    if exclude:
+        notes.append(f"left in float32: {len(exclude)} grouped ConvTranspose node(s) (ORT's per-channel quantizer "
+                     f"cannot handle them)")
+
+    def run(per_channel: bool) -> None:
         if mode is Int8.STATIC:
             assert data is not None
-            quantize_static(str(pre), str(dst), _Reader(data), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            quantize_static(str(pre), str(dst), _Reader(data), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
         else:
-            quantize_dynamic(str(pre), str(dst), per_channel=True, weight_type=QuantType.QInt8)
-    except Exception as e:
-        raise VerificationError(f"int8 quantization failed: {' '.join(str(e).split())[:300]}") from e
+            quantize_dynamic(str(pre), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8,
+                             nodes_to_exclude=exclude)
+
+    try:
+        run(per_channel=True)
+    except Exception as first:  # noqa: BLE001 - ORT's quantizer raises plain exceptions
+        notes.append(f"per-channel quantization failed ({' '.join(str(first).split())[:120]}); used per-tensor")
+        try:
+            run(per_channel=False)
+        except Exception as e:  # noqa: BLE001
+            raise VerificationError(f"int8 quantization failed: {' '.join(str(e).split())[:300]}") from e
+
+
+def _unquantizable(model: onnx.ModelProto) -> list[str]:
+    """Nodes ORT's quantizer mishandles: ConvTranspose with group > 1 (per-channel scales of the wrong size)."""
+    out = []
+    for n in model.graph.node:
+        group = next((a.i for a in n.attribute if a.name == "group"), 1)
+        if n.op_type == "ConvTranspose" and group > 1:
+            out.append(n.name)
+    return out
