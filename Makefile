@@ -25,19 +25,22 @@ $(VENV)/.bench: pyproject.toml $(VENV)/.dev
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,bench]'
 	touch $@
 
-## demo: the bundled digits-trained ResNet-56: inspect, fold, prune 30% (verified), emit for CPU (+int8), compare, bench
+## demo: the bundled digits-trained ResNet-56: inspect, fold, prune 30% (verified, then lsq-recovered), emit for
+## CPU (+int8), compare, bench
 demo: $(VENV)/.runtime
 	@mkdir -p $(OUT)
 	$(BIN)/onnxprune inspect models/digits/resnet56.onnx --input-shape input=1x3x32x32
 	$(BIN)/onnxprune fold models/digits/resnet56.onnx -o $(OUT)/resnet56.folded.onnx --verify
-	$(BIN)/onnxprune prune $(OUT)/resnet56.folded.onnx -o $(OUT)/resnet56.pruned.onnx --ratio 0.3 --verify \
+	$(BIN)/onnxprune prune $(OUT)/resnet56.folded.onnx -o $(OUT)/resnet56.pruned.onnx --ratio 0.3 --round-to 8 --verify \
 		--plan-out $(OUT)/resnet56.plan.json
+	$(BIN)/onnxprune prune $(OUT)/resnet56.folded.onnx -o $(OUT)/resnet56.recovered.onnx --plan $(OUT)/resnet56.plan.json \
+		--recover lsq --data models/digits/digits_calib.npz
 	$(BIN)/onnxprune emit $(OUT)/resnet56.folded.onnx --target cpu -o $(OUT)/resnet56.cpu --force --int8 \
 		--data models/digits/digits_calib.npz --eval-data models/digits/digits_test.npz
 	$(BIN)/python -m models.demo models/digits/resnet56.onnx $(OUT)/resnet56.folded.onnx $(OUT)/resnet56.pruned.onnx \
-		$(OUT)/resnet56.cpu/model.int8.onnx
+		$(OUT)/resnet56.recovered.onnx $(OUT)/resnet56.cpu/model.int8.onnx
 	$(BIN)/onnxprune bench models/digits/resnet56.onnx $(OUT)/resnet56.folded.onnx $(OUT)/resnet56.pruned.onnx \
-		$(OUT)/resnet56.cpu/model.onnx $(OUT)/resnet56.cpu/model.int8.onnx --runs 50 \
+		$(OUT)/resnet56.recovered.onnx $(OUT)/resnet56.cpu/model.onnx $(OUT)/resnet56.cpu/model.int8.onnx --runs 50 \
 		--data models/digits/digits_test.npz --markdown $(OUT)/resnet56.bench.md
 
 ## test: the whole suite (about 5 minutes on 2 cores)

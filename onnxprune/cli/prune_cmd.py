@@ -14,6 +14,8 @@ from onnxprune.io import ensure_output_path, write_text_atomic
 from onnxprune.pass_infra import CheckLevel, Checks
 from onnxprune.plan import PlanOptions, PruningPlan
 from onnxprune.prune import prune
+from onnxprune.recover import Recover
+from onnxprune.data import load_npz
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +42,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="channel importance (default l1)")
     g.add_argument("--seed", type=int, default=0, help="seed for --criterion random")
     g.add_argument("--plan", type=Path, help="apply this plan (JSON from --plan-out) instead of planning")
+    g.add_argument("--recover", choices=[r.value for r in Recover], default="none",
+                   help="training-free recovery on --data: bias (removed channels' mean into the consumer bias) or "
+                        "lsq (consumers refit by least squares to the original outputs)")
+    g.add_argument("--data", type=Path, help="calibration .npz keyed by input name (optional labels) for --recover")
+    g.add_argument("--limit", type=int, default=256, help="calibration samples used by --recover (default 256)")
     p.add_argument("--plan-out", type=Path, help="write the plan as JSON")
     p.add_argument("--report", type=Path, help="write a JSON report (MACs, params, groups, max_abs_diff)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
@@ -78,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model)
     checks = Checks(CheckLevel.STRUCTURE if args.verify else CheckLevel.NONE, rel_tol=args.tolerance,
                     inputs=spec, dump_dir=args.dump_dir)
-    result = prune(model, options, plan=plan, spec=spec, checks=checks, verify=args.verify)
+    data = load_npz(args.data, model).limit(args.limit) if args.data else None
+    result = prune(model, options, plan=plan, spec=spec, checks=checks, verify=args.verify,
+                   recover_with=Recover(args.recover), data=data)
     save(result.model, args.output, source=args.model)
     if args.plan_out:
         result.plan.save(args.plan_out)
@@ -93,6 +102,11 @@ def run(args: argparse.Namespace) -> int:
                   f"MACs {human(r.flops_before)} -> {human(r.flops_after)} "
                   f"({r.flops_after / max(r.flops_before, 1):.1%}), params {human(r.params_before)} -> "
                   f"{human(r.params_after)} ({r.params_after / max(r.params_before, 1):.1%})")
+    if r.recovery:
+        b, a = r.recovery["before"], r.recovery["after"]
+        keys = [k for k in ("accuracy", "top1_agreement", "rel_l2") if k in b]
+        console.print(f"recovery ({r.recovery['method']}, {r.recovery['samples']} samples): "
+                      + ", ".join(f"{k} {b[k]:.4g} -> {a[k]:.4g}" for k in keys))
     if r.max_abs_diff is not None:
         console.print(f"verified against the masked original: max abs diff {r.max_abs_diff:.3g} "
                       f"(max |output| {r.max_abs_output:.3g})")
