@@ -15,6 +15,7 @@ from onnxprune.pass_infra import CheckLevel, Checks
 from onnxprune.plan import PlanOptions, PruningPlan
 from onnxprune.prune import prune
 from onnxprune.recover import Recover
+from onnxprune.sensitivity import plan_for_prune
 from onnxprune.data import load_npz
 
 
@@ -42,6 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="channel importance (default l1)")
     g.add_argument("--seed", type=int, default=0, help="seed for --criterion random")
     g.add_argument("--plan", type=Path, help="apply this plan (JSON from --plan-out) instead of planning")
+    g.add_argument("--sensitivity", type=Path, metavar="DIR",
+                   help="apply the plan derived by `onnxprune sensitivity ... -o DIR`")
     g.add_argument("--recover", choices=[r.value for r in Recover], default="none",
                    help="training-free recovery on --data: bias (removed channels' mean into the consumer bias) or "
                         "lsq (consumers refit by least squares to the original outputs)")
@@ -81,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
                           global_ranking=args.global_ranking, target_flops=args.target_flops,
                           min_channels=args.min_channels, round_to=args.round_to,
                           criterion=Criterion(args.criterion), seed=args.seed)
-    plan = PruningPlan.load(args.plan) if args.plan else None
+    if args.plan and args.sensitivity:
+        raise UsageError("--plan and --sensitivity both give a plan: choose one")
+    plan = PruningPlan.load(args.plan) if args.plan else plan_for_prune(args.sensitivity) if args.sensitivity else None
     model = load(args.model)
     checks = Checks(CheckLevel.STRUCTURE if args.verify else CheckLevel.NONE, rel_tol=args.tolerance,
                     inputs=spec, dump_dir=args.dump_dir)
