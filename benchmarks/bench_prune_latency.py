@@ -18,7 +18,6 @@ Usage: python -m benchmarks.bench_prune_latency [--out benchmarks/results] [--ru
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import sys

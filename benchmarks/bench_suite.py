@@ -19,7 +19,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import onnx
 
 import onnxprune
 from benchmarks.common import DIGITS, machine

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import onnx
 import torch
-from onnx import helper, numpy_helper
+from onnx import helper
 
 from models.architectures import ZOO, ZooEntry, randomize_batchnorm
 

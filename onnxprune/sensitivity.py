@@ -22,7 +22,7 @@ from onnxprune.channels import ChannelAnalysis, ChannelGroup, analyze
 from onnxprune.data import Dataset
 from onnxprune.flops import count_costs
 from onnxprune.importance import Criterion, score_groups
-from onnxprune.plan import CostModel, GroupPlan, PlanOptions, PruningPlan, _multiple, _select, round_kept
+from onnxprune.plan import CostModel, GroupPlan, PruningPlan, _multiple, _select, round_kept
 from onnxprune.prune import prune
 from onnxprune.verify import make_session, resolve_input_shapes, InputSpec
 

@@ -19,7 +19,7 @@ from onnxprune.prune import prune
 from onnxprune.recover import Recover
 from onnxprune.verify import InputSpec, make_session
 from tests.channels.builder import G
-from tests.graphs import init, rand
+from tests.graphs import rand
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
 

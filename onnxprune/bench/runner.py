@@ -24,7 +24,7 @@ from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.flops import count_costs
 from onnxprune.io import read_model
 from onnxprune.normalize import normalize
-from onnxprune.verify import InputSpec, random_inputs, resolve_input_shapes
+from onnxprune.verify import InputSpec, resolve_input_shapes
 
 
 @dataclass(frozen=True)

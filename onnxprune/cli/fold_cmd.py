@@ -9,7 +9,6 @@ from pathlib import Path
 from onnxprune.api import fold, load, save
 from onnxprune.cli.common import add_input_shape_args, console, input_spec, print_json
 from onnxprune.io import ensure_output_path
-from onnxprune.passes.fold_batchnorm import is_batchnorm
 from onnxprune.pass_infra import CheckLevel, Checks
 
 

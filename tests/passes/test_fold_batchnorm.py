@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 import onnxprune
 from onnxprune import CheckLevel, Checks, InputSpec
 from onnxprune.normalize import normalize
-from onnxprune.verify import Reference, make_session, random_inputs, resolve_input_shapes, run
+from onnxprune.verify import make_session, random_inputs, resolve_input_shapes, run
 from tests.conftest import ZOO_CASES
 from tests.graphs import bn_inits, bn_node, conv_bn, init, model, rand
 
