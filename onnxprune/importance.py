@@ -14,6 +14,13 @@ depthwise convs it passes through) and ``c`` over its consumers (layers whose we
   before folding); groups without a BatchNorm fall back to ``l1``
 - ``dwpw`` (the source notes' depthwise/pointwise rule): ``l1`` + ``mean_c |W_c[:, i]|_1 / mean_j |W_c[:, j]|_1``
   — a depthwise channel is scored by its own filter together with the pointwise weights that read it.
+
+Data-driven (need calibration data; the tensors scored are those the consumers and depthwise convs read, i.e.
+after the activation; Hu et al. 2016 for APoZ):
+
+- ``activation``: mean |x| of the channel over samples and positions, per tensor normalized
+- ``apoz``: ``1 - APoZ`` (average percentage of zeros) of the channel; APoZ is only informative after a ReLU-like
+  activation, so ties (e.g. no zeros at all after hardswish) are broken by ``activation`` at 1e-3 weight.
 """
 
 from __future__ import annotations
@@ -23,10 +30,14 @@ import zlib
 from collections import defaultdict
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
 
 from onnxprune.channels import ChannelAnalysis
+from onnxprune.data import Dataset
+from onnxprune.errors import UsageError
 from onnxprune.graph import constant_value
+from onnxprune.verify import session_with_outputs
 from onnxprune.passes.fold_batchnorm import batchnorm_affine
 
 
@@ -36,6 +47,12 @@ class Criterion(enum.Enum):
     RANDOM = "random"
     BN_SCALE = "bn-scale"
     DW_PW = "dwpw"
+    ACTIVATION = "activation"
+    APOZ = "apoz"
+
+    @property
+    def needs_data(self) -> bool:
+        return self in (Criterion.ACTIVATION, Criterion.APOZ)
 
 
 def _norms(rows: np.ndarray, criterion: Criterion) -> np.ndarray:
@@ -159,9 +176,53 @@ def _bn_scores(analysis: ChannelAnalysis) -> _Accumulator:
     return acc
 
 
-def score_groups(analysis: ChannelAnalysis, criterion: Criterion = Criterion.L1, seed: int = 0) -> dict[str, np.ndarray]:
-    """Scores for the units of every prunable group, keyed by group id."""
+def _scored_tensors(analysis: ChannelAnalysis) -> list[str]:
+    names = [t for _, t in analysis.consumers] + [n.inputs[0].name for n in analysis.depthwise]
+    return [t for t in dict.fromkeys(names) if t in analysis.layouts]
+
+
+def _activation_scores(analysis: ChannelAnalysis, model: onnx.ModelProto, criterion: Criterion, data: Dataset,
+                       batch: int = 32) -> _Accumulator:
+    """Per-position mean |x| and fraction of zeros of every scored tensor, streamed over ``data``."""
+    tensors = _scored_tensors(analysis)
+    session = session_with_outputs(model, tensors)
+    sums: dict[str, np.ndarray] = {}
+    zeros: dict[str, np.ndarray] = {}
+    count: dict[str, int] = defaultdict(int)
+    for feeds in data.batches(batch):
+        for name, x in zip(tensors, session.run(tensors, feeds)):
+            axis = analysis.layouts[name].axis
+            x = np.moveaxis(np.asarray(x), axis, 1)
+            x = x.reshape(x.shape[0], x.shape[1], -1)
+            s, z = np.abs(x).sum((0, 2), dtype=np.float64), (x == 0).sum((0, 2), dtype=np.float64)
+            sums[name] = sums[name] + s if name in sums else s
+            zeros[name] = zeros[name] + z if name in zeros else z
+            count[name] += x.shape[0] * x.shape[2]
+    acc = _Accumulator(analysis)
+    for name in tensors:
+        if name not in sums or sums[name].shape[0] != len(analysis.layouts[name]):
+            continue
+        activation = sums[name] / count[name]
+        activation = activation / activation.mean() if activation.mean() > 0 else np.zeros_like(activation)
+        values = activation
+        if criterion is Criterion.APOZ:
+            nonzero = 1.0 - zeros[name] / count[name]
+            nonzero = nonzero / nonzero.mean() if nonzero.mean() > 0 else np.zeros_like(nonzero)
+            values = nonzero + 1e-3 * activation
+        acc.add(analysis.layouts[name].elems, values)
+    return acc
+
+
+def score_groups(analysis: ChannelAnalysis, criterion: Criterion = Criterion.L1, seed: int = 0,
+                 data: Dataset | None = None, model: onnx.ModelProto | None = None) -> dict[str, np.ndarray]:
+    """Scores for the units of every prunable group, keyed by group id. The data-driven criteria (``activation``,
+    ``apoz``) run ``model`` (the analysed one) on calibration ``data``."""
     scores: dict[str, np.ndarray] = {}
+    if criterion.needs_data:
+        if data is None or model is None:
+            raise UsageError(f"--criterion {criterion.value} needs calibration data (--data)")
+        acc = _activation_scores(analysis, model, criterion, data)
+        return {g.id: np.asarray([acc.mean(u) or 0.0 for u in g.units.tolist()]) for g in analysis.prunable}
     if criterion is Criterion.RANDOM:
         for g in analysis.prunable:
             rng = np.random.default_rng([seed, zlib.crc32(g.id.encode())])

@@ -16,8 +16,12 @@ from onnxprune.importance import score_groups
 from onnxprune.pass_infra import Checks, PassManager, default_tolerance
 from onnxprune.passes import Cleanup, MaskRemovedChannels, PruneChannels
 from onnxprune.plan import CostModel, PlanOptions, PruningPlan, make_plan
-from onnxprune.recover import Recover, recover
-from onnxprune.verify import Comparison, InputSpec, Reference, make_session, resolve_input_shapes, run
+from onnxprune.importance import Criterion
+from onnxprune.metrics import Metric, check_metric, default_metric, metrics, outputs
+from onnxprune.normalize import normalize
+from onnxprune.recover import ConsumerFix, Recover, recover
+from onnxprune.schedule import Schedule, ScheduleOptions, scheduled_plan, sensitivity_order
+from onnxprune.verify import Comparison, InputSpec, Reference, resolve_input_shapes
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class PruneReport:
     max_abs_diff: float | None = None
     max_abs_output: float | None = None
     recovery: dict[str, object] | None = None
+    quality: dict[str, object] | None = None    # metrics on --data: original, pruned, recovered
+    schedule: dict[str, object] | None = None   # rounds and, for layerwise, the order with each group's loss
 
     def to_json(self) -> dict[str, object]:
         return dict(self.__dict__)
@@ -46,10 +52,12 @@ class PruneResult:
     analysis: ChannelAnalysis  # of the input model; its graph object was rewritten into ``model``
 
 
-def plan_pruning(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec = InputSpec()
-                 ) -> tuple[PruningPlan, ChannelAnalysis]:
+def plan_pruning(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec | None = None,
+                 data: Dataset | None = None) -> tuple[PruningPlan, ChannelAnalysis]:
+    """Analyse ``model`` and plan by ``options`` (``data``: calibration samples for the data-driven criteria)."""
+    spec = spec or InputSpec()
     analysis = analyze(model)
-    scores = score_groups(analysis, options.criterion, options.seed)
+    scores = score_groups(analysis, options.criterion, options.seed, data, model)
     cost = None
     if options.target_flops is not None:
         cost = CostModel(analysis, count_costs(model, resolve_input_shapes(model, spec)))
@@ -86,55 +94,92 @@ def consumer_masks(analysis: ChannelAnalysis, plan: PruningPlan) -> dict[str, tu
             for node, tensor in analysis.consumers if tensor in analysis.layouts}
 
 
-def _quality(reference: np.ndarray, outputs: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
-    q = {"rel_l2": float(np.linalg.norm(outputs - reference) / max(np.linalg.norm(reference), 1e-30))}
-    if reference.ndim == 2:
-        q["top1_agreement"] = float((outputs.argmax(1) == reference.argmax(1)).mean())
-        if labels is not None:
-            q["accuracy"] = float((outputs.argmax(1) == labels).mean())
-    return q
+def _rewrite(model: onnx.ModelProto, plan: PruningPlan, analysis: ChannelAnalysis | None = None,
+             checks: Checks | None = None) -> tuple[onnx.ModelProto, ChannelAnalysis]:
+    """The pruned model (no recovery); ``analysis`` (of ``model``) has its graph rewritten and is consumed."""
+    analysis = analysis or analyze(model)
+    plan.removed_roots(analysis)  # validate before rewriting
+    pruned = PassManager([PruneChannels(plan, analysis), Cleanup()], checks or Checks()).run(model, analysis.graph)
+    return pruned.model, analysis
 
 
-def _first_output(model: onnx.ModelProto, data: Dataset) -> np.ndarray:
-    session = make_session(model)
-    name = session.get_outputs()[0].name
-    return np.concatenate([run(session, batch)[name] for batch in data.batches(64)])
+def _recovered(model: onnx.ModelProto, pruned: onnx.ModelProto, plan: PruningPlan, analysis: ChannelAnalysis,
+               method: Recover, data: Dataset | None) -> tuple[onnx.ModelProto, list[ConsumerFix]]:
+    if method is Recover.NONE or data is None:
+        return pruned, []
+    recovered, fixes = recover(model, pruned, consumer_masks(analysis, plan), data, method)
+    check_model(recovered, "recovered model", full_check=True)
+    return recovered, fixes
 
 
-def prune(model: onnx.ModelProto, options: PlanOptions = PlanOptions(), *, plan: PruningPlan | None = None,
-          spec: InputSpec = InputSpec(), checks: Checks = Checks(), verify: bool = False,
-          recover_with: Recover = Recover.NONE, data: Dataset | None = None) -> PruneResult:
-    """Prune ``model`` (normalized) by ``plan`` or by a plan made from ``options``; optionally recover the
-    accuracy on calibration ``data`` (``bias`` or ``lsq``, see ``onnxprune.recover``)."""
+def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: PruningPlan | None = None,
+          spec: InputSpec | None = None, checks: Checks | None = None, verify: bool = False,
+          recover_with: Recover = Recover.NONE, data: Dataset | None = None,
+          schedule: ScheduleOptions | None = None) -> PruneResult:
+    """Prune ``model`` (normalized) by ``plan`` or by a plan made from ``options``.
+
+    ``data`` (calibration samples) enables the data-driven criteria, recovery (``bias`` or ``lsq``, see
+    ``onnxprune.recover``), the ``layerwise`` schedule's sensitivity order, and metrics before/after in the report.
+    ``schedule`` chooses which channels go in what order (``onnxprune.schedule``); the counts come from the plan.
+    """
+    options = options or PlanOptions()
+    spec = spec or InputSpec()
+    checks = checks or Checks()
+    schedule = schedule or ScheduleOptions()
     if recover_with is not Recover.NONE and data is None:
-        raise UsageError(f"--recover {recover_with.value} needs calibration data (--data FILE.npz)")
+        raise UsageError(f"--recover {recover_with.value} needs calibration data (--data)")
+    if schedule.schedule is Schedule.LAYERWISE and data is None:
+        raise UsageError("--schedule layerwise orders groups by their measured sensitivity: it needs --data")
     if plan is None:
-        plan, analysis = plan_pruning(model, options, spec)
-    else:
-        analysis = analyze(model)
-        plan.removed_roots(analysis)  # validate before rewriting
-    masks = consumer_masks(analysis, plan) if recover_with is not Recover.NONE else {}
-    # the analysis owns a graph of ``model``: rewrite that one instead of importing and analysing again
-    pruned = PassManager([PruneChannels(plan, analysis), Cleanup()], checks).run(model, analysis.graph).model
+        plan, _ = plan_pruning(model, options, spec, data)
+    criterion = Criterion(plan.criterion) if plan.criterion in {c.value for c in Criterion} else options.criterion
+    order: list[tuple[str, float]] = []
+    if schedule.schedule is not Schedule.ONESHOT:
+        if schedule.schedule is Schedule.LAYERWISE:
+            assert data is not None
+            order = sensitivity_order(model, plan, data, schedule.metric, masked_model)
+
+        def rewrite(p: PruningPlan) -> onnx.ModelProto:
+            pruned_p, analysis_p = _rewrite(model, p)
+            return normalize(_recovered(model, pruned_p, p, analysis_p, recover_with, data)[0], copy=False)
+
+        plan = scheduled_plan(model, plan, schedule, criterion, options.seed, data, rewrite, [g for g, _ in order])
+    pruned, analysis = _rewrite(model, plan, checks=checks)
     shapes = resolve_input_shapes(model, spec)
     before, after = count_costs(model, shapes), count_costs(pruned, shapes)
     comparison = verify_pruned(model, pruned, plan, InputSpec(spec.shapes, batch=max(spec.batch, 2)),
                                checks.rel_tol) if verify else None
+    recovered, fixes = _recovered(model, pruned, plan, analysis, recover_with, data)
+    quality = _quality_report(model, pruned, recovered if recover_with is not Recover.NONE else None, data,
+                              schedule.metric)
     recovery = None
     if recover_with is not Recover.NONE:
-        assert data is not None
-        reference = _first_output(model, data)
-        quality_before = _quality(reference, _first_output(pruned, data), data.labels)
-        pruned, fixes = recover(model, pruned, masks, data, recover_with)
-        check_model(pruned, "recovered model", full_check=True)
-        quality_after = _quality(reference, _first_output(pruned, data), data.labels)
-        recovery = {"method": recover_with.value, "samples": len(data), "before": quality_before,
-                    "after": quality_after,
-                    "layers": [f.__dict__ for f in fixes]}
+        assert quality is not None
+        recovery = {"method": recover_with.value, "samples": quality["samples"], "before": quality["pruned"],
+                    "after": quality["recovered"], "layers": [f.__dict__ for f in fixes]}
     report = PruneReport(
         flops_before=before.macs, flops_after=after.macs, params_before=before.params, params_after=after.params,
         groups_pruned=sum(1 for g in plan.groups if g.removed), groups_frozen=len(analysis.frozen_groups),
         groups_total=len(analysis.groups), input_shapes={k: list(v) for k, v in shapes.items()},
         max_abs_diff=comparison.max_abs_diff if comparison else None,
-        max_abs_output=comparison.max_abs_reference if comparison else None, recovery=recovery)
-    return PruneResult(pruned, plan, report, analysis)
+        max_abs_output=comparison.max_abs_reference if comparison else None, recovery=recovery, quality=quality,
+        schedule={"schedule": schedule.schedule.value, "rounds": int(plan.options.get("steps", 1)),
+                  "order": [{"group": g, "loss": v} for g, v in order]} if order or plan.options.get("schedule")
+        else None)
+    return PruneResult(recovered, plan, report, analysis)
+
+
+def _quality_report(model: onnx.ModelProto, pruned: onnx.ModelProto, recovered: onnx.ModelProto | None,
+                    data: Dataset | None, metric: Metric | None) -> dict[str, object] | None:
+    """Every metric of the original, the pruned and the recovered model on ``data`` (None without data)."""
+    if data is None:
+        return None
+    reference = outputs(model, data)
+    metric = metric or default_metric(data, reference)
+    check_metric(metric, data, reference)
+    q: dict[str, object] = {"metric": metric.value, "samples": len(data),
+                            "original": metrics(reference, reference, data.labels),
+                            "pruned": metrics(reference, outputs(pruned, data), data.labels)}
+    if recovered is not None:
+        q["recovered"] = metrics(reference, outputs(recovered, data), data.labels)
+    return q

@@ -9,9 +9,11 @@ Every *consumer* whose input lost channels (a Conv, Gemm or MatMul reading a pru
   works per channel x spatial position).
 - ``lsq`` (He et al. 2017, ThiNet): in topological order, each consumer's remaining weights and bias are refit by
   ridge least squares so that, fed with the *pruned* model's inputs, it reproduces the *original* model's
-  outputs on calibration data. Conv via im2col on at most ``max_positions`` sampled output positions (memory
-  bounded); plain convs (group 1, incl. the pointwise conv after a depthwise one), Gemm and MatMul. Grouped
-  consumers fall back to ``bias``.
+  outputs on calibration data. 2-D Conv via im2col on at most ``max_positions`` sampled output positions
+  (memory bounded), one system per group for grouped and depthwise convs (so a pointwise conv after a depthwise
+  one is refit on the depthwise outputs it now gets); Gemm (weights and bias); MatMul with a constant weight
+  (weights only: MatMul has no bias). Other consumers (1-D/3-D convs, ConvTranspose) fall back to ``bias``
+  where it applies, else are left as pruned; the report lists the method used per layer.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from onnxprune.data import Dataset
+from onnxprune.verify import session_with_outputs
 
 RIDGE = 1e-5  # relative to the mean diagonal of the Gram matrix: only a guard against singular systems
 
@@ -43,22 +45,8 @@ class ConsumerFix:
     error_after: float | None = None
 
 
-def _session(model: onnx.ModelProto, extra_outputs: list[str]) -> ort.InferenceSession:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for name in extra_outputs:
-        if name not in have:
-            m.graph.output.append(helper.make_empty_tensor_value_info(name))
-            have.add(name)
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-
-
 def _collect(model: onnx.ModelProto, names: list[str], data: Dataset, batch: int = 32) -> dict[str, np.ndarray]:
-    sess = _session(model, names)
+    sess = session_with_outputs(model, names)
     outs: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for feeds in data.batches(batch):
         for name, value in zip(names, sess.run(names, feeds)):
@@ -95,11 +83,8 @@ def _bias_fix(original: onnx.ModelProto, pruned: onnx.ModelProto, node: onnx.Nod
     w = numpy_helper.to_array(_init(original, orig_node.input[1]))
     drop = ~keep
     if node.op_type == "Conv":
-        if _attr(node, "group", 1) != 1:
-            return False
         mean = x.mean(axis=(0, *range(2, x.ndim)))
-        per_channel = w[:, drop].astype(np.float64).reshape(w.shape[0], int(drop.sum()), -1).sum(-1)  # (O, C)
-        contribution = per_channel @ mean[drop].astype(np.float64)
+        contribution = _dense_channel_sums(w, _attr(node, "group", 1))[:, drop] @ mean[drop].astype(np.float64)
     elif node.op_type == "Gemm":
         mean = x.reshape(-1, x.shape[-1]).mean(0)
         wt = w.T if _attr(node, "transB", 0) else w  # (K, N)
@@ -122,6 +107,19 @@ def _bias_fix(original: onnx.ModelProto, pruned: onnx.ModelProto, node: onnx.Nod
     return True
 
 
+def _dense_channel_sums(w: np.ndarray, group: int) -> np.ndarray:
+    """(O, Cin) sums of each output's kernel over each input channel, zero across groups."""
+    out, cin_g = w.shape[0], w.shape[1]
+    sums = w.astype(np.float64).reshape(out, cin_g, -1).sum(-1)
+    if group == 1:
+        return sums
+    dense = np.zeros((out, cin_g * group))
+    per = out // group
+    for g in range(group):
+        dense[g * per:(g + 1) * per, g * cin_g:(g + 1) * cin_g] = sums[g * per:(g + 1) * per]
+    return dense
+
+
 def _im2col(x: np.ndarray, node: onnx.NodeProto, w_shape: tuple[int, ...], positions: np.ndarray
             ) -> np.ndarray:
     """Patches of a 2-D conv input at sampled output positions (n, oy, ox): (M, Cin * kh * kw)."""
@@ -138,8 +136,10 @@ def _im2col(x: np.ndarray, node: onnx.NodeProto, w_shape: tuple[int, ...], posit
     return patches.transpose(0, 2, 1).reshape(len(n), -1)
 
 
-def _ridge(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    a = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1)
+def _ridge(a: np.ndarray, y: np.ndarray, intercept: bool = True) -> np.ndarray:
+    """Ridge solution of ``a @ sol ~ y``; with ``intercept`` the last row of ``sol`` is the bias."""
+    if intercept:
+        a = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1)
     gram = a.T @ a
     lam = RIDGE * np.trace(gram) / gram.shape[0]
     gram[np.diag_indices_from(gram)] += lam
@@ -151,19 +151,9 @@ def _lsq_fix(pruned: onnx.ModelProto, node: onnx.NodeProto, x: np.ndarray, y: np
     """Refit ``node`` (in ``pruned``) from its pruned input ``x`` to the original output ``y``."""
     w = numpy_helper.to_array(_init(pruned, node.input[1]))
     if node.op_type == "Conv":
-        if _attr(node, "group", 1) != 1 or w.ndim != 4 or x.ndim != 4:
+        if w.ndim != 4 or x.ndim != 4:
             return None
-        n, _, oh, ow = y.shape
-        total = n * oh * ow
-        pick = rng.choice(total, size=min(max_positions, total), replace=False)
-        positions = np.stack(np.unravel_index(pick, (n, oh, ow)), axis=1)
-        a = _im2col(x.astype(np.float64), node, w.shape, positions)
-        target = y[positions[:, 0], :, positions[:, 1], positions[:, 2]].astype(np.float64)
-        b_old = numpy_helper.to_array(_init(pruned, node.input[2])) if len(node.input) > 2 and node.input[2] \
-            else np.zeros(w.shape[0])
-        before = a @ w.reshape(w.shape[0], -1).T.astype(np.float64) + b_old
-        sol = _ridge(a, target)
-        w_new = sol[:-1].T.reshape(w.shape)
+        return _lsq_conv(pruned, node, w, x, y, max_positions, rng)
     elif node.op_type == "Gemm" and not _attr(node, "transA", 0):
         a = x.reshape(-1, x.shape[-1]).astype(np.float64)
         target = y.reshape(-1, y.shape[-1]).astype(np.float64)
@@ -175,13 +165,54 @@ def _lsq_fix(pruned: onnx.ModelProto, node: onnx.NodeProto, x: np.ndarray, y: np
         for attr in node.attribute:
             if attr.name in ("alpha", "beta"):
                 attr.f = 1.0
+    elif node.op_type == "MatMul" and w.ndim == 2:
+        a = x.reshape(-1, x.shape[-1]).astype(np.float64)
+        target = y.reshape(-1, y.shape[-1]).astype(np.float64)
+        sol = _ridge(a, target, intercept=False)
+        _set_init(pruned, node, 1, sol.astype(w.dtype))
+        return _rel_err(a @ w.astype(np.float64), target), _rel_err(a @ sol, target)
     else:
         return None
-    err = lambda pred: float(np.linalg.norm(pred - target) / max(np.linalg.norm(target), 1e-30))  # noqa: E731
     after = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1) @ sol
     _set_init(pruned, node, 1, w_new.astype(w.dtype))
     _set_init(pruned, node, 2, sol[-1].astype(w.dtype))
-    return err(before), err(after)
+    return _rel_err(before, target), _rel_err(after, target)
+
+
+def _lsq_conv(pruned: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, x: np.ndarray, y: np.ndarray,
+              max_positions: int, rng: np.random.Generator) -> tuple[float, float]:
+    """2-D Conv refit, one least-squares system per group (depthwise: one small system per channel), all on the
+    same sampled output positions."""
+    group = _attr(node, "group", 1)
+    n, _, oh, ow = y.shape
+    total = n * oh * ow
+    pick = rng.choice(total, size=min(max_positions, total), replace=False)
+    positions = np.stack(np.unravel_index(pick, (n, oh, ow)), axis=1)
+    target = y[positions[:, 0], :, positions[:, 1], positions[:, 2]].astype(np.float64)
+    b_old = numpy_helper.to_array(_init(pruned, node.input[2])).astype(np.float64) \
+        if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0])
+    cin_g, per = w.shape[1], w.shape[0] // group
+    w_new = np.empty(w.shape, dtype=np.float64)
+    b_new = np.empty(w.shape[0], dtype=np.float64)
+    before = np.empty_like(target)
+    after = np.empty_like(target)
+    xf = x.astype(np.float64)
+    for g in range(group):
+        outs = slice(g * per, (g + 1) * per)
+        a = _im2col(xf[:, g * cin_g:(g + 1) * cin_g], node, (per, cin_g, *w.shape[2:]), positions)
+        wg = w[outs].reshape(per, -1).astype(np.float64)
+        before[:, outs] = a @ wg.T + b_old[outs]
+        sol = _ridge(a, target[:, outs])
+        after[:, outs] = a @ sol[:-1] + sol[-1]
+        w_new[outs] = sol[:-1].T.reshape(per, cin_g, *w.shape[2:])
+        b_new[outs] = sol[-1]
+    _set_init(pruned, node, 1, w_new.astype(w.dtype))
+    _set_init(pruned, node, 2, b_new.astype(w.dtype))
+    return _rel_err(before, target), _rel_err(after, target)
+
+
+def _rel_err(pred: np.ndarray, target: np.ndarray) -> float:
+    return float(np.linalg.norm(pred - target) / max(np.linalg.norm(target), 1e-30))
 
 
 def recover(original: onnx.ModelProto, pruned: onnx.ModelProto,
@@ -229,7 +260,7 @@ def _lsq_all(original: onnx.ModelProto, out: onnx.ModelProto, nodes: list[onnx.N
         y = targets[node.output[0]]
         keep_out = masks[node.name][1]
         if keep_out is not None:
-            y = np.compress(keep_out, y, axis=1)  # the original outputs of the channels this layer still has
+            y = np.compress(keep_out, y, axis=1 if node.op_type == "Conv" else -1)  # channels this layer still has
         result = _lsq_fix(out, node, x, y, max_positions, rng)
         if result is None:
             ok = _bias_fix(original, out, node, masks[node.name], original_inputs[node.input[0]])

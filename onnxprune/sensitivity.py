@@ -9,7 +9,6 @@ Derived plans:
 
 from __future__ import annotations
 
-import enum
 import json
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -24,50 +23,11 @@ from onnxprune.flops import count_costs
 from onnxprune.importance import Criterion, score_groups
 from onnxprune.plan import CostModel, GroupPlan, PruningPlan, _multiple, _select, round_kept
 from onnxprune.prune import prune
-from onnxprune.verify import make_session, resolve_input_shapes, InputSpec
+from onnxprune.metrics import Metric, check_metric, default_metric, loss, metrics, outputs
+from onnxprune.verify import InputSpec, resolve_input_shapes
 
 
-class Metric(enum.Enum):
-    ACCURACY = "accuracy"        # top-1 vs labels (higher is better)
-    AGREEMENT = "agreement"      # top-1 agreement with the original model
-    COSINE = "cosine"            # mean cosine similarity of outputs with the original's
-    REL_L2 = "rel-l2"            # relative L2 error vs the original's outputs (lower is better)
-    KL = "kl"                    # KL(original softmax || pruned softmax) (lower is better)
-
-
-LOWER_IS_BETTER = {Metric.REL_L2, Metric.KL}
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def outputs(model: onnx.ModelProto, data: Dataset) -> np.ndarray:
-    session = make_session(model)
-    name = session.get_outputs()[0].name
-    return np.concatenate([session.run([name], batch)[0] for batch in data.batches(64)])
-
-
-def metrics(reference: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
-    """Every metric of ``got`` against the original ``reference`` outputs (and labels when given)."""
-    ref = reference.reshape(len(reference), -1).astype(np.float64)
-    out = got.reshape(len(got), -1).astype(np.float64)
-    m = {Metric.REL_L2.value: float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30)),
-         Metric.COSINE.value: float(np.mean((ref * out).sum(1) / np.maximum(
-             np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1), 1e-30)))}
-    if reference.ndim == 2:
-        m[Metric.AGREEMENT.value] = float((out.argmax(1) == ref.argmax(1)).mean())
-        p = np.exp(ref - ref.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        q = np.exp(out - out.max(1, keepdims=True))
-        q /= q.sum(1, keepdims=True)
-        m[Metric.KL.value] = float(np.mean((p * (np.log(p + 1e-12) - np.log(q + 1e-12))).sum(1)))
-        if labels is not None:
-            m[Metric.ACCURACY.value] = float((out.argmax(1) == labels).mean())
-    return m
-
-
-def loss(metric: Metric, baseline: dict[str, float], value: dict[str, float]) -> float:
-    """How much worse ``value`` is than ``baseline`` (>= 0 means worse)."""
-    b, v = baseline[metric.value], value[metric.value]
-    return v - b if metric in LOWER_IS_BETTER else b - v
 
 
 def single_group_plan(group: ChannelGroup, scores: np.ndarray, ratio: float, round_to: int = 1) -> PruningPlan:
@@ -90,7 +50,7 @@ def _evaluate_group(args: tuple) -> list[Point]:
     model = onnx.load_from_string(model_bytes)
     analysis = analyze(model)
     group = analysis.group(group_id)
-    scores = score_groups(analysis, Criterion(criterion), seed)[group_id]
+    scores = score_groups(analysis, Criterion(criterion), seed, data, model)[group_id]
     points = []
     for ratio in ratios:
         plan = single_group_plan(group, scores, ratio)
@@ -118,14 +78,13 @@ class SensitivityResult:
 
 def run_sensitivity(model: onnx.ModelProto, data: Dataset, *, ratios: tuple[float, ...] = DEFAULT_RATIOS,
                     metric: Metric | None = None, criterion: Criterion = Criterion.L1, jobs: int = 1,
-                    seed: int = 0, spec: InputSpec = InputSpec()) -> SensitivityResult:
-    metric = metric or (Metric.ACCURACY if data.labels is not None else Metric.AGREEMENT)
+                    seed: int = 0, spec: InputSpec | None = None) -> SensitivityResult:
     reference = outputs(model, data)  # the original model is evaluated once
+    metric = metric or default_metric(data, reference)
+    check_metric(metric, data, reference)
     baseline = metrics(reference, reference, data.labels)
-    if metric.value not in baseline:
-        raise ValueError(f"metric {metric.value} needs {'labels' if metric is Metric.ACCURACY else '2-D outputs'}")
     analysis = analyze(model)
-    shapes = resolve_input_shapes(model, spec)
+    shapes = resolve_input_shapes(model, spec or InputSpec())
     macs_before = count_costs(model, shapes).macs
     blob = model.SerializeToString()
     tasks = [(blob, g.id, ratios, criterion.value, seed, data, reference, data.labels, macs_before, shapes)
@@ -138,21 +97,23 @@ def run_sensitivity(model: onnx.ModelProto, data: Dataset, *, ratios: tuple[floa
     return SensitivityResult(baseline, tuple(p for r in results for p in r), metric, criterion)
 
 
-def tolerance_plan(model: onnx.ModelProto, result: SensitivityResult, tolerance: float) -> PruningPlan:
+def tolerance_plan(model: onnx.ModelProto, result: SensitivityResult, tolerance: float,
+                   data: Dataset | None = None) -> PruningPlan:
     """Per group, the largest measured ratio whose loss <= tolerance."""
     ratios = {}
     for group in {p.group for p in result.points}:
         ok = [p.ratio for p in result.curve(group) if loss(result.metric, result.baseline, p.values) <= tolerance]
         ratios[group] = max(ok, default=0.0)
-    return _plan_from_ratios(model, ratios, result.criterion, {"tolerance": tolerance, "metric": result.metric.value})
+    return _plan_from_ratios(model, ratios, result.criterion, {"tolerance": tolerance, "metric": result.metric.value},
+                             data)
 
 
 def target_plan(model: onnx.ModelProto, result: SensitivityResult, target_flops: float,
-                spec: InputSpec = InputSpec()) -> PruningPlan:
+                spec: InputSpec | None = None, data: Dataset | None = None) -> PruningPlan:
     """Greedy: raise the ratio of the group whose next step costs the least measured loss per MAC saved."""
     analysis = analyze(model)
-    cost = CostModel(analysis, count_costs(model, resolve_input_shapes(model, spec)))
-    scores = score_groups(analysis, result.criterion)
+    cost = CostModel(analysis, count_costs(model, resolve_input_shapes(model, spec or InputSpec())))
+    scores = score_groups(analysis, result.criterion, 0, data, model)
     curves = {g: sorted(result.curve(g), key=lambda p: p.ratio) for g in {p.group for p in result.points}}
     level = {g: -1 for g in curves}  # index into the curve; -1 = unpruned
 
@@ -183,13 +144,13 @@ def target_plan(model: onnx.ModelProto, result: SensitivityResult, target_flops:
         current = macs(level)
     ratios = {g: curves[g][i].ratio for g, i in level.items() if i >= 0}
     return _plan_from_ratios(model, ratios, result.criterion, {"target_flops": target_flops,
-                                                              "metric": result.metric.value})
+                                                              "metric": result.metric.value}, data)
 
 
 def _plan_from_ratios(model: onnx.ModelProto, ratios: dict[str, float], criterion: Criterion,
-                      extra: dict[str, object]) -> PruningPlan:
+                      extra: dict[str, object], data: Dataset | None = None) -> PruningPlan:
     analysis: ChannelAnalysis = analyze(model)
-    scores = score_groups(analysis, criterion)
+    scores = score_groups(analysis, criterion, 0, data, model)
     groups = tuple(single_group_plan(g, scores[g.id], ratios.get(g.id, 0.0)).groups[0] for g in analysis.prunable)
     return PruningPlan(groups, criterion.value, {"from": "sensitivity", "ratios": ratios, **extra})
 

@@ -135,6 +135,18 @@ def make_session(model: onnx.ModelProto | str, *, optimize: bool = False, thread
         raise VerificationError(f"ONNX Runtime cannot load the model: {' '.join(str(e).split())[:300]}") from e
 
 
+def session_with_outputs(model: onnx.ModelProto, extra_outputs: list[str]) -> ort.InferenceSession:
+    """A session (optimizations off) that also returns the named intermediate tensors."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    for name in extra_outputs:
+        if name not in have:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+            have.add(name)
+    return make_session(m)
+
+
 def run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     try:
         names = [o.name for o in session.get_outputs()]

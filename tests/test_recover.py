@@ -57,7 +57,7 @@ def test_bias_recovery_is_exact_for_a_constant_channel():
     ref = outputs(model, x)
     assert np.abs(outputs(plain.model, x) - ref).max() > 0.1          # removing it does change the output
     assert np.abs(outputs(fixed.model, x) - ref).max() <= 1e-5 * np.abs(ref).max()
-    assert fixed.report.recovery["after"]["rel_l2"] < 1e-5 < fixed.report.recovery["before"]["rel_l2"]
+    assert fixed.report.recovery["after"]["rel-l2"] < 1e-5 < fixed.report.recovery["before"]["rel-l2"]
 
 
 def test_lsq_recovery_is_exact_for_a_duplicated_filter():

@@ -11,7 +11,8 @@ import pytest
 import onnxprune
 from onnxprune.cli.main import main
 from onnxprune.data import load_npz
-from onnxprune.sensitivity import Metric, loss, metrics, run_sensitivity, target_plan, tolerance_plan
+from onnxprune.metrics import Metric, loss, metrics
+from onnxprune.sensitivity import run_sensitivity, target_plan, tolerance_plan
 from onnxprune.verify import InputSpec
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"

@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune.bench.stats import Speedup, Summary, speedup
-from onnxprune.data import Dataset, load_npz
+from onnxprune.data import Dataset, ImagePreprocess, load_data
 from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.flops import count_costs
 from onnxprune.io import read_model
@@ -36,6 +36,8 @@ class BenchOptions:
     batch: int = 1
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     data: Path | None = None
+    preprocess: ImagePreprocess = ImagePreprocess()
+    data_limit: int | None = None
     warmup: int = 5
     seed: int = 0
 
@@ -174,7 +176,7 @@ def _compare(loaded: list[tuple[ModelResult, ort.InferenceSession, dict[str, np.
     data: Dataset | None = None
     if options.data is not None:
         model = None if base.path.endswith(".ort") else normalize(read_model(base.path), copy=False)
-        data = load_npz(options.data, model) if model is not None else None
+        data = load_data(options.data, model, options.preprocess, options.data_limit) if model is not None else None
     base_out = base_sess.run(None, base_feeds)[0]
     base_data = _predict(base_sess, data) if data is not None else None
     for r, sess, feeds in loaded:

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from onnxprune.bench import BenchOptions, run_benchmark
 from onnxprune.bench.report import table, write_outputs
-from onnxprune.cli.common import console
+from onnxprune.cli.common import add_data_args, console, image_preprocess
 from onnxprune.errors import InvalidModelError, UsageError
 from onnxprune.io import ensure_output_path
 from onnxprune.verify import parse_input_shapes
@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--batch", type=int, default=1, help="size of a dynamic batch dim (default 1)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224")
-    p.add_argument("--data", type=Path, help=".npz keyed by input name (optional labels): agreement and accuracy")
+    add_data_args(p, "inputs for top-1 agreement with the first model, and accuracy when labelled")
     for fmt in ("json", "csv", "markdown", "html"):
         p.add_argument(f"--{fmt}", type=Path, metavar="FILE", help=f"write the results as {fmt}")
     p.add_argument("--plot", type=Path, metavar="FILE.png", help="latency with intervals, and latency vs MACs")
@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             ensure_output_path(path, *args.models)
     options = BenchOptions(runs=args.runs, seconds=args.seconds, threads=threads, provider=args.provider,
-                           batch=args.batch, input_shapes=parse_input_shapes(args.input_shape), data=args.data)
+                           batch=args.batch, input_shapes=parse_input_shapes(args.input_shape), data=args.data,
+                           preprocess=image_preprocess(args), data_limit=args.limit)
     from onnxprune.bench.runner import providers_for
 
     providers_for(options.provider)  # fail early and clearly when CUDA is not there

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+import onnx
 from rich.console import Console
 
+from onnxprune.data import ChannelOrder, Dataset, ImagePreprocess, Layout, Resize, load_data
 from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.verify import InputSpec, parse_input_shapes
 
@@ -57,3 +59,59 @@ def human(n: float) -> str:
             return f"{n:.0f}{unit}" if unit == "" else f"{n:.2f}{unit}"
         n /= 1000
     return f"{n:.2f}P"
+
+
+def _floats(flag: str, text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: expected comma-separated numbers, e.g. 0.485,0.456,0.406") from None
+    if not values:
+        raise UsageError(f"{flag}: expected at least one number")
+    return values
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        sizes = tuple(int(p) for p in parts if p)
+    except ValueError:
+        raise UsageError(f"--size {text!r}: expected H,W or one number, e.g. 224,224") from None
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2:
+        raise UsageError(f"--size {text!r}: expected H,W or one number")
+    return sizes  # type: ignore[return-value]
+
+
+def add_data_args(p: argparse.ArgumentParser, purpose: str, required: bool = False, limit: int | None = None,
+                  flag: str = "--data") -> None:
+    """``--data`` (an .npz, a folder of .npy files, or a folder of images), ``--limit`` and image preprocessing."""
+    g = p.add_argument_group("data", "an .npz keyed by input name (optional 'labels'), a folder of .npy files (one per "
+                                     "input, or one per sample), or a folder of images (class subfolders = labels)")
+    g.add_argument(flag, type=Path, required=required, help=purpose)
+    g.add_argument("--limit", type=int, default=limit,
+                   help="use at most N samples (a seeded random subset)" + (f" (default {limit})" if limit else ""))
+    g.add_argument("--size", help="images: resize to H,W (default: the model input's static size)")
+    g.add_argument("--resize", choices=[r.value for r in Resize], default=Resize.STRETCH.value,
+                   help="images: stretch to H,W, or crop (shorter side to fit, centre crop) (default stretch)")
+    g.add_argument("--mean", default="0", help="images: per-channel mean subtracted after scaling (default 0)")
+    g.add_argument("--std", default="1", help="images: per-channel std divided by (default 1)")
+    g.add_argument("--scale", type=float, default=1 / 255, help="images: pixel multiplier (default 1/255)")
+    g.add_argument("--layout", choices=[lay.value for lay in Layout],
+                   help="images: tensor layout (default: from the model input)")
+    g.add_argument("--channel-order", choices=[c.value for c in ChannelOrder], default=ChannelOrder.RGB.value,
+                   help="images: channel order (default rgb)")
+
+
+def image_preprocess(args: argparse.Namespace) -> ImagePreprocess:
+    return ImagePreprocess(size=_size(args.size) if args.size else None, mean=_floats("--mean", args.mean),
+                           std=_floats("--std", args.std), scale=args.scale,
+                           layout=Layout(args.layout) if args.layout else None,
+                           channel_order=ChannelOrder(args.channel_order), resize=Resize(args.resize))
+
+
+def data_from_args(args: argparse.Namespace, model: onnx.ModelProto, flag: str = "data") -> Dataset | None:
+    """The dataset named by ``--data`` (or another flag sharing the preprocessing), or None when not given."""
+    path = getattr(args, flag)
+    return None if path is None else load_data(path, model, image_preprocess(args), args.limit)

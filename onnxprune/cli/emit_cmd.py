@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from onnxprune.cli.common import console, print_json
+from onnxprune.cli.common import add_data_args, console, image_preprocess, print_json
 from onnxprune.emit import EmitOptions, Int8, Style, Target, emit
 from onnxprune.emit.manifest import Manifest
 from onnxprune.verify import parse_input_shapes
@@ -22,9 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--int8", nargs="?", const="static", choices=["static", "dynamic"],
                    help="also emit int8: static (QDQ, per-channel, needs --data) or dynamic")
-    p.add_argument("--data", type=Path, help=".npz of inputs keyed by input name (optional 'labels'): int8 "
-                                             "calibration and accuracy/agreement in the manifest")
-    p.add_argument("--eval-data", type=Path, help=".npz for the manifest's accuracy/agreement (default: --data)")
+    add_data_args(p, "int8 calibration data, also used for the manifest's accuracy/agreement", limit=256)
+    p.add_argument("--eval-data", type=Path, help="data for the manifest's accuracy/agreement (default: --data; "
+                                                  "same forms and preprocessing as --data)")
     p.add_argument("--calibration", choices=["data", "random"], default="data",
                    help="'random' calibrates int8 on random inputs when no --data exists (poor accuracy)")
     p.add_argument("--for-this-machine", action="store_true",
@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     options = EmitOptions(target=Target(args.target), int8=Int8(args.int8) if args.int8 else Int8.NONE,
                           data=args.data, eval_data=args.eval_data, random_calibration=args.calibration == "random",
                           for_this_machine=args.for_this_machine, input_shapes=parse_input_shapes(args.input_shape),
-                          style=Style(args.style), force=args.force)
+                          style=Style(args.style), force=args.force,
+                          calibration_samples=args.limit or 256, preprocess=image_preprocess(args))
     result = emit(Path(args.model), args.output, options)
     if args.json:
         print_json(json.loads((result.folder / "manifest.json").read_text()))

@@ -7,16 +7,18 @@ import json
 from pathlib import Path
 
 from onnxprune.api import load, save
-from onnxprune.cli.common import add_input_shape_args, console, human, input_spec, print_json
+from onnxprune.cli.common import (add_data_args, add_input_shape_args, console, data_from_args, human, input_spec,
+                                  print_json)
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
 from onnxprune.io import ensure_output_path, write_text_atomic
 from onnxprune.pass_infra import CheckLevel, Checks
 from onnxprune.plan import PlanOptions, PruningPlan
 from onnxprune.prune import prune
+from onnxprune.metrics import Metric
 from onnxprune.recover import Recover
+from onnxprune.schedule import Schedule, ScheduleOptions
 from onnxprune.sensitivity import plan_for_prune
-from onnxprune.data import load_npz
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--min-channels", type=int, default=1, help="channels every group keeps at least (default 1)")
     g.add_argument("--round-to", type=int, default=1, metavar="N", help="kept channels a multiple of N")
     g.add_argument("--criterion", choices=[c.value for c in Criterion], default=Criterion.L1.value,
-                   help="channel importance (default l1)")
+                   help="channel importance (default l1); activation and apoz are measured on --data")
     g.add_argument("--seed", type=int, default=0, help="seed for --criterion random")
     g.add_argument("--plan", type=Path, help="apply this plan (JSON from --plan-out) instead of planning")
     g.add_argument("--sensitivity", type=Path, metavar="DIR",
@@ -48,8 +50,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--recover", choices=[r.value for r in Recover], default="none",
                    help="training-free recovery on --data: bias (removed channels' mean into the consumer bias) or "
                         "lsq (consumers refit by least squares to the original outputs)")
-    g.add_argument("--data", type=Path, help="calibration .npz keyed by input name (optional labels) for --recover")
-    g.add_argument("--limit", type=int, default=256, help="calibration samples used by --recover (default 256)")
+    g.add_argument("--schedule", choices=[s.value for s in Schedule], default=Schedule.ONESHOT.value,
+                   help="oneshot (default); iterative: --steps rounds, re-scoring (and recovering) between them; "
+                        "layerwise: one group per round, least sensitive on --data first. Same channel counts.")
+    g.add_argument("--steps", type=int, default=4, help="rounds of --schedule iterative (default 4)")
+    g.add_argument("--metric", choices=[m.value for m in Metric],
+                   help="metric reported on --data and used to order layerwise rounds (default: accuracy with "
+                        "labels, else top-1 agreement; cosine for outputs that are not (batch, classes))")
+    add_data_args(p, "calibration data for --recover, data-driven criteria and schedules; the report then "
+                     "shows the metrics before and after", limit=256)
     p.add_argument("--plan-out", type=Path, help="write the plan as JSON")
     p.add_argument("--report", type=Path, help="write a JSON report (MACs, params, groups, max_abs_diff)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
@@ -90,9 +99,10 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model)
     checks = Checks(CheckLevel.STRUCTURE if args.verify else CheckLevel.NONE, rel_tol=args.tolerance,
                     inputs=spec, dump_dir=args.dump_dir)
-    data = load_npz(args.data, model).limit(args.limit) if args.data else None
+    data = data_from_args(args, model)
+    schedule = ScheduleOptions(Schedule(args.schedule), args.steps, Metric(args.metric) if args.metric else None)
     result = prune(model, options, plan=plan, spec=spec, checks=checks, verify=args.verify,
-                   recover_with=Recover(args.recover), data=data)
+                   recover_with=Recover(args.recover), data=data, schedule=schedule)
     save(result.model, args.output, source=args.model)
     if args.plan_out:
         result.plan.save(args.plan_out)
@@ -107,11 +117,16 @@ def run(args: argparse.Namespace) -> int:
                   f"MACs {human(r.flops_before)} -> {human(r.flops_after)} "
                   f"({r.flops_after / max(r.flops_before, 1):.1%}), params {human(r.params_before)} -> "
                   f"{human(r.params_after)} ({r.params_after / max(r.params_before, 1):.1%})")
-    if r.recovery:
-        b, a = r.recovery["before"], r.recovery["after"]
-        keys = [k for k in ("accuracy", "top1_agreement", "rel_l2") if k in b]
-        console.print(f"recovery ({r.recovery['method']}, {r.recovery['samples']} samples): "
-                      + ", ".join(f"{k} {b[k]:.4g} -> {a[k]:.4g}" for k in keys))
+    if r.schedule:
+        console.print(f"schedule {r.schedule['schedule']}: {r.schedule['rounds']} rounds")
+    if r.quality:
+        q = r.quality
+        stages = [s for s in ("original", "pruned", "recovered") if s in q]
+        keys = list(dict.fromkeys([str(q["metric"])] + [k for k in ("accuracy", "agreement", "rel-l2")
+                                                         if k in q["original"]]))
+        label = " -> ".join(s if s != "recovered" else f"recovered ({r.recovery['method']})" for s in stages)
+        console.print(f"on {q['samples']} samples, {label}: "
+                      + "; ".join(f"{k} " + " -> ".join(f"{q[s][k]:.4g}" for s in stages) for k in keys))
     if r.max_abs_diff is not None:
         console.print(f"verified against the masked original: max abs diff {r.max_abs_diff:.3g} "
                       f"(max |output| {r.max_abs_output:.3g})")

@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 
 from onnxprune.api import load
-from onnxprune.cli.common import add_input_shape_args, console, input_spec
-from onnxprune.data import load_npz
+from onnxprune.cli.common import add_data_args, add_input_shape_args, console, data_from_args, input_spec
 from onnxprune.emit.outdir import staged_output_dir
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
-from onnxprune.sensitivity import DEFAULT_RATIOS, Metric, run_sensitivity, target_plan, tolerance_plan, write_results
+from onnxprune.metrics import Metric
+from onnxprune.sensitivity import DEFAULT_RATIOS, run_sensitivity, target_plan, tolerance_plan, write_results
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "plan_target.json with --target-flops) into DIR; `prune --sensitivity DIR` "
                                    "applies the target plan if there is one, else the tolerance plan.")
     p.add_argument("model")
-    p.add_argument("--data", type=Path, required=True, help=".npz keyed by input name (optional labels)")
+    add_data_args(p, "samples the metric is measured on", required=True, limit=512)
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (new or empty)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--ratios", default=",".join(str(r) for r in DEFAULT_RATIOS))
@@ -30,7 +30,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float, default=0.01, help="metric loss allowed per group (default 0.01)")
     p.add_argument("--target-flops", type=float, help="also derive a plan with MACs <= F x original")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--limit", type=int, default=512, help="samples of --data used (default 512)")
     add_input_shape_args(p)
     p.set_defaults(run=run)
 
@@ -44,17 +43,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--ratios {args.ratios!r}: expected comma-separated ratios in (0, 1)") from None
     spec = input_spec(args)
     model = load(args.model)
-    data = load_npz(args.data, model).limit(args.limit)
+    data = data_from_args(args, model)
     metric = Metric(args.metric) if args.metric else None
-    if metric is Metric.ACCURACY and data.labels is None:
-        raise UsageError(f"--metric accuracy needs 'labels' in {args.data}")
     with staged_output_dir(args.output, args.force) as tmp:
         result = run_sensitivity(model, data, ratios=ratios, metric=metric, criterion=Criterion(args.criterion),
                                  jobs=args.jobs, spec=spec)
         write_results(tmp, result)
-        tolerance_plan(model, result, args.tolerance).save(tmp / "plan_tolerance.json")
+        tolerance_plan(model, result, args.tolerance, data).save(tmp / "plan_tolerance.json")
         if args.target_flops:
-            target_plan(model, result, args.target_flops, spec).save(tmp / "plan_target.json")
+            target_plan(model, result, args.target_flops, spec, data).save(tmp / "plan_target.json")
     groups = len({p.group for p in result.points})
     console.print(f"{groups} groups x {len(ratios)} ratios on {len(data)} samples ({result.metric.value}, original "
                   f"{result.baseline[result.metric.value]:.4g}); wrote {args.output}/")

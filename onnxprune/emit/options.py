@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from onnxprune.data import ImagePreprocess
+
 
 class Target(enum.Enum):
     CPU = "cpu"
@@ -36,3 +38,4 @@ class EmitOptions:
     style: Style = Style.FIXED
     force: bool = False
     calibration_samples: int = 256
+    preprocess: ImagePreprocess = ImagePreprocess()  # for folders of images

@@ -24,7 +24,7 @@ import onnxruntime as ort
 
 from onnxprune import __version__
 from onnxprune.api import fold, load
-from onnxprune.data import Dataset, load_npz
+from onnxprune.data import Dataset, load_data
 from onnxprune.emit.fp16 import FP16_BLOCK_LIST, to_float16
 from onnxprune.emit.manifest import Agreement, FileEntry, Manifest, sha256
 from onnxprune.emit.mobile import fix_shapes, to_ort_format, usability_report
@@ -109,9 +109,9 @@ def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
         fixed_source = fix_shapes(source, options.input_shapes)  # raises when shapes are missing
         shapes = {vi.name: tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
                   for vi in fixed_source.graph.input if vi.name in shapes}
-    calibration = load_npz(options.data, source) if options.data else None
+    calibration = load_data(options.data, source, options.preprocess, options.calibration_samples) if options.data else None
     eval_path = options.eval_data or options.data
-    data = load_npz(eval_path, source).limit(DATA_SAMPLES) if eval_path else None
+    data = load_data(eval_path, source, options.preprocess, DATA_SAMPLES) if eval_path else None
     if options.int8 is Int8.STATIC and calibration is None:
         print("onnxprune: warning: calibrating int8 on random inputs; accuracy will be poor", file=sys.stderr)
         notes.append("int8 calibrated on random inputs (--calibration random)")
