@@ -97,3 +97,52 @@ def test_recover_needs_data(tmp_path, capsys):
     rc = main(["prune", src, "-o", str(tmp_path / "p.onnx"), "--ratio", "0.3", "--recover", "lsq"])
     assert rc == UsageError.exit_code and "--data" in capsys.readouterr().err
     assert not (tmp_path / "p.onnx").exists()
+
+
+def _duplicate_pair_plan(model: onnx.ModelProto, group_id: str, drop: tuple[int, ...]) -> PruningPlan:
+    group = analyze(model).group(group_id)
+    return PruningPlan((GroupPlan(group_id, group.channels, tuple(i for i in range(group.channels) if i not in drop)),))
+
+
+def _assert_lsq_exact(model: onnx.ModelProto, plan: PruningPlan, consumer: str) -> None:
+    x = np.random.default_rng(3).standard_normal((32, 4, 6, 6)).astype(np.float32)
+    plain = prune(model, plan=plan)
+    fixed = prune(model, plan=plan, recover_with=Recover.LSQ, data=Dataset({"x": x}, None))
+    ref = outputs(model, x)
+    assert np.abs(outputs(plain.model, x) - ref).max() > 1e-2 * np.abs(ref).max()
+    assert np.abs(outputs(fixed.model, x) - ref).max() <= 1e-3 * np.abs(ref).max()
+    assert {f["node"]: f["method"] for f in fixed.report.recovery["layers"]}[consumer] == "lsq"
+
+
+def test_lsq_refits_a_grouped_consumer_per_group():
+    """c1's channels 0 and 4 duplicate 1 and 5 (one per block of the 2-group conv that reads them)."""
+    w, b = rand(8, 4, 3, 3), rand(8)
+    w[0], b[0], w[4], b[4] = w[1], b[1], w[5], b[5]
+    g = G(cin=4, hw=6)
+    c1 = g.op("Conv", ["x", g.const(w), g.const(b)], name="c1", pads=[1, 1, 1, 1])
+    y = g.op("Conv", [c1, g.const(rand(6, 4, 3, 3)), g.const(rand(6))], name="grouped", pads=[1, 1, 1, 1], group=2)
+    model = normalize(g.build(y))
+    _assert_lsq_exact(model, _duplicate_pair_plan(model, "c1", (0, 4)), "grouped")
+
+
+def test_lsq_refits_the_pointwise_conv_after_a_depthwise_one():
+    """Channel 0 (c1 filter and depthwise filter) duplicates channel 1: the pointwise conv absorbs it."""
+    w, b, dw = rand(6, 4, 3, 3), rand(6), rand(6, 1, 3, 3)
+    w[0], b[0], dw[0] = w[1], b[1], dw[1]
+    g = G(cin=4, hw=6)
+    c1 = g.op("Conv", ["x", g.const(w), g.const(b)], name="c1", pads=[1, 1, 1, 1])
+    d = g.op("Conv", [c1, g.const(dw), g.const(np.zeros(6, np.float32))], name="dw", pads=[1, 1, 1, 1], group=6)
+    y = g.op("Conv", [d, g.const(rand(5, 6, 1, 1)), g.const(rand(5))], name="pw")
+    model = normalize(g.build(y))
+    _assert_lsq_exact(model, _duplicate_pair_plan(model, "c1", (0,)), "pw")
+
+
+def test_lsq_refits_a_matmul_after_flatten():
+    w, b = rand(6, 4, 3, 3), rand(6)
+    w[0], b[0] = w[1], b[1]
+    g = G(cin=4, hw=6)
+    c1 = g.op("Conv", ["x", g.const(w), g.const(b)], name="c1", pads=[1, 1, 1, 1], strides=[3, 3])
+    flat = g.op("Flatten", [c1], axis=1)
+    y = g.op("MatMul", [flat, g.const(rand(6 * 2 * 2, 3))], name="mm")
+    model = normalize(g.build(y))
+    _assert_lsq_exact(model, _duplicate_pair_plan(model, "c1", (0,)), "mm")
