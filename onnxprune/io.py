@@ -154,11 +154,16 @@ def _first_line(e: BaseException) -> str:
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *inputs: str | os.PathLike[str]) -> Path:
     """Write a small text file (plans, reports) atomically, with the same checks as models."""
+    return write_bytes_atomic(path, text.encode(), *inputs)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *inputs: str | os.PathLike[str]) -> Path:
+    """Write ``data`` to ``path`` through a temp file renamed into place."""
     out = ensure_output_path(path, *inputs)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, out)
     except OSError as e:
         raise OutputPathError(f"{out}: cannot write: {e.strerror or e}") from e

@@ -45,7 +45,7 @@ class ConsumerFix:
     error_after: float | None = None
 
 
-def _collect(model: onnx.ModelProto, names: list[str], data: Dataset, batch: int = 32) -> dict[str, np.ndarray]:
+def collect(model: onnx.ModelProto, names: list[str], data: Dataset, batch: int = 32) -> dict[str, np.ndarray]:
     sess = session_with_outputs(model, names)
     outs: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for feeds in data.batches(batch):
@@ -228,7 +228,7 @@ def recover(original: onnx.ModelProto, pruned: onnx.ModelProto,
     nodes = [n for n in out.graph.node if n.name in masks and not masks[n.name][0].all()]
     fixes: list[ConsumerFix] = []
     if method is Recover.BIAS:
-        inputs = _collect(original, [n.input[0] for n in nodes], data)
+        inputs = collect(original, [n.input[0] for n in nodes], data)
         for node in nodes:
             ok = _bias_fix(original, out, node, masks[node.name], inputs[node.input[0]])
             fixes.append(ConsumerFix(node.name, "bias" if ok else "none (unsupported consumer)"))
@@ -253,10 +253,10 @@ def _lsq_all(original: onnx.ModelProto, out: onnx.ModelProto, nodes: list[onnx.N
              masks: dict[str, tuple[np.ndarray, np.ndarray | None]], data: Dataset, max_positions: int,
              rng: np.random.Generator) -> list[ConsumerFix]:
     fixes: list[ConsumerFix] = []
-    targets = _collect(original, [n.output[0] for n in nodes], data)
-    original_inputs = _collect(original, [n.input[0] for n in nodes], data)
+    targets = collect(original, [n.output[0] for n in nodes], data)
+    original_inputs = collect(original, [n.input[0] for n in nodes], data)
     for node in nodes:  # topological order: each refit sees the inputs produced by the refits before it
-        x = _collect(out, [node.input[0]], data)[node.input[0]]
+        x = collect(out, [node.input[0]], data)[node.input[0]]
         y = targets[node.output[0]]
         keep_out = masks[node.name][1]
         if keep_out is not None:

@@ -4,5 +4,7 @@ from .cleanup import Cleanup
 from .fold_batchnorm import FoldBatchNorm
 from .fold_channel_affine import FoldChannelAffine
 from .prune_channels import MaskRemovedChannels, PruneChannels
+from .prune_connections import ConnectionPruning, PruneConnections
 
-__all__ = ["Cleanup", "FoldBatchNorm", "FoldChannelAffine", "MaskRemovedChannels", "PruneChannels"]
+__all__ = ["Cleanup", "ConnectionPruning", "FoldBatchNorm", "FoldChannelAffine", "MaskRemovedChannels", "PruneChannels",
+           "PruneConnections"]

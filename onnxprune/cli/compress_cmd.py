@@ -1,0 +1,175 @@
+"""``onnxprune compress MODEL -o OUT.onnxz`` and ``onnxprune decompress IN.onnxz -o MODEL.onnx``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from onnxprune.api import load, save
+from onnxprune.cli.common import add_data_args, console, data_from_args, human, print_json
+from onnxprune.compress.kmeans import Init
+from onnxprune.compress.layer_sparsity import DEFAULT_GRID, layer_curves, sparsity_for, weighted_sparsity
+from onnxprune.compress.pipeline import CompressOptions, CompressResult, Sharing, compress, decompress
+from onnxprune.compress.runnable import runnable
+from onnxprune.errors import InputFileError, UsageError
+from onnxprune.io import ensure_output_path, write_bytes_atomic, write_text_atomic
+from onnxprune.metrics import Metric, metrics, outputs
+from onnxprune.passes.prune_connections import ConnectionPruning
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compress", help="Deep Compression: prune connections, share weights, Huffman-code",
+                       description="Writes a versioned, checksummed .onnxz container (decompress restores an "
+                                   "ONNX model bit for bit) and optionally an ONNX file ONNX Runtime runs directly "
+                                   "(--runnable). BatchNorm is folded first.")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .onnxz container")
+    g = p.add_argument_group("connection pruning (default: none)")
+    g.add_argument("--quality", type=float, help="zero |w| < Q x std(w) in each layer (Han et al. 2015)")
+    g.add_argument("--sparsity", type=float, help="zero this fraction of each layer's weights, smallest first")
+    g.add_argument("--global", dest="global_sparsity", action="store_true",
+                   help="with --sparsity: one magnitude threshold over all layers")
+    g.add_argument("--sparsity-for", action="append", default=[], metavar="GLOB=S",
+                   help="sparsity for layers whose name matches GLOB (first match wins; repeatable)")
+    g.add_argument("--tolerance", type=float,
+                   help="per-layer sparsity from a sensitivity run on --data: the largest whose metric loss <= T")
+    g.add_argument("--include", action="append", default=[], metavar="GLOB", help="prune only these layers")
+    g.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="never prune these layers")
+    s = p.add_argument_group("weight sharing")
+    s.add_argument("--conv-bits", type=int, default=8, help="codebook bits of conv layers (default 8)")
+    s.add_argument("--fc-bits", type=int, default=5, help="codebook bits of Gemm/MatMul layers (default 5)")
+    s.add_argument("--conv-index-bits", type=int, default=8, help="sparse index gap bits, conv (default 8)")
+    s.add_argument("--fc-index-bits", type=int, default=5, help="sparse index gap bits, Gemm/MatMul (default 5)")
+    s.add_argument("--init", choices=[i.value for i in Init], default="linear", help="k-means initialization")
+    s.add_argument("--no-sharing", action="store_true", help="prune and code the index only; keep float values")
+    add_data_args(p, "measure accuracy/agreement before and after (and drive --tolerance)", limit=512)
+    p.add_argument("--metric", choices=[m.value for m in Metric], help="metric for --tolerance and the report")
+    p.add_argument("--runnable", type=Path, metavar="FILE.onnx",
+                   help="also write an ONNX file ORT runs directly (index tensors + codebooks, sparse tensors)")
+    p.add_argument("--bias-correction", action="store_true",
+                   help="on --data: move each coded layer's mean output back to the original's via its bias")
+    p.add_argument("--no-fold", action="store_true", help="do not fold BatchNorm first")
+    p.add_argument("--report", type=Path, help="write the per-layer report as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(run=run)
+
+    d = sub.add_parser("decompress", help="restore an ONNX model from an .onnxz container",
+                       description="Checks the container's checksum, decodes every weight and writes the model.")
+    d.add_argument("container")
+    d.add_argument("-o", "--output", type=Path, required=True)
+    d.add_argument("--runnable", action="store_true",
+                   help="write the small runnable form (index tensors + codebooks) instead of dense weights")
+    d.set_defaults(run=run_decompress)
+
+
+def _sparsity_for(items: list[str]) -> tuple[tuple[str, float], ...]:
+    out = []
+    for item in items:
+        glob, sep, value = item.rpartition("=")
+        try:
+            if not sep or not glob:
+                raise ValueError
+            out.append((glob, float(value)))
+        except ValueError:
+            raise UsageError(f"--sparsity-for {item!r}: expected GLOB=SPARSITY, e.g. '/features*=0.8'") from None
+    return tuple(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    for path in (args.output, args.runnable, args.report):
+        if path is not None:
+            ensure_output_path(path, args.model)
+    model = load(args.model)
+    data = data_from_args(args, model)
+    metric = Metric(args.metric) if args.metric else None
+    per_layer = _sparsity_for(args.sparsity_for)
+    notes = []
+    sharing = Sharing(not args.no_sharing, args.conv_bits, args.fc_bits, args.conv_index_bits, args.fc_index_bits,
+                      Init(args.init))
+    folded_model = model
+    if args.bias_correction and data is None:
+        raise UsageError("--bias-correction needs calibration data (--data)")
+    if args.tolerance is not None:
+        if data is None:
+            raise UsageError("--tolerance measures each layer's sensitivity: it needs --data")
+        if not args.no_fold:
+            import onnxprune
+
+            folded_model = onnxprune.fold(model).model
+        metric, curves = layer_curves(folded_model, data, metric, DEFAULT_GRID)
+        per_layer = per_layer + sparsity_for(curves, args.tolerance)
+        notes.append(f"sensitivity ({metric.value}, tolerance {args.tolerance}): {weighted_sparsity(curves, per_layer[-len(curves):]):.1%} of coded weights pruned")
+    pruning = ConnectionPruning(args.quality, args.sparsity, args.global_sparsity, per_layer, tuple(args.include),
+                                tuple(args.exclude))
+    start = time.perf_counter()
+    result = compress(model, CompressOptions(pruning, sharing, fold=not args.no_fold),
+                      data if args.bias_correction else None)
+    seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    restored = decompress(result.container, str(args.output))
+    decode_seconds = time.perf_counter() - start
+    quality = None
+    if data is not None:
+        reference = outputs(folded_model if args.tolerance is not None else model, data)
+        quality = {"original": metrics(reference, reference, data.labels),
+                   "compressed": metrics(reference, outputs(restored, data), data.labels)}
+    write_bytes_atomic(args.output, result.container, args.model)
+    runnable_bytes = None
+    if args.runnable:
+        small = runnable(result.container, str(args.output))
+        save(small, args.runnable, source=args.model)
+        runnable_bytes = args.runnable.stat().st_size
+    report = _report(result, quality, seconds, decode_seconds, runnable_bytes, notes)
+    if args.report:
+        write_text_atomic(args.report, json.dumps(report, indent=2) + "\n", args.model)
+    if args.json:
+        print_json(report)
+        return 0
+    _print(result, report)
+    console.print(f"wrote {args.output}" + (f", {args.runnable}" if args.runnable else ""))
+    return 0
+
+
+def _report(result: CompressResult, quality, seconds: float, decode_seconds: float, runnable_bytes: int | None,
+            notes: list[str]) -> dict[str, object]:
+    return {"source_bytes": result.source_bytes, "container_bytes": len(result.container), "ratio": result.ratio,
+            "weights_ratio": result.weights_ratio(), "runnable_bytes": runnable_bytes,
+            "compress_seconds": seconds, "decompress_seconds": decode_seconds, "quality": quality, "notes": notes,
+            "layers": [{**r.__dict__, "kept": r.kept} for r in result.layers]}
+
+
+def _print(result: CompressResult, report: dict[str, object]) -> None:
+    from rich.table import Table
+
+    table = Table(title="Deep Compression", show_lines=False)
+    for col in ("layer", "kind", "weights", "kept", "bits", "before", "after", "ratio"):
+        table.add_column(col, justify="left" if col in ("layer", "kind") else "right")
+    for r in result.layers:
+        table.add_row(r.layer, r.kind, human(r.weights), f"{r.kept:.1%}", str(r.bits) if r.bits else "float",
+                      f"{r.bytes_before / 1024:.1f} KiB", f"{r.bytes_after / 1024:.1f} KiB",
+                      f"{r.bytes_before / max(r.bytes_after, 1):.1f}x")
+    console.print(table)
+    console.print(f"model {result.source_bytes / 1e6:.3f} MB -> container {len(result.container) / 1e6:.3f} MB "
+                  f"({result.ratio:.1f}x; coded weights {result.weights_ratio():.1f}x)"
+                  + (f"; runnable {report['runnable_bytes'] / 1e6:.3f} MB" if report["runnable_bytes"] else ""))
+    for note in report["notes"]:  # type: ignore[union-attr]
+        console.print(f"note: {note}", markup=False)
+    q = report["quality"]
+    if q:
+        keys = [k for k in ("accuracy", "agreement", "cosine") if k in q["compressed"]]  # type: ignore[index]
+        console.print("on data: " + ", ".join(f"{k} {q['original'][k]:.4g} -> {q['compressed'][k]:.4g}"  # type: ignore[index]
+                                              for k in keys))
+
+
+def run_decompress(args: argparse.Namespace) -> int:
+    path = Path(args.container)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    ensure_output_path(args.output, path)
+    data = path.read_bytes()
+    model = runnable(data, str(path)) if args.runnable else decompress(data, str(path))
+    save(model, args.output, source=str(path))
+    console.print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.3f} MB)")
+    return 0

@@ -1,0 +1,66 @@
+"""Per-layer connection sparsity from a sensitivity run (Han et al. 2015, §4): each coded layer is pruned
+alone at each sparsity of a grid and the metric is measured on data; a layer gets the largest sparsity whose
+loss is within ``tolerance``. Losses are measured one layer at a time, so the combined loss can be larger:
+the compress report measures the final model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxprune.compress.pipeline import coded_weights
+from onnxprune.data import Dataset
+from onnxprune.metrics import Metric, check_metric, default_metric, loss, metrics, outputs
+from onnxprune.passes.prune_connections import _keep_largest
+
+DEFAULT_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+
+
+@dataclass(frozen=True)
+class LayerCurve:
+    layer: str
+    weights: int
+    losses: tuple[tuple[float, float], ...]   # (sparsity, metric loss)
+
+
+def layer_curves(model: onnx.ModelProto, data: Dataset, metric: Metric | None = None,
+                 grid: tuple[float, ...] = DEFAULT_GRID) -> tuple[Metric, list[LayerCurve]]:
+    reference = outputs(model, data)
+    metric = metric or default_metric(data, reference)
+    check_metric(metric, data, reference)
+    baseline = metrics(reference, reference, data.labels)
+    curves = []
+    for name, (_, layer) in coded_weights(model).items():
+        index = next(i for i, t in enumerate(model.graph.initializer) if t.name == name)
+        w = numpy_helper.to_array(model.graph.initializer[index])
+        trial = onnx.ModelProto()
+        trial.CopyFrom(model)
+        points = []
+        for s in grid:
+            trial.graph.initializer[index].CopyFrom(numpy_helper.from_array(_keep_largest(w, s), name))
+            points.append((s, loss(metric, baseline, metrics(reference, outputs(trial, data), data.labels))))
+        curves.append(LayerCurve(layer, int(w.size), tuple(points)))
+    return metric, curves
+
+
+def sparsity_for(curves: list[LayerCurve], tolerance: float) -> tuple[tuple[str, float], ...]:
+    """(exact layer name, sparsity) per layer: the largest grid sparsity whose loss <= tolerance (0 if none)."""
+    out = []
+    for c in curves:
+        ok = [s for s, lost in c.losses if lost <= tolerance]
+        out.append((_literal(c.layer), max(ok, default=0.0)))
+    return tuple(out)
+
+
+def _literal(name: str) -> str:
+    """A glob that matches exactly ``name`` (brackets escape the glob characters)."""
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in name)
+
+
+def weighted_sparsity(curves: list[LayerCurve], chosen: tuple[tuple[str, float], ...]) -> float:
+    sizes = np.array([c.weights for c in curves], dtype=np.float64)
+    return float((sizes * np.array([s for _, s in chosen])).sum() / sizes.sum())

@@ -1,0 +1,33 @@
+"""Relative-index sparse encoding (Han et al., ICLR 2016, §2, Fig. 2).
+
+The non-zero entries of a flattened weight are stored as (gap, value) pairs: ``gap`` is the distance from the
+previous entry minus one, in ``index_bits`` bits (8 for conv layers, 5 for fully connected ones). When a gap
+does not fit, *filler* entries — value index 0, which the codebook maps to 0.0, and the largest gap — are
+inserted until it does. Decoding: ``position = cumsum(gap + 1) - 1``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def encode(positions: np.ndarray, values: np.ndarray, index_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gaps (each < 2**index_bits) and value indices, fillers included, for sorted ``positions``."""
+    span = 1 << index_bits
+    positions = np.asarray(positions, dtype=np.int64)
+    gaps = np.diff(positions, prepend=-1)                     # >= 1
+    fillers = (gaps - 1) // span
+    out_gaps = np.full(int(fillers.sum()) + positions.size, span - 1, dtype=np.int64)
+    out_values = np.zeros(out_gaps.size, dtype=np.int64)
+    last = np.cumsum(fillers + 1) - 1                          # where each real entry lands
+    out_gaps[last] = gaps - fillers * span - 1
+    out_values[last] = values
+    return out_gaps, out_values
+
+
+def decode(gaps: np.ndarray, values: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and value indices of the entries (fillers have value index 0)."""
+    positions = np.cumsum(np.asarray(gaps, dtype=np.int64) + 1) - 1
+    if positions.size and positions[-1] >= size:
+        raise ValueError(f"sparse index runs past the tensor ({positions[-1]} >= {size})")
+    return positions, np.asarray(values, dtype=np.int64)

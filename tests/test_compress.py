@@ -1,0 +1,140 @@
+"""Deep Compression: connection pruning, k-means sharing, the sparse index, Huffman streams and the container."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+import onnxprune
+from onnxprune.cli.main import main
+from onnxprune.compress import CompressOptions, Init, Sharing, compress, decompress, huffman, sparse_index
+from onnxprune.compress.kmeans import kmeans_1d
+from onnxprune.compress.runnable import runnable
+from onnxprune.errors import InvalidModelError
+from onnxprune.pass_infra import PassManager
+from onnxprune.passes import ConnectionPruning, PruneConnections
+from onnxprune.verify import make_session
+
+DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
+
+
+@pytest.fixture(scope="module")
+def student():
+    return onnxprune.load(DIGITS / "studentnet.onnx")
+
+
+def weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+@pytest.mark.parametrize("bits", [1, 5, 8])
+def test_sparse_index_round_trip_with_fillers(bits):
+    rng = np.random.default_rng(bits)
+    size = 5000
+    positions = np.sort(rng.choice(size, 300, replace=False))
+    positions[-1] = size - 1
+    values = rng.integers(1, 30, positions.size)
+    gaps, vals = sparse_index.encode(positions, values, bits)
+    assert gaps.max() < 2 ** bits
+    assert (gaps.size > positions.size) == bool((np.diff(positions, prepend=-1) > 2 ** bits).any())
+    got_pos, got_vals = sparse_index.decode(gaps, vals, size)
+    real = got_vals > 0
+    assert np.array_equal(got_pos[real], positions) and np.array_equal(got_vals[real], values)
+    with pytest.raises(ValueError):
+        sparse_index.decode(gaps, vals, size - 1)
+
+
+def test_huffman_round_trip_and_beats_fixed_width():
+    rng = np.random.default_rng(0)
+    symbols = rng.geometric(0.3, 20000) - 1            # skewed: Huffman must beat log2(alphabet) bits
+    stream = huffman.encode(symbols)
+    assert np.array_equal(huffman.decode(stream), symbols)
+    assert stream.nbits < np.ceil(np.log2(symbols.max() + 1)) * symbols.size * 0.7
+    assert np.array_equal(huffman.decode(huffman.encode(np.array([7, 7, 7]))), [7, 7, 7])
+    assert huffman.decode(huffman.encode(np.array([], dtype=np.int64))).size == 0
+
+
+@pytest.mark.parametrize("init", list(Init))
+def test_kmeans_inits(init):
+    rng = np.random.default_rng(1)
+    v = np.concatenate([rng.normal(-1, 0.05, 500), rng.normal(2, 0.05, 500)])
+    centroids, labels = kmeans_1d(v, 2, init)
+    assert np.allclose(sorted(centroids), [-1, 2], atol=0.05)
+    assert np.array_equal(centroids[labels] > 0, v > 0)
+    exact, lab = kmeans_1d(np.array([0.5, -0.5, 0.5]), 4, init)
+    assert np.array_equal(exact[lab], [0.5, -0.5, 0.5])  # few distinct values: lossless
+
+
+def test_connection_pruning_rules(student):
+    model = onnxprune.fold(student).model
+    pruned = PassManager([PruneConnections(ConnectionPruning(sparsity=0.6))]).run(model).model
+    coded = [t for t in pruned.graph.initializer if t.dims and len(t.dims) == 4]
+    for t in coded:
+        w = numpy_helper.to_array(t)
+        assert abs((w == 0).mean() - 0.6) <= 1.0 / w.size + 1e-9
+    q = PassManager([PruneConnections(ConnectionPruning(quality=0.5))]).run(model).model
+    before, after = weights(model), weights(q)
+    for name, w in after.items():
+        if w.ndim == 4:
+            assert np.array_equal(w == 0, np.abs(before[name]) < 0.5 * before[name].std())
+    glob = ConnectionPruning(sparsity=0.5, sparsity_for=(("*", 0.0),))
+    assert all(np.array_equal(w, weights(model)[k]) for k, w in
+               weights(PassManager([PruneConnections(glob)]).run(model).model).items())
+
+
+def test_compress_round_trip_is_bit_exact_and_runs(student, tmp_path):
+    result = compress(student, CompressOptions(ConnectionPruning(sparsity=0.5), Sharing(conv_bits=4)))
+    restored = decompress(result.container)
+    want, got = weights(result.model), weights(restored)
+    assert want.keys() == got.keys()
+    assert all(np.array_equal(want[k], got[k]) and want[k].dtype == got[k].dtype for k in want)
+    coded = [r for r in result.layers]
+    assert coded and all(r.bits == (4 if r.kind == "conv" else 5) for r in coded)
+    assert all(len(np.unique(got[r.tensor])) <= 2 ** r.bits for r in coded)  # shared: at most 2^bits values
+    assert result.ratio > 5
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    ref = make_session(result.model).run(None, {"input": x})[0]
+    small = runnable(result.container)
+    assert small.ByteSize() < student.ByteSize() / 3
+    assert np.array_equal(make_session(restored).run(None, {"input": x})[0], ref)
+    assert np.abs(make_session(small).run(None, {"input": x})[0] - ref).max() <= 1e-6 * np.abs(ref).max()
+    plain = compress(student, CompressOptions(ConnectionPruning(sparsity=0.7), Sharing(share=False)))
+    dense = weights(plain.model)
+    assert all(np.array_equal(v, dense[k]) for k, v in weights(decompress(plain.container)).items())
+    assert len(runnable(plain.container).graph.sparse_initializer) > 0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "magic", "empty"])
+def test_corrupt_containers_are_rejected(student, tmp_path, damage, capsys):
+    data = bytearray(compress(student).container)
+    if damage == "truncate":
+        data = data[:len(data) // 2]
+    elif damage == "flip":
+        data[len(data) // 2] ^= 0x40
+    elif damage == "magic":
+        data[:4] = b"PK\x03\x04"
+    else:
+        data = bytearray()
+    with pytest.raises(InvalidModelError, match="container|too short"):
+        decompress(bytes(data))
+    path = tmp_path / "bad.onnxz"
+    path.write_bytes(bytes(data))
+    assert main(["decompress", str(path), "-o", str(tmp_path / "out.onnx")]) == InvalidModelError.exit_code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_compress_cli(tmp_path, capsys):
+    src = DIGITS / "studentnet.onnx"
+    out, run_path, report = tmp_path / "s.onnxz", tmp_path / "s.run.onnx", tmp_path / "r.json"
+    rc = main(["compress", str(src), "-o", str(out), "--sparsity", "0.5", "--runnable", str(run_path), "--data",
+               str(DIGITS / "digits_calib.npz"), "--limit", "64", "--bias-correction", "--report", str(report)])
+    assert rc == 0 and out.exists() and run_path.exists() and report.exists()
+    assert "container" in capsys.readouterr().out
+    assert main(["decompress", str(out), "-o", str(tmp_path / "d.onnx")]) == 0
+    onnx.checker.check_model(str(tmp_path / "d.onnx"), full_check=True)
