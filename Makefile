@@ -48,12 +48,13 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest -n 2 -q
 
 ## bench: regenerate benchmarks/results/ (the pipeline suite, fold vs onnxsim/onnxslim, pruning accuracy and
-## latency vs Torch-Pruning, emission)
+## latency vs Torch-Pruning, recovery/schedules, emission)
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_suite --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_fold --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_prune_accuracy --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_prune_latency --out benchmarks/results
+	$(BIN)/python -m benchmarks.bench_recover --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_emit --out benchmarks/results
 
 ## zoo: export every reference model in every form to out/zoo
