@@ -87,8 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--from-log", type=Path, help="only render the tables from the JSON lines a run printed")
     args = ap.parse_args(argv)
     models = args.models.split(",")
+    if args.from_log:
+        rows = [json.loads(line) for line in args.from_log.read_text().splitlines() if line.startswith("{")]
+        done = list(dict.fromkeys(str(r["model"]) for r in rows))
+        expected = len(REDUCTIONS) * (3 * 3 + 2 * 2 * 2 + 1)
+        partial = [m for m in done if sum(r["model"] == m for r in rows) < expected]
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "recover.json").write_text(json.dumps(rows, indent=2) + "\n")
+        note = (f"\n\n**Partial run**: {', '.join(partial)} incomplete (rows missing are shown as –)." if partial
+                else "")
+        (args.out / "recover.md").write_text(markdown(rows, done) + note + "\n")
+        return 0
     x, labels = digits_test()
     rows: list[dict[str, object]] = []
 
