@@ -115,3 +115,17 @@ def data_from_args(args: argparse.Namespace, model: onnx.ModelProto, flag: str =
     """The dataset named by ``--data`` (or another flag sharing the preprocessing), or None when not given."""
     path = getattr(args, flag)
     return None if path is None else load_data(path, model, image_preprocess(args), args.limit)
+
+
+def glob_values(flag: str, items: list[str], example: str) -> tuple[tuple[str, float], ...]:
+    """Parse repeated ``GLOB=VALUE`` options (``--ratio-for``, ``--sparsity-for``)."""
+    out = []
+    for item in items:
+        glob, sep, value = item.rpartition("=")
+        try:
+            if not sep or not glob:
+                raise ValueError
+            out.append((glob, float(value)))
+        except ValueError:
+            raise UsageError(f"{flag} {item!r}: expected GLOB=VALUE, e.g. {example!r}") from None
+    return tuple(out)

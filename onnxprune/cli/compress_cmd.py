@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from onnxprune.api import load, save
-from onnxprune.cli.common import add_data_args, console, data_from_args, human, print_json
+from onnxprune.cli.common import add_data_args, console, data_from_args, glob_values, human, print_json
 from onnxprune.compress.kmeans import Init
 from onnxprune.compress.layer_sparsity import DEFAULT_GRID, layer_curves, sparsity_for, weighted_sparsity
 from onnxprune.compress.pipeline import CompressOptions, CompressResult, Sharing, compress, decompress
@@ -64,19 +64,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.set_defaults(run=run_decompress)
 
 
-def _sparsity_for(items: list[str]) -> tuple[tuple[str, float], ...]:
-    out = []
-    for item in items:
-        glob, sep, value = item.rpartition("=")
-        try:
-            if not sep or not glob:
-                raise ValueError
-            out.append((glob, float(value)))
-        except ValueError:
-            raise UsageError(f"--sparsity-for {item!r}: expected GLOB=SPARSITY, e.g. '/features*=0.8'") from None
-    return tuple(out)
-
-
 def run(args: argparse.Namespace) -> int:
     for path in (args.output, args.runnable, args.report):
         if path is not None:
@@ -84,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model)
     data = data_from_args(args, model)
     metric = Metric(args.metric) if args.metric else None
-    per_layer = _sparsity_for(args.sparsity_for)
+    per_layer = glob_values("--sparsity-for", args.sparsity_for, "/features*=0.8")
     notes = []
     sharing = Sharing(not args.no_sharing, args.conv_bits, args.fc_bits, args.conv_index_bits, args.fc_index_bits,
                       Init(args.init))

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from onnxprune.api import load, save
-from onnxprune.cli.common import (add_data_args, add_input_shape_args, console, data_from_args, human, input_spec,
+from onnxprune.cli.common import (
+    add_data_args, add_input_shape_args, console, data_from_args, glob_values, human, input_spec,
                                   print_json)
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
@@ -70,26 +71,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _ratio_for(items: list[str]) -> tuple[tuple[str, float], ...]:
-    out = []
-    for item in items:
-        glob, sep, value = item.rpartition("=")
-        try:
-            if not sep or not glob:
-                raise ValueError
-            out.append((glob, float(value)))
-        except ValueError:
-            raise UsageError(f"--ratio-for {item!r}: expected GLOB=RATIO, e.g. 'layer3*=0.5'") from None
-    return tuple(out)
-
-
 def run(args: argparse.Namespace) -> int:
     ensure_output_path(args.output, args.model)
     for extra in (args.plan_out, args.report):
         if extra is not None:
             ensure_output_path(extra, args.model)
     spec = input_spec(args)
-    options = PlanOptions(ratio=args.ratio, ratio_for=_ratio_for(args.ratio_for), exclude=tuple(args.exclude),
+    ratio_for = glob_values("--ratio-for", args.ratio_for, "layer3*=0.5")
+    options = PlanOptions(ratio=args.ratio, ratio_for=ratio_for, exclude=tuple(args.exclude),
                           global_ranking=args.global_ranking, target_flops=args.target_flops,
                           min_channels=args.min_channels, round_to=args.round_to,
                           criterion=Criterion(args.criterion), seed=args.seed)
