@@ -29,7 +29,7 @@ from onnxprune.channels import ChannelAnalysis, analyze
 from onnxprune.data import Dataset
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion, score_groups
-from onnxprune.metrics import Metric, loss, metrics, outputs
+from onnxprune.metrics import Metric, check_metric, default_metric, loss, metrics, outputs
 from onnxprune.plan import GroupPlan, PruningPlan, _multiple, _select
 
 
@@ -71,8 +71,6 @@ def round_targets(plan: PruningPlan, options: ScheduleOptions, order: list[str])
 def sensitivity_order(model: onnx.ModelProto, plan: PruningPlan, data: Dataset, metric: Metric | None,
                       masked: Callable[[onnx.ModelProto, PruningPlan], onnx.ModelProto]) -> list[tuple[str, float]]:
     """Groups with removals, least sensitive first: metric loss when only that group is pruned by ``plan``."""
-    from onnxprune.metrics import check_metric, default_metric
-
     reference = outputs(model, data)
     metric = metric or default_metric(data, reference)
     check_metric(metric, data, reference)
