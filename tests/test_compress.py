@@ -133,7 +133,7 @@ def test_compress_cli(tmp_path, capsys):
     src = DIGITS / "studentnet.onnx"
     out, run_path, report = tmp_path / "s.onnxz", tmp_path / "s.run.onnx", tmp_path / "r.json"
     rc = main(["compress", str(src), "-o", str(out), "--sparsity", "0.5", "--runnable", str(run_path), "--data",
-               str(DIGITS / "digits_calib.npz"), "--limit", "64", "--bias-correction", "--report", str(report)])
+               str(DIGITS / "digits_calib.npz"), "--limit", "64", "--recover", "bias", "--report", str(report)])
     assert rc == 0 and out.exists() and run_path.exists() and report.exists()
     assert "container" in capsys.readouterr().out
     assert main(["decompress", str(out), "-o", str(tmp_path / "d.onnx")]) == 0

@@ -17,6 +17,7 @@ from onnxprune.errors import InputFileError, UsageError
 from onnxprune.io import ensure_output_path, write_bytes_atomic, write_text_atomic
 from onnxprune.metrics import Metric, metrics, outputs
 from onnxprune.passes.prune_connections import ConnectionPruning
+from onnxprune.recover import Recover
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,11 +46,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--init", choices=[i.value for i in Init], default="linear", help="k-means initialization")
     s.add_argument("--no-sharing", action="store_true", help="prune and code the index only; keep float values")
     add_data_args(p, "measure accuracy/agreement before and after (and drive --tolerance)", limit=512)
+    p.add_argument("--eval-data", type=Path, help="data the report measures accuracy/agreement on (default: --data; "
+                                                  "same forms and preprocessing); keep it apart from the calibration "
+                                                  "data for an honest figure")
     p.add_argument("--metric", choices=[m.value for m in Metric], help="metric for --tolerance and the report")
     p.add_argument("--runnable", type=Path, metavar="FILE.onnx",
                    help="also write an ONNX file ORT runs directly (index tensors + codebooks, sparse tensors)")
-    p.add_argument("--bias-correction", action="store_true",
-                   help="on --data: move each coded layer's mean output back to the original's via its bias")
+    p.add_argument("--recover", choices=[r.value for r in Recover],
+                   help="training-free recovery on --data, layer by layer (default: lsq when --data is given): lsq "
+                        "refits each layer's surviving weights and bias to the original's outputs, then shares "
+                        "them; bias only moves each layer's mean output back")
     p.add_argument("--no-fold", action="store_true", help="do not fold BatchNorm first")
     p.add_argument("--report", type=Path, help="write the per-layer report as JSON")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -76,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     sharing = Sharing(not args.no_sharing, args.conv_bits, args.fc_bits, args.conv_index_bits, args.fc_index_bits,
                       Init(args.init))
     folded_model = model
-    if args.bias_correction and data is None:
-        raise UsageError("--bias-correction needs calibration data (--data)")
+    recover = Recover(args.recover or ("lsq" if data is not None else "none"))
+    if recover is not Recover.NONE and data is None:
+        raise UsageError(f"--recover {recover.value} needs calibration data (--data)")
     if args.tolerance is not None:
         if data is None:
             raise UsageError("--tolerance measures each layer's sensitivity: it needs --data")
@@ -85,30 +92,30 @@ def run(args: argparse.Namespace) -> int:
             import onnxprune
 
             folded_model = onnxprune.fold(model).model
-        metric, curves = layer_curves(folded_model, data, metric, DEFAULT_GRID)
+        metric, curves = layer_curves(folded_model, data, metric, DEFAULT_GRID, recover)
         per_layer = per_layer + sparsity_for(curves, args.tolerance)
         notes.append(f"sensitivity ({metric.value}, tolerance {args.tolerance}): {weighted_sparsity(curves, per_layer[-len(curves):]):.1%} of coded weights pruned")
     pruning = ConnectionPruning(args.quality, args.sparsity, args.global_sparsity, per_layer, tuple(args.include),
                                 tuple(args.exclude))
     start = time.perf_counter()
-    result = compress(model, CompressOptions(pruning, sharing, fold=not args.no_fold),
-                      data if args.bias_correction else None)
+    result = compress(model, CompressOptions(pruning, sharing, recover, fold=not args.no_fold), data)
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     restored = decompress(result.container, str(args.output))
     decode_seconds = time.perf_counter() - start
     quality = None
-    if data is not None:
-        reference = outputs(folded_model if args.tolerance is not None else model, data)
-        quality = {"original": metrics(reference, reference, data.labels),
-                   "compressed": metrics(reference, outputs(restored, data), data.labels)}
+    eval_data = data_from_args(args, model, "eval_data") if args.eval_data is not None else data
+    if eval_data is not None:
+        reference = outputs(model, eval_data)
+        quality = {"original": metrics(reference, reference, eval_data.labels),
+                   "compressed": metrics(reference, outputs(restored, eval_data), eval_data.labels)}
     write_bytes_atomic(args.output, result.container, args.model)
     runnable_bytes = None
     if args.runnable:
         small = runnable(result.container, str(args.output))
         save(small, args.runnable, source=args.model)
         runnable_bytes = args.runnable.stat().st_size
-    report = _report(result, quality, seconds, decode_seconds, runnable_bytes, notes)
+    report = _report(result, recover, None if args.eval_data is None else str(args.eval_data), quality, seconds, decode_seconds, runnable_bytes, notes)
     if args.report:
         write_text_atomic(args.report, json.dumps(report, indent=2) + "\n", args.model)
     if args.json:
@@ -119,25 +126,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(result: CompressResult, quality, seconds: float, decode_seconds: float, runnable_bytes: int | None,
+def _report(result: CompressResult, recover: Recover, eval_data: str | None, quality, seconds: float, decode_seconds: float, runnable_bytes: int | None,
             notes: list[str]) -> dict[str, object]:
     return {"source_bytes": result.source_bytes, "container_bytes": len(result.container), "ratio": result.ratio,
             "weights_ratio": result.weights_ratio(), "runnable_bytes": runnable_bytes,
             "compress_seconds": seconds, "decompress_seconds": decode_seconds, "quality": quality, "notes": notes,
-            "layers": [{**r.__dict__, "kept": r.kept} for r in result.layers]}
+            "recover": recover.value, "eval_data": eval_data, "layers": [{**r.__dict__, "kept": r.kept} for r in result.layers],
+            "refit": [f.__dict__ for f in result.fits]}
 
 
 def _print(result: CompressResult, report: dict[str, object]) -> None:
     from rich.table import Table
 
     table = Table(title="Deep Compression", show_lines=False)
-    for col in ("layer", "kind", "weights", "kept", "bits", "before", "after", "ratio"):
+    fits = {f.layer: f for f in result.fits}
+    columns = ("layer", "kind", "weights", "kept", "bits", "before", "after", "ratio") + \
+        (("out err",) if fits else ())
+    for col in columns:
         table.add_column(col, justify="left" if col in ("layer", "kind") else "right")
     for r in result.layers:
-        table.add_row(r.layer, r.kind, human(r.weights), f"{r.kept:.1%}", str(r.bits) if r.bits else "float",
-                      f"{r.bytes_before / 1024:.1f} KiB", f"{r.bytes_after / 1024:.1f} KiB",
-                      f"{r.bytes_before / max(r.bytes_after, 1):.1f}x")
+        row = [r.layer, r.kind, human(r.weights), f"{r.kept:.1%}", str(r.bits) if r.bits else "float",
+               f"{r.bytes_before / 1024:.1f} KiB", f"{r.bytes_after / 1024:.1f} KiB",
+               f"{r.bytes_before / max(r.bytes_after, 1):.1f}x"]
+        if fits:
+            f = fits.get(r.layer)
+            row.append("" if f is None else f.method if f.error_before is None
+                       else f"{f.error_before:.2f}→{f.error_after:.2f}")
+        table.add_row(*row)
     console.print(table)
+    if fits:
+        console.print("out err: relative L2 error of each layer's output vs the original's on --data, "
+                      "as pruned → refit and shared")
     console.print(f"model {result.source_bytes / 1e6:.3f} MB -> container {len(result.container) / 1e6:.3f} MB "
                   f"({result.ratio:.1f}x; coded weights {result.weights_ratio():.1f}x)"
                   + (f"; runnable {report['runnable_bytes'] / 1e6:.3f} MB" if report["runnable_bytes"] else ""))
@@ -146,7 +165,7 @@ def _print(result: CompressResult, report: dict[str, object]) -> None:
     q = report["quality"]
     if q:
         keys = [k for k in ("accuracy", "agreement", "cosine") if k in q["compressed"]]  # type: ignore[index]
-        console.print("on data: " + ", ".join(f"{k} {q['original'][k]:.4g} -> {q['compressed'][k]:.4g}"  # type: ignore[index]
+        console.print(f"on {'--eval-data' if report['eval_data'] else '--data'}: " + ", ".join(f"{k} {q['original'][k]:.4g} -> {q['compressed'][k]:.4g}"  # type: ignore[index]
                                               for k in keys))
 
 

@@ -1,5 +1,6 @@
 """Per-layer connection sparsity from a sensitivity run (Han et al. 2015, §4): each coded layer is pruned
-alone at each sparsity of a grid and the metric is measured on data; a layer gets the largest sparsity whose
+alone at each sparsity of a grid (and refit, when compress will refit) and the metric is measured on data; a
+layer gets the largest sparsity whose
 loss is within ``tolerance``. Losses are measured one layer at a time, so the combined loss can be larger:
 the compress report measures the final model.
 """
@@ -13,9 +14,11 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.compress.pipeline import coded_weights
+from onnxprune.compress.refit import refit
 from onnxprune.data import Dataset
 from onnxprune.metrics import Metric, check_metric, default_metric, loss, metrics, outputs
 from onnxprune.passes.prune_connections import _keep_largest
+from onnxprune.recover import Recover
 
 DEFAULT_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 
@@ -28,7 +31,10 @@ class LayerCurve:
 
 
 def layer_curves(model: onnx.ModelProto, data: Dataset, metric: Metric | None = None,
-                 grid: tuple[float, ...] = DEFAULT_GRID) -> tuple[Metric, list[LayerCurve]]:
+                 grid: tuple[float, ...] = DEFAULT_GRID, recover: Recover = Recover.NONE
+                 ) -> tuple[Metric, list[LayerCurve]]:
+    """Each coded layer's metric loss at each grid sparsity, pruned alone; with ``recover`` the layer is also
+    refit (``compress.refit``, unshared) on ``data`` before measuring, as ``compress`` will."""
     reference = outputs(model, data)
     metric = metric or default_metric(data, reference)
     check_metric(metric, data, reference)
@@ -42,9 +48,18 @@ def layer_curves(model: onnx.ModelProto, data: Dataset, metric: Metric | None = 
         points = []
         for s in grid:
             trial.graph.initializer[index].CopyFrom(numpy_helper.from_array(_keep_largest(w, s), name))
-            points.append((s, loss(metric, baseline, metrics(reference, outputs(trial, data), data.labels))))
+            candidate = trial if recover is Recover.NONE else _refit_alone(model, trial, data, name, recover)
+            points.append((s, loss(metric, baseline, metrics(reference, outputs(candidate, data), data.labels))))
         curves.append(LayerCurve(layer, int(w.size), tuple(points)))
     return metric, curves
+
+
+def _refit_alone(model: onnx.ModelProto, trial: onnx.ModelProto, data: Dataset, name: str,
+                 recover: Recover) -> onnx.ModelProto:
+    fitted = onnx.ModelProto()
+    fitted.CopyFrom(trial)
+    refit(model, fitted, data, {name}, lambda _, w: w, recover)
+    return fitted
 
 
 def sparsity_for(curves: list[LayerCurve], tolerance: float) -> tuple[tuple[str, float], ...]:

@@ -6,6 +6,9 @@ layers. Conv weights use ``conv_bits`` (default 8) and ``conv_index_bits`` (8); 
 and ``fc_index_bits`` (5), as in the paper. Everything else (biases, other constants, the graph) is stored
 zlib-compressed. BatchNorm is folded first (``fold``), so the coded weights are the ones that run.
 
+Without training, ``recover`` on calibration data stands in for the paper's retraining: ``lsq`` refits each
+layer's surviving weights to the original's outputs before sharing it, layer by layer (``compress.refit``).
+
 ``compress`` returns the container bytes and the *compressed model*: the float model whose weights are exactly
 what ``decompress`` gives back (pruned, then replaced by their centroids), so accuracy measured on it is the
 accuracy of the decompressed file.
@@ -24,13 +27,14 @@ from onnx import numpy_helper
 import onnxprune
 from onnxprune.compress import huffman, sparse_index
 from onnxprune.compress.container import ContainerWriter, parse
-from onnxprune.compress.correction import bias_correct
 from onnxprune.compress.kmeans import Init, kmeans_1d
+from onnxprune.compress.refit import LayerFit, refit
 from onnxprune.data import Dataset
 from onnxprune.errors import InvalidModelError, UsageError
 from onnxprune.io import check_model
 from onnxprune.pass_infra import PassManager
 from onnxprune.passes.prune_connections import PRUNABLE_OPS, ConnectionPruning, PruneConnections
+from onnxprune.recover import Recover
 
 CONV_OPS = ("Conv",)
 
@@ -60,6 +64,7 @@ class Sharing:
 class CompressOptions:
     pruning: ConnectionPruning = field(default_factory=ConnectionPruning)
     sharing: Sharing = field(default_factory=Sharing)
+    recover: Recover = Recover.NONE   # with data: lsq (refit), bias (bias correction); see compress.refit
     fold: bool = True
 
 
@@ -87,6 +92,7 @@ class CompressResult:
     model: onnx.ModelProto            # what decompress returns
     layers: tuple[LayerReport, ...]
     source_bytes: int                 # the serialized input model
+    fits: tuple[LayerFit, ...] = ()   # per refit layer (with --recover)
 
     @property
     def ratio(self) -> float:
@@ -122,42 +128,61 @@ def _stream_json(writer: ContainerWriter, stream: huffman.HuffmanStream) -> dict
             "symbols": list(stream.symbols), "n": stream.length}
 
 
-def _code_tensor(w: np.ndarray, kind: str, sharing: Sharing, writer: ContainerWriter
-                 ) -> tuple[np.ndarray, dict[str, object], int]:
-    """The decoded weight, its header entry and its coded size in bytes."""
-    bits = (sharing.conv_bits if kind == "conv" else sharing.fc_bits) if sharing.share else 0
-    index_bits = sharing.conv_index_bits if kind == "conv" else sharing.fc_index_bits
+@dataclass(frozen=True)
+class _Shared:
+    """A coded weight: its non-zero positions and, when shared, the codebook (0 first) and each one's index."""
+
+    positions: np.ndarray
+    codebook: np.ndarray | None
+    indices: np.ndarray | None       # into ``codebook``, >= 1
+    decoded: np.ndarray              # dense, what decompress returns
+
+
+def _share(w: np.ndarray, kind: str, sharing: Sharing) -> _Shared:
     flat = w.reshape(-1)
     positions = np.flatnonzero(flat)
-    entry: dict[str, object] = {"bits": bits, "index_bits": index_bits}
     decoded = np.zeros_like(flat)
-    if sharing.share:
-        centroids, labels = kmeans_1d(flat[positions], (1 << bits) - 1, sharing.init, sharing.seed)
-        codebook = np.concatenate([[0.0], centroids]).astype(w.dtype)
-        decoded[positions] = codebook[labels + 1]
-        gaps, values = sparse_index.encode(positions, labels + 1, index_bits)
-        value_stream = huffman.encode(values)
-        entry["codebook"] = writer.range(codebook.tobytes())
-        entry["values"] = _stream_json(writer, value_stream)
-        size = len(value_stream.data) + codebook.nbytes
-    else:
+    if not sharing.share:
         decoded[positions] = flat[positions]
-        gaps, values = sparse_index.encode(positions, np.arange(1, positions.size + 1), index_bits)
-        raw = np.zeros(values.size, dtype=w.dtype)  # fillers hold 0
-        raw[values > 0] = flat[positions]
+        return _Shared(positions, None, None, decoded.reshape(w.shape))
+    bits = sharing.conv_bits if kind == "conv" else sharing.fc_bits
+    centroids, labels = kmeans_1d(flat[positions], (1 << bits) - 1, sharing.init, sharing.seed)
+    codebook = np.concatenate([[0.0], centroids]).astype(w.dtype)
+    decoded[positions] = codebook[labels + 1]
+    return _Shared(positions, codebook, labels + 1, decoded.reshape(w.shape))
+
+
+def _encode(shared: _Shared, kind: str, sharing: Sharing, writer: ContainerWriter) -> tuple[dict[str, object], int]:
+    """The tensor's header entry and its coded size in bytes."""
+    bits = (sharing.conv_bits if kind == "conv" else sharing.fc_bits) if sharing.share else 0
+    index_bits = sharing.conv_index_bits if kind == "conv" else sharing.fc_index_bits
+    entry: dict[str, object] = {"bits": bits, "index_bits": index_bits}
+    if shared.codebook is not None and shared.indices is not None:
+        gaps, values = sparse_index.encode(shared.positions, shared.indices, index_bits)
+        value_stream = huffman.encode(values)
+        entry["codebook"] = writer.range(shared.codebook.tobytes())
+        entry["values"] = _stream_json(writer, value_stream)
+        size = len(value_stream.data) + shared.codebook.nbytes
+    else:
+        flat = shared.decoded.reshape(-1)
+        gaps, values = sparse_index.encode(shared.positions, np.arange(1, shared.positions.size + 1), index_bits)
+        raw = np.zeros(values.size, dtype=flat.dtype)  # fillers hold 0
+        raw[values > 0] = flat[shared.positions]
         entry["values"] = writer.range(raw.tobytes())
         size = raw.nbytes
     gap_stream = huffman.encode(gaps)
     entry["gaps"] = _stream_json(writer, gap_stream)
     entry["entries"] = int(gaps.size)
-    return decoded.reshape(w.shape), entry, size + len(gap_stream.data)
+    return entry, size + len(gap_stream.data)
 
 
 def compress(model: onnx.ModelProto, options: CompressOptions | None = None,
              data: Dataset | None = None) -> CompressResult:
-    """Prune (``options.pruning``), share and code ``model`` (normalized); see the module doc. With calibration
-    ``data``, the coded layers' biases are corrected afterwards (``onnxprune.compress.correction``)."""
+    """Prune (``options.pruning``), refit on ``data`` (``options.recover``), share and code ``model``
+    (normalized); see the module doc."""
     options = options or CompressOptions()
+    if options.recover is not Recover.NONE and data is None:
+        raise UsageError(f"--recover {options.recover.value} needs calibration data (--data)")
     source_bytes = model.ByteSize()
     if options.fold:
         model = onnxprune.fold(model).model
@@ -169,22 +194,35 @@ def compress(model: onnx.ModelProto, options: CompressOptions | None = None,
     coded = coded_weights(out)
     if not coded:
         raise UsageError("no Conv/Gemm/MatMul with a constant float weight to compress")
+    shares: dict[str, _Shared] = {}
+    dense: dict[str, np.ndarray] = {}
+
+    def quantize(name: str, w: np.ndarray) -> np.ndarray:
+        dense[name] = w
+        shares[name] = _share(w, coded[name][0], options.sharing)
+        return shares[name].decoded
+
+    fits: tuple[LayerFit, ...] = ()
+    if data is not None and options.recover is not Recover.NONE:
+        fits = tuple(refit(reference, out, data, set(coded), quantize, options.recover,
+                           seed=options.sharing.seed))
+    else:
+        for init in out.graph.initializer:
+            if init.name in coded:
+                init.CopyFrom(numpy_helper.from_array(quantize(init.name, numpy_helper.to_array(init)), init.name))
     writer = ContainerWriter()
     tensors, layers = [], []
     for position, init in enumerate(out.graph.initializer):
         if init.name not in coded:
             continue
         kind, layer = coded[init.name]
-        w = numpy_helper.to_array(init)
-        decoded, entry, size = _code_tensor(w, kind, options.sharing, writer)
-        init.CopyFrom(numpy_helper.from_array(decoded, init.name))
+        w, shared = dense[init.name], shares[init.name]
+        entry, size = _encode(shared, kind, options.sharing, writer)
         tensors.append({"name": init.name, "shape": list(w.shape), "dtype": w.dtype.name, "position": position,
                         "kind": kind, **entry})
-        layers.append(LayerReport(init.name, layer, kind, int(w.size), int(np.count_nonzero(w)),
+        layers.append(LayerReport(init.name, layer, kind, int(w.size), int(shared.positions.size),
                                   int(entry["bits"]), int(entry["index_bits"]), int(entry["entries"]),
                                   int(w.nbytes), int(size)))
-    if data is not None:
-        bias_correct(reference, out, data, set(coded))
     graph_only = onnx.ModelProto()
     graph_only.CopyFrom(out)
     keep = [t for t in graph_only.graph.initializer if t.name not in coded]
@@ -194,7 +232,7 @@ def compress(model: onnx.ModelProto, options: CompressOptions | None = None,
     container = writer.finish({"producer": f"onnxprune {onnxprune.__version__}", "graph": graph,
                                "tensors": tensors})
     check_model(out, "compressed model", full_check=True)
-    return CompressResult(container, out, tuple(layers), source_bytes)
+    return CompressResult(container, out, tuple(layers), source_bytes, fits)
 
 
 def _decode_stream(container, where: dict[str, object]) -> np.ndarray:
