@@ -138,3 +138,23 @@ def test_compress_cli(tmp_path, capsys):
     assert "container" in capsys.readouterr().out
     assert main(["decompress", str(out), "-o", str(tmp_path / "d.onnx")]) == 0
     onnx.checker.check_model(str(tmp_path / "d.onnx"), full_check=True)
+
+
+@pytest.mark.parametrize("opset,index_type", [(21, onnx.TensorProto.UINT4), (17, onnx.TensorProto.UINT8)])
+def test_runnable_uses_uint4_indices_from_opset_21(opset, index_type):
+    from onnxprune.normalize import normalize
+    from tests.channels.builder import G
+    from tests.graphs import rand
+
+    g = G(cin=4, hw=6, opset=opset)
+    y = g.op("Conv", ["x", g.const(rand(7, 4, 3, 3)), g.const(rand(7))], name="c", pads=[1, 1, 1, 1])
+    model = normalize(g.build(y))
+    result = compress(model, CompressOptions(ConnectionPruning(sparsity=0.3), Sharing(conv_bits=4)))
+    small = runnable(result.container)
+    onnx.checker.check_model(small)
+    indices = [t for t in small.graph.initializer if t.name.endswith("__indices")]
+    assert [t.data_type for t in indices] == [index_type]
+    if index_type == onnx.TensorProto.UINT4:
+        assert len(indices[0].raw_data) == (7 * 4 * 9 + 1) // 2          # two per byte
+    x = np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    assert np.array_equal(make_session(small).run(None, {"x": x})[0], make_session(result.model).run(None, {"x": x})[0])

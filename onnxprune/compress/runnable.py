@@ -1,7 +1,8 @@
 """A compressed model ONNX Runtime runs directly and that stays small on disk (``compress --runnable``).
 
-- A shared weight becomes ``Gather(codebook, Cast(indices, int32))``: a ``uint8`` index tensor (``uint16`` above 8
-  bits) of the weight's shape plus the float codebook. ONNX Runtime folds the constant subgraph at load, so it
+- A shared weight becomes ``Gather(codebook, Cast(indices, int32))``: an index tensor of the weight's shape —
+  ``uint4`` (two per byte) when the codebook has at most 16 entries and the model's opset is >= 21 (the first
+  with 4-bit types), else ``uint8`` (``uint16`` above 8 bits) — plus the float codebook. ONNX Runtime folds the constant subgraph at load, so it
   runs at the speed of the dense model.
 - A non-shared (pruned-only) weight becomes a ``sparse_initializer`` (COO, linear int64 indices) when that is
   smaller than dense; ONNX Runtime densifies it at load.
@@ -22,6 +23,7 @@ from onnxprune.compress.pipeline import DecodedTensor, decode
 def runnable(data: bytes, source: str = "container") -> onnx.ModelProto:
     """An ONNX model from container bytes whose weights are index tensors + codebooks or sparse tensors."""
     model, tensors = decode(data, source)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     graph = model.graph
     input_names = {i.name for i in graph.input}
     new_nodes: list[onnx.NodeProto] = []
@@ -30,7 +32,7 @@ def runnable(data: bytes, source: str = "container") -> onnx.ModelProto:
             graph.initializer.append(numpy_helper.from_array(t.values, t.name))
             continue
         if t.codebook is not None and t.indices is not None:
-            new_nodes += _gathered(graph, t)
+            new_nodes += _gathered(graph, t, opset)
         else:
             _sparse(graph, t)
     nodes = new_nodes + list(graph.node)
@@ -42,11 +44,23 @@ def runnable(data: bytes, source: str = "container") -> onnx.ModelProto:
     return model
 
 
-def _gathered(graph: onnx.GraphProto, t: DecodedTensor) -> list[onnx.NodeProto]:
+def _uint4(name: str, indices: np.ndarray) -> onnx.TensorProto:
+    """A UINT4 tensor, packed two per byte, low nibble first (the ONNX layout)."""
+    flat = indices.astype(np.uint8).reshape(-1)
+    if flat.size % 2:
+        flat = np.append(flat, np.uint8(0))
+    packed = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
+    return helper.make_tensor(name, TensorProto.UINT4, list(indices.shape), packed.tobytes(), raw=True)
+
+
+def _gathered(graph: onnx.GraphProto, t: DecodedTensor, opset: int) -> list[onnx.NodeProto]:
     assert t.codebook is not None and t.indices is not None
-    index_type = np.uint8 if t.codebook.size <= 256 else np.uint16
     graph.initializer.append(numpy_helper.from_array(t.codebook, f"{t.name}__codebook"))
-    graph.initializer.append(numpy_helper.from_array(t.indices.astype(index_type), f"{t.name}__indices"))
+    if t.codebook.size <= 16 and opset >= 21:
+        graph.initializer.append(_uint4(f"{t.name}__indices", t.indices))
+    else:
+        index_type = np.uint8 if t.codebook.size <= 256 else np.uint16
+        graph.initializer.append(numpy_helper.from_array(t.indices.astype(index_type), f"{t.name}__indices"))
     cast = helper.make_node("Cast", [f"{t.name}__indices"], [f"{t.name}__indices_i32"], to=TensorProto.INT32,
                             name=f"{t.name}__cast")
     gather = helper.make_node("Gather", [f"{t.name}__codebook", f"{t.name}__indices_i32"], [t.name], axis=0,
