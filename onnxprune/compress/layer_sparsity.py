@@ -18,7 +18,7 @@ from onnxprune.compress.refit import refit
 from onnxprune.data import Dataset
 from onnxprune.metrics import Metric, check_metric, default_metric, loss, metrics, outputs
 from onnxprune.passes.prune_connections import _keep_largest
-from onnxprune.recover import Recover
+from onnxprune.recover import Recover, collect
 
 DEFAULT_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 
@@ -40,25 +40,29 @@ def layer_curves(model: onnx.ModelProto, data: Dataset, metric: Metric | None = 
     check_metric(metric, data, reference)
     baseline = metrics(reference, reference, data.labels)
     curves = []
+    readers = {n.input[1]: n for n in model.graph.node if len(n.input) > 1}
     for name, (_, layer) in coded_weights(model).items():
         index = next(i for i, t in enumerate(model.graph.initializer) if t.name == name)
         w = numpy_helper.to_array(model.graph.initializer[index])
         trial = onnx.ModelProto()
         trial.CopyFrom(model)
         points = []
+        node = readers[name]
+        # pruned alone, this layer's input and the original output are the same at every grid point
+        known = collect(model, [node.input[0], node.output[0]], data) if recover is not Recover.NONE else {}
         for s in grid:
             trial.graph.initializer[index].CopyFrom(numpy_helper.from_array(_keep_largest(w, s), name))
-            candidate = trial if recover is Recover.NONE else _refit_alone(model, trial, data, name, recover)
+            candidate = trial if recover is Recover.NONE else _refit_alone(model, trial, data, name, recover, known)
             points.append((s, loss(metric, baseline, metrics(reference, outputs(candidate, data), data.labels))))
         curves.append(LayerCurve(layer, int(w.size), tuple(points)))
     return metric, curves
 
 
 def _refit_alone(model: onnx.ModelProto, trial: onnx.ModelProto, data: Dataset, name: str,
-                 recover: Recover) -> onnx.ModelProto:
+                 recover: Recover, known: dict[str, np.ndarray]) -> onnx.ModelProto:
     fitted = onnx.ModelProto()
     fitted.CopyFrom(trial)
-    refit(model, fitted, data, {name}, lambda _, w: w, recover)
+    refit(model, fitted, data, {name}, lambda _, w: w, recover, known=known)
     return fitted
 
 

@@ -186,11 +186,14 @@ class _Layer:
 
 
 def refit(reference: onnx.ModelProto, model: onnx.ModelProto, data: Dataset, weights: set[str],
-          quantize: Quantize, method: Recover = Recover.LSQ, max_positions: int = 4096, seed: int = 0
-          ) -> list[LayerFit]:
+          quantize: Quantize, method: Recover = Recover.LSQ, max_positions: int = 4096, seed: int = 0,
+          known: dict[str, np.ndarray] | None = None) -> list[LayerFit]:
     """Refit (``method``), share (``quantize``) and re-bias, in place, every layer of ``model`` whose weight is
     in ``weights``; ``reference`` is the model before pruning (same node and tensor names). Weights of layers that
-    cannot be refit are shared as they are. Returns one entry per layer."""
+    cannot be refit are shared as they are. Returns one entry per layer. ``known``: tensor values on ``data``
+    the caller already has — a layer's output in ``reference``, or an input that ``model`` computes the same
+    way (nothing upstream of it changed) — so they are not computed again."""
+    known = known or {}
     rng = np.random.default_rng(seed)
     inits = {t.name: t for t in model.graph.initializer}
     readers: dict[str, int] = {}
@@ -208,11 +211,12 @@ def refit(reference: onnx.ModelProto, model: onnx.ModelProto, data: Dataset, wei
             candidates.append(layer)
         else:
             fits.append(LayerFit(node.name or node.output[0], f"shared only ({reason or 'no refit asked'})"))
-    targets = collect(reference, [layer.node.output[0] for layer in candidates], data) if candidates else {}
+    missing = [layer.node.output[0] for layer in candidates if layer.node.output[0] not in known]
+    targets = {**known, **(collect(reference, missing, data) if missing else {})}
     for layer in candidates:
         node = layer.node
-        x = collect(model, [node.input[0]], data)[node.input[0]]
-        y = targets.pop(node.output[0])
+        x = known[node.input[0]] if node.input[0] in known else collect(model, [node.input[0]], data)[node.input[0]]
+        y = targets[node.output[0]]
         problems = layer.problems(x, y, max_positions, rng)
         units = layer.rows(layer.weight).shape[0]
         w_fit = np.empty((units, problems[0][1].w.shape[1]))
