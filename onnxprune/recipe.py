@@ -1,0 +1,183 @@
+"""Recipes: a pipeline of onnxprune steps in a YAML file, with exactly the CLI's options.
+
+```yaml
+data: calib.npz                 # optional: --data for every step that takes it (a manifest may override)
+steps:
+  - fold
+  - prune: {target-flops: 0.7, criterion: l1, round-to: 8, recover: lsq}
+  - compress: {sparsity: 0.9, runnable: true}
+  - emit: {target: [cpu, mobile], int8: static}
+  - bench: {runs: 20}
+```
+
+Each step is a subcommand (``fold``, ``prune``, ``sensitivity``, ``compress``, ``emit``, ``bench``); its keys are
+that subcommand's long options without the dashes (``target-flops`` or ``target_flops``). ``true`` gives a flag,
+``false`` leaves it out, a list repeats an option that takes several values (``--exclude``, ``--sparsity-for``);
+``emit: {target: [...]}`` emits once per target. The runner sets the model, ``-o`` and the report files; a
+``prune`` step with ``sensitivity: previous`` uses the folder of the last ``sensitivity`` step. Every key is
+checked against the subcommand's parser when the recipe is loaded, so a typo fails before any model runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onnxprune.errors import UsageError
+
+STEPS = ("fold", "prune", "sensitivity", "compress", "emit", "bench")
+RUNNER_SET = {"model", "models", "output", "report", "json", "csv", "markdown", "html", "plot"}
+
+
+class RecipeError(UsageError):
+    """The recipe file is unreadable, not YAML, or names an unknown step or option (the message names the key)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    options: tuple[tuple[str, Any], ...] = ()   # (option name with dashes, value), in file order
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return next((v for k, v in self.options if k == name), default)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Step":
+        merged = dict(self.options)
+        merged.update({_dashed(k): v for k, v in overrides.items()})
+        return Step(self.kind, tuple(merged.items()))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    steps: tuple[Step, ...]
+    data: str | None = None
+    source: str = "recipe"
+
+    def fingerprint(self) -> str:
+        """A hash of what the recipe does (for --resume)."""
+        canonical = json.dumps({"steps": [[s.kind, list(map(list, s.options))] for s in self.steps],
+                                "data": self.data}, sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def with_overrides(self, overrides: dict[str, dict[str, Any]], data: str | None) -> "Recipe":
+        """Per-model overrides from a manifest: ``{step kind: {option: value}}`` applied to every such step."""
+        unknown = set(overrides) - {s.kind for s in self.steps}
+        if unknown:
+            raise RecipeError(f"{self.source}: override for step(s) not in the recipe: {', '.join(sorted(unknown))}")
+        steps = tuple(s.with_overrides(overrides.get(s.kind, {})) for s in self.steps)
+        recipe = Recipe(steps, data or self.data, self.source)
+        for i, step in enumerate(recipe.steps):
+            _check_step(step, f"{self.source}: steps[{i}].{step.kind}")
+        return recipe
+
+
+def _dashed(key: str) -> str:
+    return str(key).replace("_", "-")
+
+
+def _parsers() -> dict[str, argparse.ArgumentParser]:
+    from onnxprune.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def options_of(kind: str) -> dict[str, argparse.Action]:
+    """The subcommand's long options by name (without dashes)."""
+    out = {}
+    for action in _parsers()[kind]._actions:
+        for opt in action.option_strings:
+            if opt.startswith("--"):
+                out[opt[2:]] = action
+    return out
+
+
+def _check_step(step: Step, where: str) -> None:
+    known = options_of(step.kind)
+    for key, value in step.options:
+        if key.replace("-", "_") in RUNNER_SET or key in ("output",):
+            raise RecipeError(f"{where}.{key}: set by the runner, not by the recipe")
+        if key == "target" and step.kind == "emit":
+            continue
+        if key not in known:
+            near = sorted(k for k in known if k[:3] == key[:3])
+            hint = f" (did you mean {', '.join(near[:3])}?)" if near else ""
+            raise RecipeError(f"{where}.{key}: unknown option of 'onnxprune {step.kind}'{hint}")
+        action = known[key]
+        if isinstance(value, list) and not isinstance(action, argparse._AppendAction):
+            raise RecipeError(f"{where}.{key}: takes one value, not a list")
+        if isinstance(value, dict):
+            raise RecipeError(f"{where}.{key}: expected a value, not a mapping")
+        if action.nargs == 0 and not isinstance(value, bool):
+            raise RecipeError(f"{where}.{key}: a flag: expected true or false, got {value!r}")
+
+
+def parse_recipe(text: str, source: str = "recipe") -> Recipe:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise RecipeError(f"{source}:{where} not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: expected a mapping with 'steps'")
+    unknown = set(raw) - {"steps", "data"}
+    if unknown:
+        raise RecipeError(f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (expected steps, data)")
+    raw_steps = raw.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise RecipeError(f"{source}: 'steps' must be a non-empty list")
+    steps = []
+    for i, item in enumerate(raw_steps):
+        if isinstance(item, str):
+            kind, opts = item, {}
+        elif isinstance(item, dict) and len(item) == 1:
+            kind, opts = next(iter(item.items()))
+            opts = {} if opts is None else opts
+        else:
+            raise RecipeError(f"{source}: steps[{i}]: expected a step name or {{name: {{options}}}}")
+        if kind not in STEPS:
+            raise RecipeError(f"{source}: steps[{i}]: unknown step {kind!r} (expected one of {', '.join(STEPS)})")
+        if not isinstance(opts, dict):
+            raise RecipeError(f"{source}: steps[{i}].{kind}: options must be a mapping")
+        step = Step(kind, tuple((_dashed(k), v) for k, v in opts.items()))
+        _check_step(step, f"{source}: steps[{i}].{kind}")
+        steps.append(step)
+    data = raw.get("data")
+    if data is not None and not isinstance(data, str):
+        raise RecipeError(f"{source}: data: expected a path")
+    return Recipe(tuple(steps), data, source)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise RecipeError(f"{p}: cannot read the recipe: {e.strerror or e}") from None
+    return parse_recipe(text, str(p))
+
+
+def step_argv(step: Step, skip: set[str] = frozenset()) -> list[str]:
+    """The step's options as CLI arguments (``skip``: names the runner handles itself)."""
+    argv: list[str] = []
+    for key, value in step.options:
+        if key in skip:
+            continue
+        if value is True:
+            argv.append(f"--{key}")
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list):
+            for v in value:
+                argv += [f"--{key}", str(v)]
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv

@@ -1,0 +1,164 @@
+"""What a zoo run works on: models found in a folder, or listed in a manifest (YAML or CSV).
+
+Manifest YAML::
+
+    models:
+      - path: resnet50.onnx                 # relative to the manifest
+        input_shapes: {input: [1, 3, 224, 224]}
+        data: calib/                        # --data for this model's steps
+        overrides: {prune: {target-flops: 0.5}}
+
+Manifest CSV: columns ``path`` (required), ``input_shapes`` (``input=1x3x224x224;other=1x10``), ``data``,
+``overrides`` (YAML/JSON inline, e.g. ``{prune: {target-flops: 0.5}}``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnxprune
+from onnxprune.errors import InputFileError, UsageError
+from onnxprune.recipe import Recipe, RecipeError
+
+
+class ManifestError(UsageError):
+    """The zoo manifest is unreadable or malformed (the message names the entry and key)."""
+
+
+@dataclass(frozen=True)
+class ModelJob:
+    name: str                                          # unique; the model's folder under OUTDIR
+    path: str
+    recipe: Recipe                                     # with this model's overrides and data
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def key(self) -> str:
+        """Same key = same outputs: the model bytes, the recipe, the input shapes and the onnxprune version."""
+        h = hashlib.sha256()
+        try:
+            with open(self.path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError:
+            h.update(b"unreadable")
+        h.update(self.recipe.fingerprint().encode())
+        h.update(repr(self.input_shapes).encode())
+        h.update(onnxprune.__version__.encode())
+        return h.hexdigest()
+
+
+def _name_for(path: Path, root: Path) -> str:
+    rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(rel.with_suffix("")).replace("/", "__"))
+
+
+def _shapes(value: Any, where: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    if value in (None, ""):
+        return ()
+    if isinstance(value, str):
+        pairs = {}
+        for part in filter(None, (p.strip() for p in value.split(";"))):
+            name, _, dims = part.partition("=")
+            pairs[name.strip()] = dims.strip().split("x")
+        value = pairs
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where}.input_shapes: expected {{name: [dims]}} or 'name=1x3x224x224;...'")
+    try:
+        return tuple((str(k), tuple(int(d) for d in v)) for k, v in value.items())
+    except (TypeError, ValueError):
+        raise ManifestError(f"{where}.input_shapes: dims must be integers") from None
+
+
+def discover(source: str | Path, recipe: Recipe) -> list[ModelJob]:
+    """Jobs for a folder (every ``*.onnx`` below it, sorted) or a manifest file (.yaml/.yml/.csv)."""
+    src = Path(source)
+    if src.is_dir():
+        paths = sorted(p for p in src.rglob("*.onnx") if p.is_file() and ".work" not in p.parts)
+        if not paths:
+            raise InputFileError(f"{src}: no .onnx files found")
+        return _unique([ModelJob(_name_for(p, src), str(p), recipe) for p in paths])
+    if not src.is_file():
+        raise InputFileError(f"{src}: no such file or folder")
+    if src.suffix.lower() in (".yaml", ".yml"):
+        entries = _yaml_entries(src)
+    elif src.suffix.lower() == ".csv":
+        entries = _csv_entries(src)
+    else:
+        raise ManifestError(f"{src}: expected a folder, or a manifest ending in .yaml, .yml or .csv")
+    jobs = []
+    for i, entry in enumerate(entries):
+        where = f"{src}: models[{i}]"
+        if not isinstance(entry, dict) or not entry.get("path"):
+            raise ManifestError(f"{where}: each entry needs a 'path'")
+        unknown = set(entry) - {"path", "input_shapes", "data", "overrides", "name"}
+        if unknown:
+            raise ManifestError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        path = (src.parent / str(entry["path"])).resolve() if not Path(str(entry["path"])).is_absolute() \
+            else Path(str(entry["path"]))
+        overrides = entry.get("overrides") or {}
+        if isinstance(overrides, str):
+            overrides = _inline_yaml(overrides, f"{where}.overrides")
+        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+            raise ManifestError(f"{where}.overrides: expected {{step: {{option: value}}}}")
+        data = entry.get("data") or None
+        if data:
+            data = str((src.parent / str(data)).resolve()) if not Path(str(data)).is_absolute() else str(data)
+        try:
+            job_recipe = recipe.with_overrides(overrides, data)
+        except RecipeError as e:
+            raise ManifestError(f"{where}: {e}") from None
+        name = str(entry.get("name") or _name_for(path, src.parent))
+        jobs.append(ModelJob(name, str(path), job_recipe, _shapes(entry.get("input_shapes"), where)))
+    if not jobs:
+        raise ManifestError(f"{src}: no models listed")
+    return _unique(jobs)
+
+
+def _unique(jobs: list[ModelJob]) -> list[ModelJob]:
+    seen: dict[str, int] = {}
+    out = []
+    for job in jobs:
+        n = seen.get(job.name, 0)
+        seen[job.name] = n + 1
+        out.append(job if n == 0 else ModelJob(f"{job.name}-{n + 1}", job.path, job.recipe, job.input_shapes))
+    return out
+
+
+def _inline_yaml(text: str, where: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ManifestError(f"{where}: not valid YAML/JSON: {text!r}") from None
+
+
+def _yaml_entries(src: Path) -> list[Any]:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(src.read_text())
+    except OSError as e:
+        raise ManifestError(f"{src}: cannot read: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ManifestError(f"{src}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
+        raise ManifestError(f"{src}: expected a mapping with a 'models' list")
+    return raw["models"]
+
+
+def _csv_entries(src: Path) -> list[dict[str, Any]]:
+    try:
+        text = src.read_text()
+    except OSError as e:
+        raise ManifestError(f"{src}: cannot read: {e.strerror or e}") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "path" not in reader.fieldnames:
+        raise ManifestError(f"{src}: the CSV needs a 'path' column")
+    return [{k: v for k, v in row.items() if k is not None and v not in (None, "")} for row in reader]
