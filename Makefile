@@ -48,7 +48,7 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest -n 2 -q
 
 ## bench: regenerate benchmarks/results/ (the pipeline suite, fold vs onnxsim/onnxslim, pruning accuracy and
-## latency vs Torch-Pruning, recovery/schedules, emission, Deep Compression)
+## latency vs Torch-Pruning, recovery/schedules, emission, Deep Compression, zoo throughput)
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_suite --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_fold --out benchmarks/results
@@ -57,6 +57,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_recover --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_emit --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_compress --out benchmarks/results
+	$(BIN)/python -m benchmarks.bench_zoo --out benchmarks/results
 
 ## zoo: export every reference model in every form to out/zoo
 zoo: $(VENV)/.dev
