@@ -1,7 +1,7 @@
 """Zoo throughput: models per minute for ``onnxprune zoo`` with --jobs 1 and 2 (local) and on a local Ray.
 
 The zoo: every reference architecture of ``models/`` in its ``legacy`` export form (ResNet-50 included) plus
-one truncated file (it must fail and not stop the run). Recipe: fold, prune to 70% of the MACs, compress at 80%
+one truncated file (it must fail and not stop the run), listed in a manifest with each model's input shape. Recipe: fold, prune to 70% of the MACs, compress at 80%
 connection sparsity (no data). The three runs go one after another on the same machine; each row states
 its wall time, and the script checks that all three give the same per-model statuses and results.
 
@@ -30,13 +30,20 @@ RUNS = ((Backend.LOCAL, 1), (Backend.LOCAL, 2), (Backend.RAY, 2))
 SAME = ("status", "error", "steps_done", "macs_after", "params_after", "bytes_after", "compressed_bytes")
 
 
-def build_zoo(root: Path) -> None:
+def build_zoo(root: Path) -> Path:
+    """The models, and a YAML manifest giving each its export input shape (so MACs are measured)."""
     from models.architectures import ZOO
     from models.zoo_cache import zoo_model
 
-    for name in ZOO:
+    lines = ["models:"]
+    for name, entry in ZOO.items():
         shutil.copy(zoo_model(name, "legacy"), root / f"{name}.onnx")
+        lines.append(f"  - {{path: {name}.onnx, input_shapes: {{input: {list(entry.input_shape)}}}}}")
     (root / "truncated.onnx").write_bytes((root / "resnet18.onnx").read_bytes()[:4096])
+    lines.append("  - {path: truncated.onnx}")
+    manifest = root / "zoo.yaml"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         zoo = Path(tmp) / "zoo"
         zoo.mkdir()
-        build_zoo(zoo)
-        jobs = discover(zoo, recipe)
+        jobs = discover(build_zoo(zoo), recipe)
         runs = []
         for backend, workers in RUNS:
             run = run_zoo(jobs, Path(tmp) / f"out-{backend.value}-{workers}",

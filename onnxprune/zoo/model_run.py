@@ -52,13 +52,14 @@ class ModelResult:
 
 
 def _stats(path: str, shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[int | None, int | None]:
-    """(MACs, params) at the given input shapes (batch 1 for other dynamic dims), or Nones when not computable."""
+    """(MACs, params) at the given input shapes (batch 1 for a dynamic batch); MACs None when other dims are
+    dynamic and not given (pass input_shapes in a manifest), both None when the model cannot be measured."""
     try:
         import onnxprune
         from onnxprune.verify import InputSpec
 
         summary = onnxprune.inspect(onnxprune.load(path), InputSpec(dict(shapes)))
-        return summary.flops, summary.params
+        return (None if summary.flops_unresolved else summary.flops), summary.params
     except Exception:  # figures are best effort: a model that cannot be measured still runs
         return None, None
 
