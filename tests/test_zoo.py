@@ -213,3 +213,17 @@ def test_ray_backend_gives_the_same_summary(zoo, tmp_path):
     for name in a:
         assert {k: a[name][k] for k in same} == {k: b[name][k] for k in same}, name
     assert json.loads((remote / "summary.json").read_text())["totals"]["backend"] == "ray"
+
+
+def test_recipe_prunes_with_the_previous_sensitivity_run(tmp_path):
+    recipe = recipe_file(tmp_path, f"data: {DIGITS / 'digits_calib.npz'}\nsteps:\n  - fold\n"
+                                   "  - sensitivity: {limit: 32, target-flops: 0.7}\n"
+                                   "  - prune: {sensitivity: previous, recover: lsq, limit: 32}\n")
+    out = tmp_path / "out"
+    assert main(["run", str(recipe), str(DIGITS / "vgg16_bn.onnx"), "-o", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert result["steps_done"] == ["fold", "sensitivity", "prune"] and (out / "02-sensitivity").is_dir()
+    assert "--sensitivity" in (out / "log.txt").read_text() and result["macs_after"] <= 0.71 * result["macs_before"]
+    early = recipe_file(tmp_path, "steps:\n  - prune: {sensitivity: previous}\n")
+    assert main(["run", str(early), str(DIGITS / "vgg16_bn.onnx"), "-o", str(tmp_path / "o2")]) == 9
+    assert "no sensitivity step ran before" in json.loads((tmp_path / "o2" / "result.json").read_text())["error"]
