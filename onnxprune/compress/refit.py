@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from onnxprune.data import Dataset
-from onnxprune.recover import RIDGE, Recover, _im2col, _rel_err, collect
+from onnxprune.recover import (
+    RIDGE, Recover, _attr, _drop_unused_initializers, _im2col, _rel_err, collect)
 
 Quantize = Callable[[str, np.ndarray], np.ndarray]  # (weight name, values) -> shared values
 
@@ -49,10 +50,6 @@ class _Problem:
     y: np.ndarray          # (M, units) targets
     w: np.ndarray          # (units, n) current weights (zeros = pruned)
     b: np.ndarray | None   # (units,) current bias, None: the layer has none (MatMul)
-
-
-def _attr(node: onnx.NodeProto, name: str, default):
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 def _masked_ridge(gram: np.ndarray, rhs: np.ndarray, keep: np.ndarray, intercept: bool) -> np.ndarray:
@@ -244,17 +241,9 @@ def refit(reference: onnx.ModelProto, model: onnx.ModelProto, data: Dataset, wei
     for name in weights - shared:
         if name in inits:
             inits[name].CopyFrom(numpy_helper.from_array(quantize(name, numpy_helper.to_array(inits[name])), name))
-    _drop_unused(model)
+    _drop_unused_initializers(model)
     return fits
 
 
 def _stacked_error(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
     return _rel_err(np.concatenate([p for p, _ in pairs], axis=1), np.concatenate([t for _, t in pairs], axis=1))
-
-
-def _drop_unused(model: onnx.ModelProto) -> None:
-    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
-    keep = [t for t in model.graph.initializer if t.name in used]
-    if len(keep) != len(model.graph.initializer):
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(keep)
