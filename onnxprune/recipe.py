@@ -21,6 +21,7 @@ checked against the subcommand's parser when the recipe is loaded, so a typo fai
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -79,7 +80,9 @@ def _dashed(key: str) -> str:
     return str(key).replace("_", "-")
 
 
+@functools.lru_cache(maxsize=1)
 def _parsers() -> dict[str, argparse.ArgumentParser]:
+    """The CLI's subcommand parsers, built once per process (every step of every model consults them)."""
     from onnxprune.cli.main import build_parser
 
     parser = build_parser()
@@ -100,7 +103,7 @@ def options_of(kind: str) -> dict[str, argparse.Action]:
 def _check_step(step: Step, where: str) -> None:
     known = options_of(step.kind)
     for key, value in step.options:
-        if key.replace("-", "_") in RUNNER_SET or key in ("output",):
+        if key.replace("-", "_") in RUNNER_SET:
             raise RecipeError(f"{where}.{key}: set by the runner, not by the recipe")
         if key == "target" and step.kind == "emit":
             continue
