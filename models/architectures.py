@@ -478,6 +478,234 @@ class FlattenGemmNet(nn.Module):
         return self.fc2(F.relu(self.bn(self.fc1(x))))
 
 
+# --------------------------------------------------------------------------- ConvNeXt
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of an NCHW tensor, in either of the two forms found in the wild:
+    ``permute`` (torchvision: NHWC permute -> layer_norm -> permute back; exports as LayerNormalization) or
+    ``manual`` (the ConvNeXt repository's channels_first LayerNorm: mean/variance over axis 1 written out)."""
+
+    def __init__(self, ch: int, form: str = "permute", eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ch))
+        self.bias = nn.Parameter(torch.zeros(ch))
+        self.form, self.eps, self.ch = form, eps, ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "permute":
+            x = x.permute(0, 2, 3, 1)
+            x = F.layer_norm(x, (self.ch,), self.weight, self.bias, self.eps)
+            return x.permute(0, 3, 1, 2)
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) / torch.sqrt(s + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+class ConvNeXtBlock(nn.Module):
+    """depthwise 7x7 -> NHWC -> LayerNorm -> Linear(4C) -> GELU -> Linear(C) -> layer scale -> NCHW -> + x."""
+
+    def __init__(self, dim: int, layer_scale: float = 1e-1) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pwconv1 = nn.Linear(dim, 4 * dim)
+        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(layer_scale * (1 + torch.rand(dim)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x).permute(0, 2, 3, 1)
+        y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
+        return x + (self.gamma * y).permute(0, 3, 1, 2)
+
+
+class ConvNeXtSmall(nn.Module):
+    """A small ConvNeXt (Liu et al. 2022): patchify stem, stages of ConvNeXt blocks, LayerNorm2d + strided
+    conv downsampling (the first in the manual channels_first form, the others permuted), LN head."""
+
+    def __init__(self, dims: tuple[int, ...] = (24, 48, 96, 192), depths: tuple[int, ...] = (1, 1, 2, 1),
+                 num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, dims[0], 4, 4), LayerNorm2d(dims[0], "manual"))
+        self.stages = nn.ModuleList()
+        self.downsample = nn.ModuleList()
+        for i, (d, n) in enumerate(zip(dims, depths)):
+            if i:
+                self.downsample.append(nn.Sequential(LayerNorm2d(dims[i - 1], "permute"),
+                                                     nn.Conv2d(dims[i - 1], d, 2, 2)))
+            self.stages.append(nn.Sequential(*[ConvNeXtBlock(d) for _ in range(n)]))
+        self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
+        self.head = nn.Linear(dims[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages[0](self.stem(x))
+        for down, stage in zip(self.downsample, self.stages[1:]):
+            x = stage(down(x))
+        return self.head(self.norm(x.mean((-2, -1))))
+
+
+# --------------------------------------------------------------------------- ShuffleNetV2
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    b, c, h, w = x.size()
+    x = x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous()
+    return x.view(b, c, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNetV2 unit (Ma et al. 2018): stride 1 splits the channels in two and transforms one half; stride 2
+    transforms both; the halves are concatenated and channel-shuffled."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        half = cout // 2
+        if stride > 1:
+            self.branch1 = nn.Sequential(conv_bn_act(cin, cin, 3, stride, groups=cin, act=None),
+                                         conv_bn_act(cin, half, 1))
+        b2_in = cin if stride > 1 else half
+        self.branch2 = nn.Sequential(conv_bn_act(b2_in, half, 1), conv_bn_act(half, half, 3, stride, groups=half,
+                                                                                act=None), conv_bn_act(half, half, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+class ShuffleNetV2Small(nn.Module):
+    def __init__(self, repeats: tuple[int, ...] = (2, 3, 2), channels: tuple[int, ...] = (24, 48, 96, 192, 256),
+                 num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.stem = conv_bn_act(in_channels, channels[0], 3, 2)
+        units: list[nn.Module] = []
+        cin = channels[0]
+        for n, cout in zip(repeats, channels[1:]):
+            units.append(ShuffleUnit(cin, cout, 2))
+            units += [ShuffleUnit(cout, cout, 1) for _ in range(n - 1)]
+            cin = cout
+        self.stages = nn.Sequential(*units)
+        self.conv5 = conv_bn_act(cin, channels[-1], 1)
+        self.fc = nn.Linear(channels[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv5(self.stages(self.stem(x)))
+        return self.fc(x.mean([2, 3]))
+
+
+# --------------------------------------------------------------------------- SqueezeNet
+class Fire(nn.Module):
+    def __init__(self, cin: int, squeeze: int, expand: int) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(cin, squeeze, 1)
+        self.expand1x1 = nn.Conv2d(squeeze, expand, 1)
+        self.expand3x3 = nn.Conv2d(squeeze, expand, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.relu(self.squeeze(x))
+        return torch.cat([F.relu(self.expand1x1(s)), F.relu(self.expand3x3(s))], 1)
+
+
+class SqueezeNetSmall(nn.Module):
+    """SqueezeNet 1.1 layout (Iandola et al. 2016): Fire modules, ceil-mode max pools, conv classifier."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 3, 2), nn.ReLU(), nn.MaxPool2d(3, 2, ceil_mode=True),
+            Fire(32, 8, 32), Fire(64, 8, 32), nn.MaxPool2d(3, 2, ceil_mode=True),
+            Fire(64, 16, 64), Fire(128, 16, 64))
+        self.classifier = nn.Sequential(nn.Dropout(0.5), nn.Conv2d(128, num_classes, 1), nn.ReLU(),
+                                        nn.AdaptiveAvgPool2d(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+# --------------------------------------------------------------------------- EfficientNet
+class MBConv(nn.Module):
+    """EfficientNet's MBConv: 1x1 expand -> depthwise -> SE (SiLU, Sigmoid) -> 1x1 project, SiLU everywhere."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int, k: int = 3) -> None:
+        super().__init__()
+        hidden = cin * expand
+        self.expand = conv_bn_act(cin, hidden, 1, act=nn.SiLU) if expand != 1 else nn.Identity()
+        self.dw = conv_bn_act(hidden, hidden, k, stride, groups=hidden, act=nn.SiLU)
+        squeeze = max(1, cin // 4)
+        self.se_reduce = nn.Conv2d(hidden, squeeze, 1)
+        self.se_expand = nn.Conv2d(squeeze, hidden, 1)
+        self.project = conv_bn_act(hidden, cout, 1, act=None)
+        self.use_res = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dw(self.expand(x))
+        s = torch.sigmoid(self.se_expand(F.silu(self.se_reduce(F.adaptive_avg_pool2d(y, 1)))))
+        y = self.project(y * s)
+        return x + y if self.use_res else y
+
+
+class EfficientNetSmall(nn.Module):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.stem = conv_bn_act(in_channels, 16, 3, 2, act=nn.SiLU)
+        self.blocks = nn.Sequential(MBConv(16, 16, 1, 1), MBConv(16, 24, 2, 6), MBConv(24, 24, 1, 6),
+                                    MBConv(24, 40, 2, 6, k=5), MBConv(40, 40, 1, 6, k=5))
+        self.head = conv_bn_act(40, 128, 1, act=nn.SiLU)
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.adaptive_avg_pool2d(self.head(self.blocks(self.stem(x))), 1).flatten(1))
+
+
+# --------------------------------------------------------------------------- PP-LCNet (Paddle's mobile classifier)
+class LCNetSmall(nn.Module):
+    """A PP-LCNet-style classifier (Cui et al. 2021): depthwise-separable Conv-BN-HardSwish blocks, SE in the
+    last blocks, GAP -> 1x1 conv with bias -> HardSwish -> Flatten -> Linear."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        cfg = [(16, 32, 1, False), (32, 64, 2, False), (64, 64, 1, False), (64, 128, 2, False),
+               (128, 128, 1, True), (128, 256, 2, True)]
+        self.stem = conv_bn_act(in_channels, 16, 3, 2, act=nn.Hardswish)
+        blocks: list[nn.Module] = []
+        for cin, cout, s, se in cfg:
+            blocks.append(conv_bn_act(cin, cin, 3, s, groups=cin, act=nn.Hardswish))
+            if se:
+                blocks.append(SqueezeExcite(cin, cin // 4))
+            blocks.append(conv_bn_act(cin, cout, 1, act=nn.Hardswish))
+        self.blocks = nn.Sequential(*blocks)
+        self.last_conv = nn.Conv2d(256, 320, 1)
+        self.fc = nn.Linear(320, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1)
+        return self.fc(torch.flatten(F.hardswish(self.last_conv(x)), 1))
+
+
+# --------------------------------------------------------------------------- CRNN (text-line recognizer)
+class CRNNSmall(nn.Module):
+    """CRNN (Shi et al. 2016): a conv backbone that collapses the height (32) to 1, the width becomes the sequence
+    (squeeze -> permute to (T, N, C)), a BiLSTM and a per-step Linear classifier; dynamic width."""
+
+    def __init__(self, num_classes: int = 37, in_channels: int = 1, hidden: int = 48, lstm: bool = True) -> None:
+        super().__init__()
+        self.cnn = nn.Sequential(
+            conv_bn_act(in_channels, 32, 3), nn.MaxPool2d(2, 2),
+            conv_bn_act(32, 64, 3), nn.MaxPool2d(2, 2),
+            conv_bn_act(64, 96, 3), conv_bn_act(96, 96, 3), nn.MaxPool2d((2, 1), (2, 1)),
+            conv_bn_act(96, 128, 3), nn.MaxPool2d((2, 1), (2, 1)),
+            nn.Conv2d(128, 128, (2, 1), bias=False), nn.BatchNorm2d(128), nn.ReLU())  # height 2 -> 1
+        self.rnn = nn.LSTM(128, hidden, bidirectional=True) if lstm else None
+        self.proj = nn.Linear(128, 2 * hidden) if not lstm else None
+        self.fc = nn.Linear(2 * hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.cnn(x).squeeze(2).permute(2, 0, 1)  # (T, N, C)
+        f = self.rnn(f)[0] if self.rnn is not None else F.relu(self.proj(f))
+        return self.fc(f)
+
+
 # --------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class ZooEntry:
@@ -487,6 +715,7 @@ class ZooEntry:
     build: Callable[[], nn.Module]
     input_shape: tuple[int, int, int, int]
     dynamic_spatial: bool = False  # also mark H and W dynamic on export (fully convolutional models)
+    dynamic_width: bool = False    # mark only W dynamic (text-line recognizers: fixed height, any width)
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -506,6 +735,13 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("resnext", lambda: ResNeXtSmall(), (1, 3, 32, 32), dynamic_spatial=True),
         ZooEntry("convtranspose_decoder", lambda: ConvTransposeDecoder(), (1, 3, 32, 32), dynamic_spatial=True),
         ZooEntry("flatten_gemm", lambda: FlattenGemmNet(), (1, 3, 32, 32)),
+        ZooEntry("convnext", lambda: ConvNeXtSmall(), (1, 3, 64, 64), dynamic_spatial=True),
+        ZooEntry("shufflenet_v2", lambda: ShuffleNetV2Small(), (1, 3, 64, 64), dynamic_spatial=True),
+        ZooEntry("squeezenet", lambda: SqueezeNetSmall(), (1, 3, 64, 64), dynamic_spatial=True),
+        ZooEntry("efficientnet", lambda: EfficientNetSmall(), (1, 3, 64, 64), dynamic_spatial=True),
+        ZooEntry("lcnet", lambda: LCNetSmall(), (1, 3, 64, 64), dynamic_spatial=True),
+        ZooEntry("crnn", lambda: CRNNSmall(), (1, 1, 32, 96), dynamic_width=True),
+        ZooEntry("crnn_linear", lambda: CRNNSmall(lstm=False), (1, 1, 32, 96), dynamic_width=True),
     ]
 }
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-import onnx
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,13 +29,18 @@ def _cache_dir() -> Path:
 def zoo_model(name: str, form: str) -> Path:
     """Path to ``name`` exported in ``form`` (exported on first use)."""
     from models.architectures import ZOO
-    from models.export_zoo import export
+    from models.export_zoo import export, save
 
     path = _cache_dir() / f"{name}.{form}.onnx"
     if not path.exists():
         proto = export(ZOO[name], form)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, suffix=".tmp"))
+        try:
+            save(proto, tmp / path.name, form)  # external data is named after the final file
+            data = tmp / (path.name + ".data")
+            if data.exists():
+                os.replace(data, path.parent / data.name)
+            os.replace(tmp / path.name, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return path

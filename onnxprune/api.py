@@ -10,14 +10,15 @@ import onnx
 from onnxprune.inspect import ModelSummary, summarize
 from onnxprune.io import read_model, save_model
 from onnxprune.normalize import normalize
-from onnxprune.pass_infra import Checks, Finding, PassManager, PipelineResult
+from onnxprune.pass_infra import Checks, Finding, GraphPass, PassManager, PipelineResult
 from onnxprune.passes import Cleanup, FoldBatchNorm, FoldChannelAffine
 from onnxprune.verify import InputSpec
 
 
-def load(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Read, check and normalize an ONNX file (Constant weights lifted, topologically sorted, shapes inferred)."""
-    return normalize(read_model(path), copy=False)
+def load(path: str | os.PathLike[str], notes: list[str] | None = None) -> onnx.ModelProto:
+    """Read, check and normalize an ONNX file (interface repaired, Constant weights lifted, constant
+    subexpressions folded, topologically sorted, shapes inferred); repairs are appended to ``notes``."""
+    return normalize(read_model(path, notes), copy=False)
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None,
@@ -40,9 +41,16 @@ class FoldResult:
         return tuple(f for f in self.pipeline.findings if not f.applied)
 
 
+def fold_passes() -> list[GraphPass]:
+    """The fold pipeline. Per-channel affine ops fold first, so a BatchNorm behind a bias written as its own Add
+    (``Conv -> Add(Reshape(bias)) -> BN``, Paddle exports) sits on its Conv; once BNs are folded, a scale after
+    them (``Conv -> BN -> Mul``) sits on the Conv too and the second affine pass folds it."""
+    return [FoldChannelAffine(), FoldBatchNorm(), FoldChannelAffine(), Cleanup()]
+
+
 def fold(model: onnx.ModelProto, checks: Checks = Checks()) -> FoldResult:
     """Fold BatchNormalization and per-channel constant affine ops into the preceding layers."""
-    result = PassManager([FoldBatchNorm(), FoldChannelAffine(), Cleanup()], checks).run(model)
+    result = PassManager(fold_passes(), checks).run(model)
     return FoldResult(result.model, result)
 
 

@@ -160,15 +160,16 @@ def _checked(source: Path, arrays: dict[str, np.ndarray], labels: np.ndarray | N
             raise UsageError(f"{source}: no array named {vi.name!r} (model input); arrays: "
                              f"{', '.join(sorted(arrays)) or 'none'}")
         arr = arrays[vi.name]
+        shaped = vi.type.tensor_type.HasField("shape")
         dims = vi.type.tensor_type.shape.dim
-        if len(dims) != arr.ndim:
+        if shaped and len(dims) != arr.ndim:
             raise UsageError(f"{source}: {vi.name!r} has shape {list(arr.shape)} (rank {arr.ndim}), the model input "
                              f"has rank {len(dims)}")
-        for axis, d in enumerate(dims):
-            if axis > 0 and d.HasField("dim_value") and d.dim_value != arr.shape[axis]:
+        for axis, d in enumerate(dims):  # a dim_value of 0 or -1 (some exporters) means "any"
+            if axis > 0 and d.dim_value > 0 and d.dim_value != arr.shape[axis]:
                 raise UsageError(f"{source}: {vi.name!r} has shape {list(arr.shape)}, the model input needs "
                                  f"{d.dim_value} at axis {axis}")
-        if dims and dims[0].HasField("dim_value"):
+        if dims and dims[0].dim_value > 0:
             fixed.add(dims[0].dim_value)
         want = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
         if arr.dtype != want and not np.can_cast(arr.dtype, want, casting="same_kind"):
@@ -216,7 +217,7 @@ def _sample_files(folder: Path) -> tuple[list[Path], np.ndarray | None]:
 
 
 def _image_geometry(vi: onnx.ValueInfoProto, pre: ImagePreprocess) -> tuple[Layout, int, tuple[int, int]]:
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+    dims = [d.dim_value if d.dim_value > 0 else None for d in vi.type.tensor_type.shape.dim]
     if len(dims) != 4:
         raise UsageError(f"input {vi.name!r} has rank {len(dims)}: images feed a 4-D input (N,C,H,W or N,H,W,C)")
     layout = pre.layout or (Layout.NHWC if dims[3] in (1, 3, 4) and dims[1] not in (1, 3, 4) else Layout.NCHW)

@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
-import onnxruntime as ort
 from onnx import helper
 
+from onnxprune.constant_fold import fold_constant_nodes, static_shapes
 from onnxprune.normalize import skeleton
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -77,17 +76,15 @@ def _with_fixed_inputs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]
     for out in light.graph.output:  # symbolic output dims would pin intermediate dims to names
         out.type.tensor_type.ClearField("shape")
     light = _infer(light)
-    # Shape arithmetic (e.g. the pads of ResNet option-A shortcuts) defeats shape inference; with the inputs
-    # fixed it is all constant, so evaluate it and infer again.
-    if any(n.op_type in _SHAPE_OPS for n in light.graph.node):
-        ort.set_default_logger_severity(3)  # graphsurgeon's ORT session warns about every Unsqueeze it keeps
-        graph = gs.import_onnx(light)
-        graph.fold_constants(error_ok=True).cleanup(remove_unused_graph_inputs=False)
-        light = _infer(gs.export_onnx(graph, do_type_check=False))
+    # Shape arithmetic (the pads of ResNet option-A shortcuts, reshape targets computed from the input size)
+    # defeats shape inference; with the inputs fixed it is all constant: fold it and infer again.
+    opset = next((o.version for o in light.opset_import if o.domain in ("", "ai.onnx")), 17)
+    for _ in range(8):
+        if not fold_constant_nodes(light.graph, opset, static_shapes(light)).folded:
+            break
+        del light.graph.value_info[:]
+        light = _infer(light)
     return light
-
-
-_SHAPE_OPS = {"Shape", "ConstantOfShape", "Size", "Range"}
 
 
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:

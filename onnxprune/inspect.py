@@ -79,7 +79,7 @@ def summarize(model: onnx.ModelProto, spec: InputSpec = InputSpec()) -> ModelSum
     shapes = resolve_input_shapes(model, spec, default_other=None) if _all_resolvable(model, spec) \
         else _partial_shapes(model, spec)
     costs: CostReport = count_costs(model, shapes)
-    analysis = analyze(model)
+    analysis = analyze(model, spec.shapes)
     return ModelSummary(
         opset=default_opset(model),
         ir_version=model.ir_version,
@@ -99,16 +99,22 @@ def summarize(model: onnx.ModelProto, spec: InputSpec = InputSpec()) -> ModelSum
 
 
 def _prunable_fraction(analysis: ChannelAnalysis, costs: CostReport) -> float | None:
-    """Share of MACs in layers whose output channels belong to a prunable group."""
+    """Share of MACs in layers that pruning shrinks: their output channels, or the input channels they read
+    (a consumer such as the second Linear of an MLP whose hidden dim is pruned), belong to a prunable group."""
     if costs.unresolved or not costs.macs:
         return None
     prunable_roots = {int(u) for g in analysis.prunable for u in g.units}
     macs = {layer.node: layer.macs or 0 for layer in costs.layers}
+
+    def prunable(name: str) -> bool:
+        layout = analysis.layouts.get(name)
+        return layout is not None and any(int(r) in prunable_roots for r in analysis.roots[layout.elems[:1]])
+
     share = 0
     for node in analysis.graph.nodes:
-        layout = analysis.layouts.get(node.outputs[0].name) if node.outputs else None
         key = node.name or (node.outputs[0].name if node.outputs else "")
-        if key in macs and layout is not None and int(analysis.roots[layout.elems[0]]) in prunable_roots:
+        if key in macs and node.outputs and node.inputs and (prunable(node.outputs[0].name)
+                                                             or prunable(node.inputs[0].name)):
             share += macs[key]
     return share / costs.macs
 
@@ -118,7 +124,7 @@ def _all_resolvable(model: onnx.ModelProto, spec: InputSpec) -> bool:
         if vi.name in spec.shapes:
             continue
         dims = vi.type.tensor_type.shape.dim
-        if any(not d.HasField("dim_value") for d in list(dims)[1:]):
+        if any(d.dim_value <= 0 for d in list(dims)[1:]):
             return False
     return True
 
@@ -131,6 +137,6 @@ def _partial_shapes(model: onnx.ModelProto, spec: InputSpec) -> dict[str, tuple[
             fixed[vi.name] = spec.shapes[vi.name]
         else:
             dims = list(vi.type.tensor_type.shape.dim)
-            if all(d.HasField("dim_value") for d in dims[1:]):
+            if all(d.dim_value > 0 for d in dims[1:]):
                 fixed[vi.name] = (spec.batch, *(d.dim_value for d in dims[1:]))
     return fixed

@@ -17,15 +17,17 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
 from onnxprune.errors import ExternalDataError, InputFileError, InvalidModelError, OutputPathError
+from onnxprune.interface import repair_interface
 
 #: Protobuf cannot serialize a message of 2 GiB or more; above this many bytes of tensor data we write
 #: external data (with margin for the graph itself).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
-def read_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """Read an ONNX file, with its external data, and check it with the ONNX checker.
+def read_model(path: str | os.PathLike[str], notes: list[str] | None = None) -> onnx.ModelProto:
+    """Read an ONNX file, with its external data, repair its interface and check it with the ONNX checker.
 
+    The interface repairs (:func:`onnxprune.interface.repair_interface`) are appended to ``notes`` when given.
     Raises InputFileError (missing / directory / empty / unreadable), InvalidModelError (not an ONNX
     protobuf, truncated, fails the checker) or ExternalDataError.
     """
@@ -50,7 +52,10 @@ def read_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
         raise InvalidModelError(f"{p}: not an ONNX model (no graph or no opset_import; truncated or another format?)")
     if any(external_data_helper.uses_external_data(t) for t in external_data_helper._get_all_tensors(model)):
         _load_external_data(model, p.parent, p)
-    check_model(model, p, path=p if needs_external_data(model) else None)
+    repairs = repair_interface(model)
+    if notes is not None:
+        notes.extend(repairs)
+    check_model(model, p, path=p if needs_external_data(model) and not repairs else None)
     return model
 
 

@@ -3,6 +3,8 @@
 - the default-domain opset is in the supported range;
 - nodes are in topological order (a cycle is an InvalidModelError naming a node on it);
 - Constant-node tensors are lifted to initializers (Paddle / TensorFlow exports store weights that way);
+- constant subexpressions are folded (``Identity`` aliases, ``Reshape(bias)``, ``Transpose(W)``...; see
+  :mod:`onnxprune.constant_fold`);
 - the weights of Conv, ConvTranspose, BatchNormalization and Gemm agree with their input shapes;
 - shapes are inferred (strict mode: an inconsistent model is rejected, not half-inferred).
 """
@@ -16,9 +18,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.constant_fold import fold_constant_nodes, static_shapes
 from onnxprune.errors import InvalidModelError, UnsupportedModelError
 
 MIN_OPSET = 11
+_MAX_FOLD_ROUNDS = 8
 MAX_OPSET = 21
 
 
@@ -40,13 +44,19 @@ def check_opset(model: onnx.ModelProto) -> int:
 
 def normalize(model: onnx.ModelProto, *, infer: bool = True, copy: bool = True) -> onnx.ModelProto:
     """Return a normalized copy of ``model`` (``copy=False``: normalize ``model`` itself and return it)."""
-    check_opset(model)
+    version = check_opset(model)
     out = _copy(model) if copy else model
     toposort(out.graph)
     lift_constants(out.graph)
+    fold_constant_nodes(out.graph, version)
     check_weight_shapes(out)
     if infer:
         infer_shapes(out)
+        # dims that become static after a fold (a Slice with folded bounds) make more reads static: repeat
+        for _ in range(_MAX_FOLD_ROUNDS):
+            if not fold_constant_nodes(out.graph, version, static_shapes(out)).folded:
+                break
+            infer_shapes(out, clear=True)
         check_weight_shapes(out)
     return out
 
@@ -215,7 +225,7 @@ def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
     for vi in (*g.input, *g.value_info, *g.output):
         t = vi.type.tensor_type
         if t.HasField("shape"):
-            shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+            shapes[vi.name] = tuple(d.dim_value if d.dim_value > 0 else None for d in t.shape.dim)
     for init in g.initializer:
         shapes[init.name] = tuple(init.dims)
     return shapes

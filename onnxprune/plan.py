@@ -32,6 +32,12 @@ from onnxprune.importance import Criterion
 
 PLAN_FORMAT = 1
 
+#: Kept-channel multiple each ONNX Runtime target runs fastest with, the default of ``prune --round-to``: MLAS
+#: (CPU) blocks convolutions by 8 channels (NCHWc), float16 tensor cores (CUDA) take multiples of 8, and
+#: XNNPACK/NNAPI kernels (mobile) tile by 4 or 8. Counts off the multiple fall back to slower remainder paths,
+#: which can make a pruned depthwise network slower than the original. ``none`` keeps exact counts.
+CHANNEL_MULTIPLE: dict[str, int] = {"cpu": 8, "cuda": 8, "mobile": 8, "none": 1}
+
 
 @dataclass(frozen=True)
 class PlanOptions:
@@ -96,6 +102,10 @@ class PruningPlan:
             return cls.from_json(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as e:
             raise UsageError(f"cannot read plan {path}: {e}") from None
+
+    def off_multiple(self, multiple: int) -> list[tuple[str, int]]:
+        """(group, kept) for every pruned group whose kept count is not a multiple of ``multiple``."""
+        return [(g.id, len(g.keep)) for g in self.groups if g.removed and len(g.keep) % multiple]
 
     def removed_roots(self, analysis: ChannelAnalysis) -> np.ndarray:
         """Boolean array over element ids: True for the roots of removed units. Validates the plan against the

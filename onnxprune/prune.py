@@ -56,7 +56,7 @@ def plan_pruning(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec |
                  data: Dataset | None = None) -> tuple[PruningPlan, ChannelAnalysis]:
     """Analyse ``model`` and plan by ``options`` (``data``: calibration samples for the data-driven criteria)."""
     spec = spec or InputSpec()
-    analysis = analyze(model)
+    analysis = analyze(model, spec.shapes)
     scores = score_groups(analysis, options.criterion, options.seed, data, model)
     cost = None
     if options.target_flops is not None:
@@ -95,9 +95,10 @@ def consumer_masks(analysis: ChannelAnalysis, plan: PruningPlan) -> dict[str, tu
 
 
 def _rewrite(model: onnx.ModelProto, plan: PruningPlan, analysis: ChannelAnalysis | None = None,
-             checks: Checks | None = None) -> tuple[onnx.ModelProto, ChannelAnalysis]:
+             checks: Checks | None = None, input_shapes: dict[str, tuple[int, ...]] | None = None
+             ) -> tuple[onnx.ModelProto, ChannelAnalysis]:
     """The pruned model (no recovery); ``analysis`` (of ``model``) has its graph rewritten and is consumed."""
-    analysis = analysis or analyze(model)
+    analysis = analysis or analyze(model, input_shapes)
     plan.removed_roots(analysis)  # validate before rewriting
     pruned = PassManager([PruneChannels(plan, analysis), Cleanup()], checks or Checks()).run(model, analysis.graph)
     return pruned.model, analysis
@@ -140,11 +141,11 @@ def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: P
             order = sensitivity_order(model, plan, data, schedule.metric, masked_model)
 
         def rewrite(p: PruningPlan) -> onnx.ModelProto:
-            pruned_p, analysis_p = _rewrite(model, p)
+            pruned_p, analysis_p = _rewrite(model, p, input_shapes=spec.shapes)
             return normalize(_recovered(model, pruned_p, p, analysis_p, recover_with, data)[0], copy=False)
 
         plan = scheduled_plan(model, plan, schedule, criterion, options.seed, data, rewrite, [g for g, _ in order])
-    pruned, analysis = _rewrite(model, plan, checks=checks)
+    pruned, analysis = _rewrite(model, plan, checks=checks, input_shapes=spec.shapes)
     shapes = resolve_input_shapes(model, spec)
     before, after = count_costs(model, shapes), count_costs(pruned, shapes)
     comparison = verify_pruned(model, pruned, plan, InputSpec(spec.shapes, batch=max(spec.batch, 2)),

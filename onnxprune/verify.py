@@ -2,6 +2,21 @@
 
 Optimizations are off on both sides on purpose: with them on, ONNX Runtime fuses BatchNorm into Conv in the
 reference too, and a comparison would prove nothing about our rewrite.
+
+The tolerance rule. A rewrite is exact up to float32 rounding, and rounding is relative to the magnitude of
+the values computed, not of the outputs: a text detector whose sigmoid map is ~1e-5 everywhere computes logits
+of ~10, so a rounding difference of 1e-7 in the map is 1e-2 of its largest value but only 1e-8 of the numbers
+it came from. So every graph output reached through a saturating activation (Sigmoid, HardSigmoid, Tanh,
+Softmax, Clip, Relu... possibly behind Reshape/Transpose/Flatten) is checked twice:
+
+- at the activation's input (the *probe*, e.g. the logits): ``|diff| <= tol x max|probe|``; this is what
+  catches a wrong rewrite, whose logits are off by far more than rounding;
+- at the output: ``|diff| <= tol x max(max|output|, slope x max|probe|)``, ``slope`` the activation's largest
+  derivative (1/4 for Sigmoid), the most that rounding of the probe can move the output.
+
+Other outputs: ``|diff| <= tol x max|output|``. ``tol`` is a few units of float32 rounding (1e-5; 4e-3 for
+float16). When the candidate has no tensor of the probe's name (an artifact optimized by ONNX Runtime), only
+its outputs are compared, under the same scale.
 """
 
 from __future__ import annotations
@@ -26,10 +41,10 @@ _ONNX_TO_NUMPY = {
 
 @dataclass(frozen=True)
 class Comparison:
-    """Worst disagreement over all outputs between a reference run and a candidate run."""
+    """The worst disagreement, relative to its scale, over all outputs and probes (see the module doc)."""
 
     max_abs_diff: float
-    max_abs_reference: float
+    max_abs_reference: float  # the scale the worst difference is measured against
     worst_output: str
 
     @property
@@ -38,6 +53,47 @@ class Comparison:
 
     def within(self, rel_tol: float) -> bool:
         return self.max_abs_diff <= rel_tol * max(self.max_abs_reference, 1e-30)
+
+
+#: activations whose output can be tiny where their input is not, with their largest slope
+SATURATING = {"Sigmoid": 0.25, "HardSigmoid": None, "Tanh": 1.0, "Softmax": 0.5, "Clip": 1.0, "Relu": 1.0,
+              "Softsign": 1.0, "Erf": 1.13, "Elu": 1.0, "Selu": 1.06, "Softplus": 1.0, "HardSwish": 1.0}
+_VALUE_PRESERVING = {"Identity", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The input of the saturating activation a graph output is computed with, and its largest slope."""
+
+    output: str
+    tensor: str
+    op: str
+    slope: float
+
+
+def find_probes(model: onnx.ModelProto) -> dict[str, Probe]:
+    """Per graph output reached through a saturating activation, the tensor before it (module doc)."""
+    producer = {o: n for n in model.graph.node for o in n.output if o}
+    graph_inputs_ = {i.name for i in model.graph.input}
+    probes: dict[str, Probe] = {}
+    for out in model.graph.output:
+        name, slope, found = out.name, 1.0, None
+        for _ in range(16):
+            node = producer.get(name)
+            if node is None or not node.input or node.input[0] in graph_inputs_:
+                break
+            if node.op_type in SATURATING and node.domain in ("", "ai.onnx"):
+                op_slope = SATURATING[node.op_type]
+                if op_slope is None:  # HardSigmoid: alpha (0.2 by default)
+                    op_slope = next((abs(a.f) for a in node.attribute if a.name == "alpha"), 0.2)
+                slope *= op_slope
+                found = Probe(out.name, node.input[0], node.op_type, slope)
+            elif node.op_type not in _VALUE_PRESERVING:
+                break
+            name = node.input[0]
+        if found is not None:
+            probes[out.name] = found
+    return probes
 
 
 @dataclass(frozen=True)
@@ -104,6 +160,17 @@ def resolve_input_shapes(model: onnx.ModelProto, spec: InputSpec,
     return resolved
 
 
+def with_batch(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], batch: int) -> dict[str, tuple[int, ...]]:
+    """``shapes`` with the leading dim set to ``batch`` for every input whose leading dim is dynamic (a model
+    exported with a fixed batch keeps its own)."""
+    out = dict(shapes)
+    for vi in graph_inputs(model):
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name in out and dims and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
+            out[vi.name] = (batch, *out[vi.name][1:])
+    return out
+
+
 def random_inputs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs: standard normal for floats, small non-negative integers for ints, random bools."""
     rng = np.random.default_rng(seed)
@@ -137,6 +204,9 @@ def make_session(model: onnx.ModelProto | str, *, optimize: bool = False, thread
 
 def session_with_outputs(model: onnx.ModelProto, extra_outputs: list[str]) -> ort.InferenceSession:
     """A session (optimizations off) that also returns the named intermediate tensors."""
+    have = {o.name for o in model.graph.output}
+    if all(name in have for name in extra_outputs):
+        return make_session(model)
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
@@ -156,37 +226,74 @@ def run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str
                                 f"(if an input shape is wrong, pass --input-shape)") from e
 
 
-def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> Comparison:
-    """Max abs difference over all outputs (matched by name) and the largest reference magnitude."""
+def _max_abs(x: np.ndarray) -> float:
+    finite = np.abs(x[np.isfinite(x)]) if x.size else x
+    return float(finite.max()) if finite.size else 0.0
+
+
+def _diff(ref: np.ndarray, got: np.ndarray, name: str) -> float:
+    if ref.shape != got.shape:
+        raise VerificationError(f"output {name!r} changed shape: {ref.shape} -> {got.shape}")
+    if not ref.size:
+        return 0.0
+    ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
+    diff = float(np.max(np.abs(ref64 - got64)))
+    if not np.isfinite(diff):
+        diff = float("inf") if not np.array_equal(np.isnan(ref64), np.isnan(got64)) else 0.0
+    return diff
+
+
+def compare(reference: dict[str, np.ndarray], candidate: dict[str, np.ndarray],
+            probes: dict[str, tuple[Probe, np.ndarray, np.ndarray | None]] | None = None) -> Comparison:
+    """Worst difference relative to its scale over all outputs (matched by name), and over ``probes``
+    (output -> (probe, reference values, candidate values or None)) by the module doc's rule."""
     missing = sorted(set(reference) - set(candidate))
     if missing:
         raise VerificationError(f"rewritten model lost output(s): {', '.join(missing)}")
-    worst, worst_name, ref_max = 0.0, "", 0.0
+    probes = probes or {}
+    entries: list[tuple[float, float, str]] = []  # (diff, scale, name)
     for name, ref in reference.items():
-        got = candidate[name]
-        if ref.shape != got.shape:
-            raise VerificationError(f"output {name!r} changed shape: {ref.shape} -> {got.shape}")
-        ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
-        diff = float(np.max(np.abs(ref64 - got64))) if ref.size else 0.0
-        if not np.isfinite(diff):
-            diff = float("inf") if not np.array_equal(np.isnan(ref64), np.isnan(got64)) else 0.0
-        ref_max = max(ref_max, float(np.max(np.abs(ref64[np.isfinite(ref64)]))) if ref.size else 0.0)
-        if diff > worst or not worst_name:
-            worst, worst_name = diff, name
-    return Comparison(worst, ref_max, worst_name)
+        scale = _max_abs(ref)
+        if name in probes:
+            probe, ref_probe, got_probe = probes[name]
+            probe_scale = _max_abs(ref_probe)
+            scale = max(scale, probe.slope * probe_scale)
+            if got_probe is not None:
+                entries.append((_diff(ref_probe, got_probe, probe.tensor), probe_scale,
+                                f"{name} (at the input of its {probe.op})"))
+        entries.append((_diff(ref, candidate[name], name), scale, name))
+    worst = max(entries, key=lambda e: (e[0] / max(e[1], 1e-30), e[0]), default=(0.0, 0.0, ""))
+    return Comparison(*worst)
 
 
 @dataclass(frozen=True)
 class Reference:
-    """Seeded inputs and the original model's outputs on them: computed once, compared against many times."""
+    """Seeded inputs and the original model's outputs (and probes) on them: computed once, compared against
+    many times."""
 
     feeds: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
+    probes: dict[str, tuple[Probe, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, model: onnx.ModelProto, spec: InputSpec = InputSpec(), seed: int = 0) -> "Reference":
-        feeds = random_inputs(model, resolve_input_shapes(model, spec), seed)
-        return cls(feeds, run(make_session(model), feeds))
+        return cls.on(model, random_inputs(model, resolve_input_shapes(model, spec), seed))
+
+    @classmethod
+    def on(cls, model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> "Reference":
+        found = find_probes(model)
+        names = [o.name for o in model.graph.output]
+        results = run(session_with_outputs(model, [p.tensor for p in found.values()]), feeds)
+        return cls(feeds, {n: results[n] for n in names}, {o: (p, results[p.tensor]) for o, p in found.items()})
 
     def compare(self, model: onnx.ModelProto) -> Comparison:
-        return compare(self.outputs, run(make_session(model), self.feeds))
+        """Compare ``model`` run with optimizations off, its probes included when it has those tensors."""
+        produced = {o for n in model.graph.node for o in n.output}
+        extra = [p.tensor for p, _ in self.probes.values() if p.tensor in produced]
+        results = run(session_with_outputs(model, extra), self.feeds)
+        return self.compare_results(results)
+
+    def compare_results(self, results: dict[str, np.ndarray]) -> Comparison:
+        """Compare a candidate's results (outputs, plus probe tensors by name where it has them)."""
+        probes = {o: (p, ref, results.get(p.tensor)) for o, (p, ref) in self.probes.items()}
+        return compare(self.outputs, {k: v for k, v in results.items() if k in self.outputs}, probes)

@@ -10,9 +10,14 @@ os.environ.setdefault("TORCH_LOGS", "-all")
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 from models.architectures import ZOO  # noqa: E402
-from models.export_zoo import FORMS  # noqa: E402
 
-ZOO_CASES = [(m, f) for m in ZOO for f in FORMS]
+#: every architecture in the exporters' own forms; the quirk forms (fixed batch, dynamo defaults with external
+#: data, Identity-aliased parameters, untyped outputs) on one model per family (benchmarks/bench_exports.py runs
+#: the whole matrix)
+CORE_FORMS = ("legacy", "legacy_bn", "dynamo", "paddle")
+QUIRK_FORMS = ("fixed", "dynamo_default", "identity", "noshape")
+QUIRK_FORM_MODELS = ("resnet18", "mobilenet_v3_se", "shufflenet_v2", "convnext", "crnn")
+ZOO_CASES = [(m, f) for m in ZOO for f in CORE_FORMS] + [(m, f) for m in QUIRK_FORM_MODELS for f in QUIRK_FORMS]
 
 
 @pytest.fixture

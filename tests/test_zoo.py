@@ -133,7 +133,7 @@ def test_zoo_manifests_yaml_and_csv_with_overrides(tmp_path):
     import onnx
 
     onnx.save(small_cnn(), tmp_path / "a.onnx")
-    recipe = recipe_file(tmp_path, "steps:\n  - prune: {ratio: 0.25}\n")
+    recipe = recipe_file(tmp_path, "steps:\n  - prune: {ratio: 0.25, target: none}\n")  # exact counts: 8 channels
     (tmp_path / "zoo.yaml").write_text(
         "models:\n"
         "  - {path: a.onnx, name: quarter, input_shapes: {x: [1, 3, 8, 8]}}\n"

@@ -18,6 +18,7 @@ import onnxprune.channels.rules  # noqa: F401  (registers the rules)
 from onnxprune.channels.context import AnalysisContext, Source, static_dims
 from onnxprune.channels.layout import TensorLayout, UnionFind
 from onnxprune.channels.rules.base import rule_for
+from onnxprune.errors import OnnxPruneError
 from onnxprune.graph import to_graph
 
 SOURCE_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
@@ -76,9 +77,17 @@ class ChannelAnalysis:
         return [g for g in self.groups if not g.prunable]
 
 
-def analyze(model: onnx.ModelProto | gs.Graph) -> ChannelAnalysis:
-    """Channel dependency analysis of a normalized model (shapes inferred)."""
+def analyze(model: onnx.ModelProto | gs.Graph, input_shapes: dict[str, tuple[int, ...]] | None = None
+            ) -> ChannelAnalysis:
+    """Channel dependency analysis of a normalized model (shapes inferred).
+
+    ``input_shapes`` (``--input-shape``): where shape inference on the model as declared leaves a tensor's rank
+    unknown, the rank inferred with these concrete inputs is used. Only ranks: a decision that depended on a
+    concrete size would hold for that size alone, and the model stays dynamic.
+    """
     graph = model if isinstance(model, gs.Graph) else to_graph(model)
+    if input_shapes:
+        fill_unknown_ranks(graph, input_shapes)
     ctx = AnalysisContext(graph)
     for inp in graph.inputs:
         dims = static_dims(inp)
@@ -91,6 +100,27 @@ def analyze(model: onnx.ModelProto | gs.Graph) -> ChannelAnalysis:
     for out in graph.outputs:
         ctx.freeze(ctx.layout(out), f"reaches graph output {out.name!r}")
     return _build(graph, ctx)
+
+
+def fill_unknown_ranks(graph: gs.Graph, input_shapes: dict[str, tuple[int, ...]]) -> int:
+    """Give tensors of unknown rank the rank they have with ``input_shapes``; returns how many were filled."""
+    unknown = {name: t for name, t in graph.tensors().items() if isinstance(t, gs.Variable) and name
+               and t.shape is None}
+    if not unknown:
+        return 0
+    from onnxprune.interface import fix_input_shapes
+
+    try:
+        fixed = fix_input_shapes(gs.export_onnx(graph, do_type_check=False), input_shapes)
+    except OnnxPruneError:
+        return 0
+    filled = 0
+    for vi in (*fixed.graph.value_info, *fixed.graph.output):
+        t = unknown.get(vi.name)
+        if t is not None and vi.type.tensor_type.HasField("shape"):
+            t.shape = [None] * len(vi.type.tensor_type.shape.dim)
+            filled += 1
+    return filled
 
 
 def _build(graph: gs.Graph, ctx: AnalysisContext) -> ChannelAnalysis:

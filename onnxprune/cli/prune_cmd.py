@@ -8,13 +8,13 @@ from pathlib import Path
 
 from onnxprune.api import load, save
 from onnxprune.cli.common import (
-    add_data_args, add_input_shape_args, console, data_from_args, glob_values, human, input_spec,
-                                  print_json)
+    add_data_args, add_input_shape_args, console, data_from_args, err_console, glob_values, human, input_spec,
+    print_json)
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
 from onnxprune.io import ensure_output_path, write_text_atomic
 from onnxprune.pass_infra import CheckLevel, Checks
-from onnxprune.plan import PlanOptions, PruningPlan
+from onnxprune.plan import CHANNEL_MULTIPLE, PlanOptions, PruningPlan
 from onnxprune.prune import prune
 from onnxprune.metrics import Metric
 from onnxprune.recover import Recover
@@ -41,7 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="prune until MACs <= F x original: one ratio for all groups, or with --global the "
                         "globally lowest-ranked channels")
     g.add_argument("--min-channels", type=int, default=1, help="channels every group keeps at least (default 1)")
-    g.add_argument("--round-to", type=int, default=1, metavar="N", help="kept channels a multiple of N")
+    g.add_argument("--target", choices=list(CHANNEL_MULTIPLE), default="cpu",
+                   help="runtime the model is pruned for: sets the default --round-to (cpu, cuda, mobile: 8; "
+                        "none: 1) and the check that warns about channel counts it runs slowly (default cpu)")
+    g.add_argument("--round-to", type=int, metavar="N",
+                   help="kept channels a multiple of N (default: from --target, 8 for ONNX Runtime)")
     g.add_argument("--criterion", choices=[c.value for c in Criterion], default=Criterion.L1.value,
                    help="channel importance (default l1); activation and apoz are measured on --data")
     g.add_argument("--seed", type=int, default=0, help="seed for --criterion random")
@@ -80,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     ratio_for = glob_values("--ratio-for", args.ratio_for, "layer3*=0.5")
     options = PlanOptions(ratio=args.ratio, ratio_for=ratio_for, exclude=tuple(args.exclude),
                           global_ranking=args.global_ranking, target_flops=args.target_flops,
-                          min_channels=args.min_channels, round_to=args.round_to,
+                          min_channels=args.min_channels,
+                          round_to=args.round_to if args.round_to is not None else CHANNEL_MULTIPLE[args.target],
                           criterion=Criterion(args.criterion), seed=args.seed)
     if args.plan and args.sensitivity:
         raise UsageError("--plan and --sensitivity both give a plan: choose one")
@@ -93,9 +98,19 @@ def run(args: argparse.Namespace) -> int:
     result = prune(model, options, plan=plan, spec=spec, checks=checks, verify=args.verify,
                    recover_with=Recover(args.recover), data=data, schedule=schedule)
     save(result.model, args.output, source=args.model)
+    slow = result.plan.off_multiple(CHANNEL_MULTIPLE[args.target])
+    if slow:
+        shown = ", ".join(f"{g} ({k})" for g, k in slow[:4]) + (f" and {len(slow) - 4} more" if len(slow) > 4 else "")
+        err_console.print(f"onnxprune: warning: {len(slow)} pruned group(s) keep channel counts that are not "
+                          f"multiples of {CHANNEL_MULTIPLE[args.target]}, which ONNX Runtime ({args.target}) runs "
+                          f"slowly (depthwise convs most; the model can end up slower than the original): "
+                          f"{shown}. --round-to {CHANNEL_MULTIPLE[args.target]} avoids it.",
+                          soft_wrap=True, markup=False)
     if args.plan_out:
         result.plan.save(args.plan_out)
     report = result.report.to_json()
+    report["target"] = args.target
+    report["off_multiple"] = [{"group": g, "kept": k} for g, k in slow]
     if args.report:
         write_text_atomic(args.report, json.dumps(report, indent=2) + "\n", args.model)
     if args.json:

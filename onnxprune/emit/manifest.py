@@ -30,6 +30,9 @@ class Agreement:
     accuracy: float | None = None
     source_accuracy: float | None = None
     samples: int | None = None
+    #: what max_abs_diff is checked against (tolerance x scale): max |output|, or more for an output behind a
+    #: saturating activation (see onnxprune.verify)
+    scale: float | None = None
 
 
 @dataclass

@@ -14,27 +14,19 @@ import onnx
 
 from onnxprune.emit.options import Style
 from onnxprune.errors import UsageError
+from onnxprune.interface import fix_input_shapes
 from onnxprune.verify import graph_inputs
 
 
 def fix_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
-    """Every input made static (from ``shapes`` where dynamic), output shapes re-derived."""
-    from onnxruntime.tools.onnx_model_utils import fix_output_shapes, make_input_shape_fixed
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for vi in graph_inputs(out):
+    """Every input made static (from ``shapes`` where dynamic, set per input and axis: a dim_param reused for
+    two axes never ties them), intermediate and output shapes inferred again."""
+    for vi in graph_inputs(model):
         dims = vi.type.tensor_type.shape.dim
-        dynamic = any(not d.HasField("dim_value") for d in dims)
-        if vi.name in shapes:
-            make_input_shape_fixed(out.graph, vi.name, list(shapes[vi.name]))
-        elif dynamic:
+        if vi.name not in shapes and any(not (d.HasField("dim_value") and d.dim_value > 0) for d in dims):
             raise UsageError(f"mobile needs fixed input shapes: input {vi.name!r} is "
                              f"{[d.dim_value or d.dim_param for d in dims]}; pass --input-shape {vi.name}=1x...")
-    del out.graph.value_info[:]
-    out = onnx.shape_inference.infer_shapes(out)
-    fix_output_shapes(out)
-    return out
+    return fix_input_shapes(model, shapes)
 
 
 def to_ort_format(onnx_path: Path, out_dir: Path, style: Style) -> tuple[Path, Path]:

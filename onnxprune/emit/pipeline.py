@@ -23,7 +23,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune import __version__
-from onnxprune.api import fold, load
+from onnxprune.api import fold, fold_passes, load
 from onnxprune.data import Dataset, load_data
 from onnxprune.emit.fp16 import FP16_BLOCK_LIST, to_float16
 from onnxprune.emit.manifest import Agreement, FileEntry, Manifest, sha256
@@ -34,7 +34,7 @@ from onnxprune.emit.quantize import quantize
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.io import save_model
-from onnxprune.verify import InputSpec, make_session, random_inputs, resolve_input_shapes, run
+from onnxprune.verify import InputSpec, Reference, make_session, random_inputs, resolve_input_shapes, run, with_batch
 
 #: relative tolerance (max abs diff / max |output|) per artifact precision; int8 is measured, not bounded
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
@@ -74,14 +74,14 @@ def _outputs(session: ort.InferenceSession, data: Dataset, fixed_batch: int | No
     return np.concatenate(outs)
 
 
-def _agreement_random(source: ort.InferenceSession, artifact: ort.InferenceSession,
-                      feeds: dict[str, np.ndarray], label: str) -> Agreement:
-    ref, got = run(source, feeds), run(artifact, feeds)
-    diff = max(float(np.abs(ref[k].astype(np.float64) - got[k]).max()) for k in ref)
+def _agreement_random(reference: Reference, artifact: ort.InferenceSession, label: str) -> Agreement:
+    """The artifact against the source on seeded inputs, by the tolerance rule of ``onnxprune.verify``."""
+    ref, got = reference.outputs, run(artifact, reference.feeds)
+    comparison = reference.compare_results(got)
     top = max(float(np.abs(v).max()) for v in ref.values())
     first = next(iter(ref))
     agree = float((ref[first].argmax(-1) == got[first].argmax(-1)).mean()) if ref[first].ndim == 2 else None
-    return Agreement(label, diff, top, agree)
+    return Agreement(label, comparison.max_abs_diff, top, agree, scale=comparison.max_abs_reference)
 
 
 def _agreement_data(source_out: np.ndarray, artifact_out: np.ndarray, data: Dataset, label: str) -> Agreement:
@@ -120,7 +120,7 @@ def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
         calibration = calibration.limit(options.calibration_samples)
 
     folded = fold(source).model
-    passes = ["fold-batchnorm", "fold-channel-affine", "cleanup"]
+    passes = [p.name for p in fold_passes()]
     costs = count_costs(folded, shapes)
     manifest = Manifest(
         target=options.target.value,
@@ -194,8 +194,8 @@ def _check_artifacts(folder: Path, source: onnx.ModelProto, artifacts: list[tupl
                      shapes: dict[str, tuple[int, ...]], data: Dataset | None, manifest: Manifest,
                      options: EmitOptions) -> None:
     fixed_batch = next(iter(shapes.values()))[0] if options.target is Target.MOBILE else None
-    feed_shapes = shapes if fixed_batch else {k: (2,) + v[1:] for k, v in shapes.items()}
-    feeds = random_inputs(source, feed_shapes, seed=0)
+    feed_shapes = shapes if fixed_batch else with_batch(source, shapes, 2)
+    reference = Reference.on(source, random_inputs(source, feed_shapes, seed=0))
     source_session = make_session(source)
     source_data = _outputs(source_session, data, fixed_batch) if data is not None else None
     for name, role, precision in artifacts:
@@ -205,23 +205,22 @@ def _check_artifacts(folder: Path, source: onnx.ModelProto, artifacts: list[tupl
             continue
         session = _session(folder / name)
         label = f"seeded random, shape {'x'.join(map(str, next(iter(feed_shapes.values()))))}"
-        agreement = _agreement_random(source_session, session, feeds, label)
+        agreement = _agreement_random(reference, session, label)
         entry.agreement.append(agreement)
         tol = TOLERANCE.get(precision)
         if not np.isfinite(agreement.max_abs_diff) or (tol is not None and agreement.max_abs_diff >
-                                                         tol * max(agreement.max_abs_output, 1e-30)):
+                                                         tol * max(agreement.scale, 1e-30)):
             raise VerificationError(f"{name}: outputs differ from the source model: max abs diff "
-                                    f"{agreement.max_abs_diff:.3g} (max |output| {agreement.max_abs_output:.3g}, "
-                                    f"tolerance {tol} x max|output|)")
+                                    f"{agreement.max_abs_diff:.3g} > {tol} x {agreement.scale:.3g} (max |output| "
+                                    f"{agreement.max_abs_output:.3g}; see the tolerance rule in the README)")
         if data is not None and source_data is not None:
             entry.agreement.append(_agreement_data(source_data, _outputs(session, data, fixed_batch), data,
                                                    str(options.eval_data or options.data)))
         if options.target is Target.CUDA:
-            _check_on_cuda(folder / name, source_session, feeds, entry, manifest)
+            _check_on_cuda(folder / name, reference, entry, manifest)
 
 
-def _check_on_cuda(path: Path, source: ort.InferenceSession, feeds: dict[str, np.ndarray], entry: FileEntry,
-                   manifest: Manifest) -> None:
+def _check_on_cuda(path: Path, reference: Reference, entry: FileEntry, manifest: Manifest) -> None:
     """Run the artifact on the CUDA execution provider when this machine has one (onnxruntime-gpu + a GPU)."""
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         manifest.notes.append("CUDAExecutionProvider not available on this machine: not run on a GPU")
@@ -230,8 +229,8 @@ def _check_on_cuda(path: Path, source: ort.InferenceSession, feeds: dict[str, np
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(path), opts, providers=[("CUDAExecutionProvider", CUDA_PROVIDER_OPTIONS),
                                                                "CPUExecutionProvider"])
-    agreement = _agreement_random(source, session, feeds, "seeded random, CUDAExecutionProvider")
+    agreement = _agreement_random(reference, session, "seeded random, CUDAExecutionProvider")
     entry.agreement.append(agreement)
-    if agreement.max_abs_diff > TOLERANCE["float16"] * max(agreement.max_abs_output, 1e-30):
+    if agreement.max_abs_diff > TOLERANCE["float16"] * max(agreement.scale, 1e-30):
         raise VerificationError(f"{path.name} on CUDA differs from the source: max abs diff "
                                 f"{agreement.max_abs_diff:.3g}")

@@ -10,7 +10,7 @@ from onnxprune.channels import analyze
 from onnxprune.normalize import normalize
 from onnxprune.plan import PlanOptions
 from onnxprune.prune import prune
-from onnxprune.verify import InputSpec
+from onnxprune.verify import InputSpec, make_session
 from tests.channels.builder import G
 from tests.graphs import rand
 
@@ -168,15 +168,21 @@ def test_unknown_op_is_a_barrier_with_its_name():
     assert gs_["c1"][1] is False and "LRN 'lrn'" in gs_["c1"][2]
 
 
-@pytest.mark.parametrize("pads,prunable", [([0, 0, 1, 1, 0, 0, 1, 1], True), ([0, 1, 0, 0, 0, 1, 0, 0], False)])
-def test_pad_on_spatial_vs_channel_axis(pads, prunable):
+@pytest.mark.parametrize("pads,mode,prunable", [([0, 0, 1, 1, 0, 0, 1, 1], "constant", True),
+                                               ([0, 1, 0, 0, 0, 1, 0, 0], "constant", True),
+                                               ([0, 1, 0, 0, 0, 1, 0, 0], "reflect", False)])
+def test_pad_on_spatial_vs_channel_axis(pads, mode, prunable):
+    """Constant padding of the channel axis (ResNet option-A shortcuts) maps channels exactly; reflection does
+    not (a padded channel copies a real one)."""
     g = G()
-    c = g.op("Pad", [g.conv("x", 4, 8, name="c1"), g.const(np.array(pads, dtype=np.int64))], name="pad")
-    y = g.op("GlobalAveragePool", [g.conv(c, 8 + (0 if prunable else 2), 4, name="c2")])
+    c = g.op("Pad", [g.conv("x", 4, 8, name="c1"), g.const(np.array(pads, dtype=np.int64))], name="pad", mode=mode)
+    y = g.op("GlobalAveragePool", [g.conv(c, 8 + 2 * pads[1], 4, name="c2")])
     m = g.build(y)
     assert groups(m)["c1"][1] is prunable
     if prunable:
         prune_verified(m)
+    else:
+        assert "reflect mode" in groups(m)["c1"][2]
 
 
 def test_transpose_squeeze_unsqueeze_reduce_and_prelu():
@@ -193,15 +199,20 @@ def test_transpose_squeeze_unsqueeze_reduce_and_prelu():
     prune_verified(m)
 
 
-def test_shape_reading_channels_freezes():
+def test_static_channel_count_read_by_shape_is_a_constant():
+    """A channel count shape inference knows is folded to a number on load: the pruned model keeps computing
+    with it, as the masked original does (its channels are still there, zeroed)."""
     g = G()
     c = g.conv("x", 4, 8, name="c1")
     n_ch = g.op("Gather", [g.op("Shape", [c], name="shape"), g.const(np.array(1, dtype=np.int64))], axis=0)
     n_ch = g.op("Cast", [n_ch], to=onnx.TensorProto.FLOAT)
     y = g.op("Relu", [g.conv(c, 8, 4, name="c2")])
     m = g.build(y, n_ch)
-    gs_ = groups(m)
-    assert gs_["c1"][1] is False and "channel count is read" in gs_["c1"][2]
+    assert "Shape" not in {n.op_type for n in normalize(m).graph.node}
+    assert groups(m)["c1"][1] is True
+    result = prune_verified(m)
+    got = make_session(result.model).run(None, {"x": rand(2, 4, 8, 8)})
+    assert float(got[1]) == 8.0
 
 
 def test_resize_with_sizes_is_rewritten():

@@ -66,6 +66,55 @@ class NormRule(OpRule):
                 ctx.slice_const(node, i, 0, keep)
 
 
+@register("LayerNormalization", "GroupNormalization", "LpNormalization", "MeanVarianceNormalization",
+          "Softmax", "LogSoftmax", "Hardmax")
+class CrossChannelNormRule(OpRule):
+    """Ops that normalize over a set of axes. Over other axes than the channel one they pass channels through
+    (LayerNormalization's scale and bias then index the normalized axes, not channels). Over the channel axis
+    they mix channels: removing a channel changes the statistics (mean, variance, sum) every other channel is
+    normalized with, even when the removed channel is zero, so the channels are frozen - and passed through, so
+    the freeze reaches every layer coupled to them (a ConvNeXt residual stream) with this reason."""
+
+    def analyze(self, node: gs.Node, ctx: AnalysisContext) -> None:
+        layout = ctx.layout(node.inputs[0])
+        if layout is None:
+            return
+        axes = self._normalized_axes(node)
+        if axes is None:
+            ctx.barrier(node, "rank unknown")
+            return
+        if any(o.outputs for o in node.outputs[1:]):
+            ctx.barrier(node, "its statistics outputs are used")
+            return
+        if layout.axis in axes:
+            ctx.freeze(layout, f"{node.op} {node.name!r} normalizes across the channel axis: removing a channel "
+                               f"changes the statistics of the others")
+        passthrough(node, ctx)
+
+    @staticmethod
+    def _normalized_axes(node: gs.Node) -> set[int] | None:
+        rank = rank_of(node.inputs[0])
+        if rank is None:
+            return None
+        if node.op == "GroupNormalization":
+            return set(range(1, rank))  # groups of channels with their spatial dims
+        if node.op == "MeanVarianceNormalization":
+            return {a % rank for a in node.attrs.get("axes", [0, 2, 3])}
+        default = -1 if node.op in ("LayerNormalization", "LpNormalization") or \
+            node.attrs.get("axis") is not None else (1 if int(node.attrs.get("axis", -1)) == 1 else -1)
+        axis = int(node.attrs.get("axis", default)) % rank
+        if node.op == "LayerNormalization" or (node.op in ("Softmax", "LogSoftmax", "Hardmax")
+                                                and _softmax_coerces(node)):
+            return set(range(axis, rank))
+        return {axis}
+
+
+def _softmax_coerces(node: gs.Node) -> bool:
+    """Softmax before opset 13 flattens every axis from ``axis`` on; gs gives no opset per node, so assume it
+    when the attribute is absent or the input is 2-D (the same for both definitions then)."""
+    return "axis" not in node.attrs
+
+
 def _aligned_index(tensor: gs.Tensor, out_rank: int, out_axis: int) -> int:
     """Index of the output's channel axis within ``tensor``'s dims under numpy broadcasting (< 0: absent)."""
     return rank_of(tensor) - (out_rank - out_axis)

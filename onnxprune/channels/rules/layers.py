@@ -221,3 +221,37 @@ class MatMulRule(OpRule):
         b = constant_value(node.inputs[1]).copy()
         b[~ctx.keep(a)] = 0
         ctx.set_const(node, 1, b)
+
+
+@register("LSTM", "GRU", "RNN")
+class RecurrentRule(OpRule):
+    """A recurrent layer reads its input features (the last axis of X) through W (num_directions, gates *
+    hidden, input_size): a consumer, whose W columns are sliced. Its hidden state is recurrent (R mixes every
+    hidden unit into the next step), so its outputs carry no prunable channels."""
+
+    def analyze(self, node: gs.Node, ctx: AnalysisContext) -> None:
+        x = node.inputs[0]
+        layout = ctx.layout(x)
+        if layout is None:
+            return
+        w = constant_value(optional_input(node, 1))
+        if w is None or w.ndim != 3:
+            ctx.barrier(node, "W is not a constant tensor")
+            return
+        if layout.axis != 2 or len(layout) != w.shape[2]:
+            ctx.barrier(node, "channels are not the input feature axis")
+            return
+        ctx.consumers.append((node, x.name))
+        ctx.member(node, "consumer")
+
+    def rewrite(self, node: gs.Node, ctx: RewriteContext) -> None:
+        keep = ctx.keep(node.inputs[0])
+        if keep is not None and not keep.all():
+            ctx.slice_const(node, 1, 2, keep)
+
+    def mask(self, node: gs.Node, ctx: RewriteContext) -> None:
+        keep = ctx.keep(node.inputs[0])
+        if keep is not None and not keep.all():
+            w = constant_value(node.inputs[1]).copy()
+            w[:, :, ~keep] = 0
+            ctx.set_const(node, 1, w)

@@ -104,42 +104,136 @@ class ResizeRule(OpRule):
 
 @register("Pad")
 class PadRule(OpRule):
+    """Padding of non-channel axes passes channels through. Constant padding of the channel axis (ResNet option-A
+    shortcuts: zero channels around the input) maps the input channels to the middle positions and gives each
+    padded position an element of its own; removing a padded position shrinks the pads."""
+
     def analyze(self, node: gs.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         if layout is None:
             return
+        span = self._channel_pads(node, layout)
+        if isinstance(span, str):
+            ctx.barrier(node, span)
+            return
+        before, after = span
+        if not before and not after:
+            passthrough(node, ctx)
+            return
+        padded = ctx.new_space(node, before + after, "pad")
+        ctx.set_layout(node.outputs[0], TensorLayout(layout.axis, np.concatenate(
+            [padded[:before], layout.elems, padded[before:]])))
+        ctx.member(node, "pad")
+
+    @staticmethod
+    def _channel_pads(node: gs.Node, layout: TensorLayout) -> tuple[int, int] | str:
         rank = rank_of(node.inputs[0])
         pads = list(node.attrs["pads"]) if "pads" in node.attrs else _ints(optional_input(node, 1))
         axes = _axes(node, rank, 3) if rank is not None else None
         if pads is None or axes is None:
-            ctx.barrier(node, "pads computed at run time")
-            return
+            return "pads computed at run time"
         axes = axes or list(range(rank))
         n = len(axes)
-        for i, a in enumerate(axes):
-            if a == layout.axis and (pads[i] != 0 or pads[i + n] != 0):
-                ctx.barrier(node, "pads the channel axis")
-                return
-        passthrough(node, ctx)
+        if layout.axis not in axes:
+            return 0, 0
+        i = axes.index(layout.axis)
+        before, after = pads[i], pads[i + n]
+        if before == after == 0:
+            return 0, 0
+        if before < 0 or after < 0:
+            return "crops the channel axis (negative pads)"
+        mode = node.attrs.get("mode", "constant")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode != "constant":
+            return f"pads the channel axis in {mode} mode"
+        return before, after
+
+    def rewrite(self, node: gs.Node, ctx: RewriteContext) -> None:
+        keep = ctx.keep(node.outputs[0])
+        if keep is None or keep.all() or ctx.layouts.get(node.inputs[0].name) is None:
+            return
+        rank = rank_of(node.inputs[0])
+        axes = _axes(node, rank, 3) or list(range(rank))
+        axis = ctx.axis(node.inputs[0])
+        if axis not in axes:
+            return
+        i, n = axes.index(axis), len(axes)
+        pads = list(node.attrs["pads"]) if "pads" in node.attrs else _ints(node.inputs[1])
+        before, after = pads[i], pads[i + n]
+        pads[i], pads[i + n] = int(keep[:before].sum()), int(keep[len(keep) - after:].sum())
+        if "pads" in node.attrs:
+            node.attrs["pads"] = pads
+        else:
+            ctx.set_const(node, 1, np.asarray(pads, dtype=np.int64))
+
+
+def _slice_params(node: gs.Node, rank: int) -> tuple[list[int], list[int], list[int], list[int]] | None:
+    """(starts, ends, axes, steps) of a Slice (attributes before opset 10, inputs after); None if computed."""
+    if "starts" in node.attrs:
+        starts, ends = list(node.attrs["starts"]), list(node.attrs["ends"])
+        axes = list(node.attrs.get("axes", range(len(starts))))
+        return starts, ends, [a % rank for a in axes], [1] * len(starts)
+    starts, ends = _ints(optional_input(node, 1)), _ints(optional_input(node, 2))
+    if starts is None or ends is None:
+        return None
+    axes = _axes(node, rank, 3)
+    steps = _ints(optional_input(node, 4)) if optional_input(node, 4) is not None else [1] * len(starts)
+    if axes is None or steps is None:
+        return None
+    return starts, ends, axes or list(range(len(starts))), steps
+
+
+def _clamp(i: int, n: int) -> int:
+    return min(max(i + n if i < 0 else i, 0), n)
 
 
 @register("Slice")
 class SliceRule(OpRule):
+    """Slices of other axes pass channels through; a slice of the channel axis with step 1 keeps a contiguous
+    run of channels (``x.chunk(2, dim=1)`` as exporters write it) and its bounds are recounted on rewrite."""
+
     def analyze(self, node: gs.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         if layout is None:
             return
         rank = rank_of(node.inputs[0])
-        starts = _ints(optional_input(node, 1))
-        axes = _axes(node, rank, 3) if rank is not None else None
-        if starts is None or axes is None:
+        params = _slice_params(node, rank) if rank is not None else None
+        if params is None:
             ctx.barrier(node, "slice parameters computed at run time")
             return
-        axes = axes or list(range(len(starts)))
-        if layout.axis in axes:
-            ctx.barrier(node, "slices the channel axis")
+        starts, ends, axes, steps = params
+        if layout.axis not in axes:
+            passthrough(node, ctx)
             return
-        passthrough(node, ctx)
+        i = axes.index(layout.axis)
+        if steps[i] != 1:
+            ctx.barrier(node, f"slices the channel axis with step {steps[i]}")
+            return
+        n = len(layout)
+        start, end = _clamp(starts[i], n), _clamp(ends[i], n)
+        if end <= start:
+            ctx.barrier(node, "slices the channel axis to nothing")
+            return
+        ctx.set_layout(node.outputs[0], TensorLayout(layout.axis, layout.elems[start:end]))
+        ctx.member(node, "slice")
+
+    def rewrite(self, node: gs.Node, ctx: RewriteContext) -> None:
+        keep = ctx.keep(node.inputs[0])
+        if keep is None or keep.all():
+            return
+        axis = ctx.axis(node.inputs[0])
+        starts, ends, axes, _ = _slice_params(node, rank_of(node.inputs[0]))
+        if axis not in axes:
+            return
+        i, n = axes.index(axis), len(keep)
+        start, end = _clamp(starts[i], n), _clamp(ends[i], n)
+        starts[i] = int(keep[:start].sum())
+        ends[i] = starts[i] + int(keep[start:end].sum())
+        if "starts" in node.attrs:
+            node.attrs["starts"], node.attrs["ends"] = starts, ends
+        else:
+            ctx.set_const(node, 1, np.asarray(starts, dtype=np.int64))
+            ctx.set_const(node, 2, np.asarray(ends, dtype=np.int64))
 
 
 @register("Concat")
@@ -268,13 +362,13 @@ class FlattenRule(OpRule):
 
 def _shape_entries(tensor: gs.Tensor, depth: int = 0) -> list[object] | None:
     """The target-shape vector of a Reshape, entry by entry: ints where constant, ("dim", k) for a dim read
-    from another tensor's shape, None where unknown. None when the structure cannot be followed."""
+    from another tensor's shape, None where unknown. None when even the length cannot be told."""
     value = constant_value(tensor)
     if value is not None:
         return [int(v) for v in np.asarray(value).reshape(-1)]
     node = producer(tensor)
     if node is None or depth > 8:
-        return None
+        return _unknown_entries(tensor)
     if node.op in ("Cast", "Identity", "Squeeze", "Unsqueeze"):
         return _shape_entries(node.inputs[0], depth + 1)
     if node.op == "Concat":
@@ -282,54 +376,190 @@ def _shape_entries(tensor: gs.Tensor, depth: int = 0) -> list[object] | None:
         return None if any(p is None for p in parts) else [x for p in parts for x in p]
     if node.op == "Gather" and producer(node.inputs[0]) is not None and producer(node.inputs[0]).op == "Shape":
         idx = _ints(node.inputs[1])
-        return None if idx is None else [("dim", i) for i in idx]
-    return None
+        return _unknown_entries(tensor) if idx is None else [("dim", i) for i in idx]
+    return _unknown_entries(tensor)
+
+
+def _unknown_entries(tensor: gs.Tensor) -> list[object] | None:
+    dims = static_dims(tensor)
+    if dims is None or len(dims) > 1 or (dims and dims[0] is None):
+        return None
+    return [None] * (dims[0] if dims else 1)
+
+
+def _symbolic(tensor: gs.Tensor) -> list[object] | None:
+    """Dims as shape inference named them: ints, dim_param strings, None where nothing is known."""
+    if tensor.shape is None:
+        return None
+    return [d if (isinstance(d, int) and d >= 0) or (isinstance(d, str) and d) else None for d in tensor.shape]
+
+
+def _same_dims(a: list[object], b: list[object]) -> bool:
+    return len(a) == len(b) and all(x is not None and x == y for x, y in zip(a, b))
+
+
+def _only_reader(tensor: gs.Tensor, op: str) -> gs.Node | None:
+    readers = tensor.outputs
+    return readers[0] if len(readers) == 1 and readers[0].op == op else None
+
+
+def shuffle_chain(node: gs.Node, axis: int) -> tuple[gs.Node, gs.Node] | None:
+    """(Transpose, Reshape) when ``node`` is the first Reshape of a channel shuffle around ``axis``:
+    Reshape (.., C, ..) -> (.., g, C/g, ..), Transpose swapping those two axes, Reshape back (each the only
+    reader of the previous output)."""
+    transpose = _only_reader(node.outputs[0], "Transpose")
+    if transpose is None:
+        return None
+    perm = list(transpose.attrs.get("perm", []))
+    expected = list(range(len(perm)))
+    if axis + 1 >= len(perm):
+        return None
+    expected[axis], expected[axis + 1] = axis + 1, axis
+    merge = _only_reader(transpose.outputs[0], "Reshape")
+    return (transpose, merge) if perm == expected and merge is not None else None
 
 
 @register("Reshape")
 class ReshapeRule(OpRule):
-    """Two exact patterns: flatten (N, C, H, W) -> (N, C*H*W) before a Gemm/MatMul, and moving singleton dims
-    around the channel axis ((N, C, 1, 1) <-> (N, C), as in SE blocks). The target shape must be constant or
-    built from the batch dim and constants; an explicit channel count in it is rewritten."""
+    """Exact patterns, checked on the dims shape inference names (so a dynamic batch or width is matched by
+    name, never assumed):
+
+    - flatten (N, C, H, W) -> (N, C*H*W) before a Gemm/MatMul (each channel owns H*W consecutive positions);
+    - the channel axis kept in place, other dims regrouped ((N, C, 1, W) -> (N, C, W), (N, C, H, W) ->
+      (N, C, H*W)), and singleton moves around it ((N, C, 1, 1) <-> (N, C), as in SE blocks);
+    - a channel shuffle (ShuffleNet): Reshape to (N, g, C/g, H, W), Transpose of those two axes, Reshape back,
+      a fixed permutation of the channels. Once channels are removed it is rewritten as one ``Gather`` of the
+      kept channels in their shuffled order (the Transpose and the second Reshape become ``Identity``), which
+      is exact for any kept set (the grouped form needs every group to keep the same positions).
+
+    A channel count stated in the target shape (a constant, or a constant piece of a ``Concat``) is rewritten.
+    """
 
     def analyze(self, node: gs.Node, ctx: AnalysisContext) -> None:
         x, out = node.inputs[0], node.outputs[0]
         layout = ctx.layout(x)
         if layout is None:
             return
+        sym_in, sym_out = _symbolic(x), _symbolic(out)
+        if sym_in is None or sym_out is None:
+            ctx.barrier(node, "rank unknown")
+            return
+        chain = shuffle_chain(node, layout.axis)
+        if chain is not None:
+            merged = self._shuffled(layout, sym_in, sym_out, chain)
+            if isinstance(merged, str):
+                ctx.barrier(node, merged)
+            else:
+                ctx.set_layout(chain[1].outputs[0], merged)
+                for n in (node, *chain):
+                    ctx.member(n, "shuffle")
+            return
         entries = _shape_entries(node.inputs[1])
-        dims, out_dims = static_dims(x), static_dims(out)
-        if entries is None or dims is None or out_dims is None or len(entries) != len(out_dims):
+        if entries is None or len(entries) != len(sym_out):
             ctx.barrier(node, "target shape computed at run time")
             return
-        channel_entry = entries[1] if len(entries) > 1 else None
-        if len(entries) < 2 or not (channel_entry == -1 or isinstance(channel_entry, int) and channel_entry > 0):
-            ctx.barrier(node, "target shape does not state the channel dim as a constant or -1")
-            return
-        if not _is_batch(dims[0]) or not (entries[0] in (0, -1) or entries[0] == ("dim", 0)
-                                           or entries[0] == dims[0]):
-            ctx.barrier(node, "leading dim is not the batch")
-            return
-        if _FlattenLike.analyze(node, ctx, layout):
+        if layout.axis == 1 and self._leading_batch(x, entries) and _FlattenLike.analyze(node, ctx, layout):
             ctx.member(node, "flatten")
             return
+        axis, channels = layout.axis, len(layout)
+        if len(sym_out) > axis and sym_out[axis] == channels and _same_dims(sym_out[:axis], sym_in[:axis]):
+            if entries[axis] not in (channels, -1, 0):
+                ctx.barrier(node, "target shape does not state the channel dim as a constant, -1 or 0")
+                return
+            ctx.set_layout(out, layout)
+            ctx.member(node, "reshape")
+            return
         # singleton moves: every non-batch, non-channel dim is 1 on both sides
-        if layout.axis == 1 and all(d == 1 for d in dims[2:]) and len(out_dims) >= 2 \
-                and out_dims[1] in (len(layout), None) and all(d == 1 for d in out_dims[2:]):
+        dims, out_dims = static_dims(x), static_dims(out)
+        if layout.axis == 1 and self._leading_batch(x, entries) and all(d == 1 for d in dims[2:]) \
+                and len(out_dims) >= 2 and out_dims[1] in (channels, None) and all(d == 1 for d in out_dims[2:]) \
+                and entries[1] in (channels, -1):
             ctx.set_layout(out, layout.moved(1))
             ctx.member(node, "reshape")
             return
         ctx.barrier(node, "reshape mixes the channel axis with others")
 
+    @staticmethod
+    def _leading_batch(x: gs.Tensor, entries: list[object]) -> bool:
+        dims = static_dims(x)
+        return bool(dims) and _is_batch(dims[0]) and (entries[0] in (0, -1) or entries[0] == ("dim", 0)
+                                                       or entries[0] == dims[0])
+
+    @staticmethod
+    def _shuffled(layout: TensorLayout, sym_in: list[object], sym_out: list[object],
+                  chain: tuple[gs.Node, gs.Node]) -> TensorLayout | str:
+        axis, channels = layout.axis, len(layout)
+        groups, per = (sym_out[axis], sym_out[axis + 1]) if len(sym_out) == len(sym_in) + 1 else (None, None)
+        if not (isinstance(groups, int) and isinstance(per, int) and groups * per == channels):
+            return "reshape splits the channel axis into dims that are not static"
+        if not (_same_dims(sym_out[:axis], sym_in[:axis]) and _same_dims(sym_out[axis + 2:], sym_in[axis + 1:])):
+            return "channel shuffle whose other dims cannot be matched"
+        merged = _symbolic(chain[1].outputs[0])
+        if merged is None or not _same_dims(merged, sym_in):
+            return "channel shuffle that does not restore the input's dims"
+        return TensorLayout(axis, layout.elems.reshape(groups, per).T.reshape(-1))
+
     def rewrite(self, node: gs.Node, ctx: RewriteContext) -> None:
-        keep = ctx.keep(node.outputs[0])
-        value = constant_value(node.inputs[1])
-        if keep is None or keep.all() or value is None:
+        x, out = node.inputs[0], node.outputs[0]
+        if ctx.layouts.get(x.name) is None:
             return
-        value = np.asarray(value).copy()
-        if value[1] > 0:
-            value[1] = int(keep.sum())
-            ctx.set_const(node, 1, value)
+        chain = shuffle_chain(node, ctx.axis(x)) if ctx.layouts.get(out.name) is None else None
+        if chain is not None:
+            if ctx.changed(x):
+                self._gather_shuffle(node, chain, ctx)
+            return
+        keep = ctx.keep(out)
+        if keep is None or keep.all():
+            return
+        axis = ctx.axis(out)
+        self._set_entry(node, axis if len(keep) == len(ctx.keep(x)) else 1, int(keep.sum()), ctx)
+
+    @staticmethod
+    def _set_entry(node: gs.Node, index: int, size: int, ctx: RewriteContext) -> None:
+        """Write ``size`` into entry ``index`` of the target shape where it is stated as a positive number."""
+        target = node.inputs[1]
+        value = constant_value(target)
+        if value is not None:
+            value = np.asarray(value).copy()
+            if value[index] > 0:
+                value[index] = size
+                ctx.set_const(node, 1, value)
+            return
+        concat = producer(target)
+        offset = 0
+        for i, piece in enumerate(concat.inputs):
+            part = constant_value(piece)
+            length = int(np.asarray(part).size) if part is not None else len(_shape_entries(piece) or [None])
+            if offset <= index < offset + length:
+                if part is None or np.asarray(part).reshape(-1)[index - offset] <= 0:
+                    return
+                if len(target.outputs) > 1:  # a target shared with other reshapes: give this one its own
+                    own = gs.Variable(ctx.names.fresh(f"{target.name}_pruned"), dtype=target.dtype)
+                    clone = gs.Node("Concat", ctx.names.fresh(f"{concat.name}_pruned"), dict(concat.attrs),
+                                    list(concat.inputs), [own])
+                    ctx.graph.nodes.insert(ctx.graph.nodes.index(concat) + 1, clone)
+                    node.inputs[1] = own
+                    concat = clone
+                new = np.asarray(part).copy()
+                new.reshape(-1)[index - offset] = size
+                ctx.set_const(concat, i, new)
+                return
+            offset += length
+
+    @staticmethod
+    def _gather_shuffle(node: gs.Node, chain: tuple[gs.Node, gs.Node], ctx: RewriteContext) -> None:
+        transpose, merge = chain
+        keep_in, keep_out = ctx.keep(node.inputs[0]), ctx.keep(merge.outputs[0])
+        groups = int(node.outputs[0].shape[ctx.axis(node.inputs[0])])
+        source = np.arange(len(keep_in)).reshape(groups, -1).T.reshape(-1)  # output position -> input position
+        new_index = np.cumsum(keep_in) - 1
+        indices = new_index[source[keep_out]].astype(np.int64)
+        node.op, node.attrs = "Gather", {"axis": ctx.axis(node.inputs[0])}
+        node.inputs[1] = gs.Constant(ctx.names.fresh(f"{node.name}_shuffle_indices"), indices)
+        for n in (transpose, merge):
+            n.op, n.attrs = "Identity", {}
+            while len(n.inputs) > 1:
+                n.inputs.pop()
 
 
 @register("Squeeze", "Unsqueeze")
