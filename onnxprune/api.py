@@ -42,10 +42,9 @@ class FoldResult:
 
 
 def fold_passes() -> list[GraphPass]:
-    """The fold pipeline. Per-channel affine ops fold first, so a BatchNorm behind a bias written as its own Add
-    (``Conv -> Add(Reshape(bias)) -> BN``, Paddle exports) sits on its Conv; once BNs are folded, a scale after
-    them (``Conv -> BN -> Mul``) sits on the Conv too and the second affine pass folds it."""
-    return [FoldChannelAffine(), FoldBatchNorm(), FoldChannelAffine(), Cleanup()]
+    """The fold pipeline: BatchNorms first (into the layer, or the layer and its bias Add), then per-channel
+    affine ops (a bias Add, a scale after a BN) into the layer they follow."""
+    return [FoldBatchNorm(), FoldChannelAffine(), Cleanup()]
 
 
 def fold(model: onnx.ModelProto, checks: Checks = Checks()) -> FoldResult:

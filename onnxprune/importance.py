@@ -123,8 +123,11 @@ class _Accumulator:
 
 
 def _bn_scale_after(node: gs.Node) -> np.ndarray | None:
-    """|gamma / sqrt(var + eps)| of a BatchNormalization that is the only reader of ``node``'s output."""
+    """|gamma / sqrt(var + eps)| of a BatchNormalization that is the only reader of ``node``'s output, directly
+    or behind the layer's bias written as its own constant Add (Paddle exports)."""
     readers = node.outputs[0].outputs
+    if len(readers) == 1 and readers[0].op == "Add" and any(constant_value(t) is not None for t in readers[0].inputs):
+        readers = readers[0].outputs[0].outputs
     if len(readers) != 1 or readers[0].op != "BatchNormalization":
         return None
     affine = batchnorm_affine(readers[0])

@@ -52,13 +52,14 @@ def find_target(graph: gs.Graph, tensor: gs.Tensor, channel_axis_rank: int | Non
         return f"{node.op} {node.name!r} output has {readers} other reader(s); folding would change them"
     bias_add = None
     if node.op == "Add" and is_default_domain(node):
-        # MatMul + Add(bias): the usual export of a Linear layer at opset < 13 or by TF converters
-        mm_tensor, bias = _split_matmul_add(node)
-        if mm_tensor is None:
+        # layer + Add(bias): a Linear at opset < 13 or from TF converters (MatMul + Add), a conv bias written
+        # as its own Add (Paddle: Conv + Add(Reshape(bias)))
+        layer_tensor = _layer_before_bias_add(node)
+        if layer_tensor is None:
             return f"preceded by Add {node.name!r}, not a Conv/ConvTranspose/Gemm/MatMul(+bias)"
-        if len(consumers(mm_tensor)) != 1 or is_graph_output(graph, mm_tensor):
-            return f"MatMul output before bias Add {node.name!r} has other readers"
-        bias_add, node = node, producer(mm_tensor)
+        if len(consumers(layer_tensor)) != 1 or is_graph_output(graph, layer_tensor):
+            return f"{producer(layer_tensor).op} output before bias Add {node.name!r} has other readers"
+        bias_add, node = node, producer(layer_tensor)
     if node.op not in PRODUCER_OPS or not is_default_domain(node):
         return f"preceded by {node.op} {node.name!r}, not a Conv/ConvTranspose/Gemm/MatMul"
     weight = constant_value(optional_input(node, 1))
@@ -84,17 +85,38 @@ def find_target(graph: gs.Graph, tensor: gs.Tensor, channel_axis_rank: int | Non
         channels = weight.shape[0]
     else:
         channels = weight.shape[1] * int(node.attrs.get("group", 1))
+    if bias_add is not None and _bias_vector(bias_add, channels) is None:
+        return f"bias Add {bias_add.name!r} does not add one constant per channel of {node.op} {node.name!r}"
     return AffineTarget(node, bias_add, bias_add.outputs[0] if bias_add else node.outputs[0], channels)
 
 
-def _split_matmul_add(add: gs.Node) -> tuple[gs.Tensor | None, np.ndarray | None]:
+def _layer_before_bias_add(add: gs.Node) -> gs.Tensor | None:
+    """The operand of ``add`` that a layer produces while the other is a float constant (its bias)."""
     for i in (0, 1):
         src = producer(add.inputs[i])
         bias = constant_value(add.inputs[1 - i])
-        if src is not None and src.op == "MatMul" and bias is not None and bias.ndim <= 2 \
-                and (bias.ndim < 2 or bias.shape[0] == 1):
-            return add.inputs[i], bias
-    return None, None
+        if src is not None and src.op in PRODUCER_OPS and is_default_domain(src) and bias is not None \
+                and np.issubdtype(bias.dtype, np.floating):
+            return add.inputs[i]
+    return None
+
+
+def _bias_index(add: gs.Node) -> int:
+    return 0 if constant_value(add.inputs[0]) is not None else 1
+
+
+def _bias_vector(add: gs.Node, channels: int) -> np.ndarray | None:
+    """The bias Add's constant as one value per channel, or None unless it holds exactly that: (C,) or (1, C)
+    after a MatMul/Gemm, (C, 1, 1) or (1, C, 1, 1) after a conv."""
+    layer = producer(add.inputs[1 - _bias_index(add)])
+    bias = constant_value(add.inputs[_bias_index(add)])
+    if bias.size != channels:
+        return None
+    channel_axis_from_end = 1 if layer.op in ("MatMul", "Gemm") else constant_value(layer.inputs[1]).ndim - 1
+    dims = list(bias.shape)
+    if channels > 1 and (len(dims) < channel_axis_from_end or dims[len(dims) - channel_axis_from_end] != channels):
+        return None
+    return bias.astype(np.float64).reshape(-1)
 
 
 def apply_affine(graph: gs.Graph, names: NameAllocator, target: AffineTarget, scale: np.ndarray,
@@ -108,6 +130,14 @@ def apply_affine(graph: gs.Graph, names: NameAllocator, target: AffineTarget, sc
     dtype = float_dtype(w)
     w64 = w.astype(np.float64)
     hint = node.inputs[1].name or f"{node.name}_weight"
+    if target.bias_add is not None and node.op != "MatMul":
+        # the layer's own bias is scaled; the shift goes into the Add's constant with it
+        add, idx = target.bias_add, _bias_index(target.bias_add)
+        old = constant_value(add.inputs[idx])
+        new = _bias_vector(add, target.channels) * scale + shift
+        set_constant_input(names, add, idx, new.reshape(old.shape).astype(float_dtype(old)),
+                           f"{add.inputs[idx].name or 'bias'}_folded")
+        shift = np.zeros_like(shift)
     if node.op == "Conv":
         w64 *= scale.reshape((-1,) + (1,) * (w.ndim - 1))
         _set_bias(names, node, 2, scale, shift, dtype)
@@ -129,7 +159,7 @@ def apply_affine(graph: gs.Graph, names: NameAllocator, target: AffineTarget, sc
     else:  # MatMul
         w64 = w64 * scale[None, :]
         if target.bias_add is not None:
-            idx = 0 if constant_value(target.bias_add.inputs[0]) is not None else 1
+            idx = _bias_index(target.bias_add)
             b = constant_value(target.bias_add.inputs[idx]).astype(np.float64)
             set_constant_input(names, target.bias_add, idx, (b * scale + shift).astype(dtype),
                                f"{target.bias_add.inputs[idx].name or 'bias'}_folded")

@@ -56,7 +56,7 @@ def test_fold_cli_json_and_verify(tmp_path, zoo_path, capsys):
     assert report["batchnorm_before"] == 55 and report["batchnorm_after"] == 0
     assert report["folded"] == {"BatchNormalization": 55}
     assert report["verified"] and report["max_abs_diff"] <= 1e-5 * report["max_abs_output"]
-    assert (tmp_path / "dumps" / "02-fold-batchnorm.onnx").is_file()  # after the first fold-channel-affine
+    assert (tmp_path / "dumps" / "01-fold-batchnorm.onnx").is_file()
 
 
 def test_fold_cli_text_explains_what_remains(tmp_path, zoo_path, capsys):
