@@ -64,15 +64,16 @@ def plan_pruning(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec |
     return make_plan(analysis, scores, options, cost), analysis
 
 
-def masked_model(model: onnx.ModelProto, plan: PruningPlan) -> onnx.ModelProto:
+def masked_model(model: onnx.ModelProto, plan: PruningPlan,
+                 input_shapes: dict[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
     """The original model with every weight that reads a removed channel set to zero."""
-    return PassManager([MaskRemovedChannels(plan)]).run(model).model
+    return PassManager([MaskRemovedChannels(plan, input_shapes=input_shapes)]).run(model).model
 
 
 def verify_pruned(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: PruningPlan,
                   spec: InputSpec = InputSpec(batch=2), rel_tol: float | None = None, seed: int = 0) -> Comparison:
     """Compare the pruned model with the masked original on seeded inputs (ORT optimizations off)."""
-    reference = Reference.of(masked_model(original, plan), spec, seed)
+    reference = Reference.of(masked_model(original, plan, spec.shapes), spec, seed)
     comparison = reference.compare(pruned)
     tol = rel_tol if rel_tol is not None else default_tolerance(reference)
     if not comparison.within(tol):

@@ -23,9 +23,10 @@ from onnxprune.pass_infra import Finding, GraphPass, PassResult
 from onnxprune.plan import PruningPlan
 
 
-def _context(graph: gs.Graph, plan: PruningPlan, analysis: ChannelAnalysis | None) -> RewriteContext | None:
+def _context(graph: gs.Graph, plan: PruningPlan, analysis: ChannelAnalysis | None,
+             input_shapes: dict[str, tuple[int, ...]] | None) -> RewriteContext | None:
     if analysis is None or analysis.graph is not graph:
-        analysis = analyze(graph)
+        analysis = analyze(graph, input_shapes)
     removed = plan.removed_roots(analysis)
     if not removed.any():
         return None
@@ -36,16 +37,19 @@ def _context(graph: gs.Graph, plan: PruningPlan, analysis: ChannelAnalysis | Non
 class _PlanPass(GraphPass):
     """Runs one method of every node's channel rule under a plan."""
 
-    def __init__(self, plan: PruningPlan, analysis: ChannelAnalysis | None = None) -> None:
-        """``analysis`` of the very graph the pass will get saves analysing it again."""
+    def __init__(self, plan: PruningPlan, analysis: ChannelAnalysis | None = None,
+                 input_shapes: dict[str, tuple[int, ...]] | None = None) -> None:
+        """``analysis`` of the very graph the pass will get saves analysing it again; otherwise it is analysed
+        with ``input_shapes`` (the ``--input-shape`` the plan was made with)."""
         self.plan = plan
         self.analysis = analysis
+        self.input_shapes = input_shapes
 
     def apply(self, rule: OpRule, node: gs.Node, ctx: RewriteContext) -> None:
         raise NotImplementedError
 
     def call(self, graph: gs.Graph) -> PassResult:
-        ctx = _context(graph, self.plan, self.analysis)
+        ctx = _context(graph, self.plan, self.analysis, self.input_shapes)
         if ctx is None:
             return PassResult(graph, False)
         for node in list(graph.nodes):

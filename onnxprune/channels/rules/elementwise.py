@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from onnxprune.channels.context import AnalysisContext, RewriteContext, rank_of, static_dims
+from onnxprune.channels.context import (
+    AnalysisContext,
+    RewriteContext,
+    rank_of,
+    static_dims,
+)
 from onnxprune.channels.layout import TensorLayout
 from onnxprune.channels.rules.base import OpRule, data_inputs, register
 from onnxprune.graph import constant_value

@@ -7,7 +7,12 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.channels.context import AnalysisContext, RewriteContext, rank_of, static_dims
+from onnxprune.channels.context import (
+    AnalysisContext,
+    RewriteContext,
+    rank_of,
+    static_dims,
+)
 from onnxprune.channels.layout import TensorLayout
 from onnxprune.channels.rules.base import OpRule, data_inputs, register
 from onnxprune.channels.rules.elementwise import passthrough
@@ -361,8 +366,8 @@ class FlattenRule(OpRule):
 
 
 def _shape_entries(tensor: gs.Tensor, depth: int = 0) -> list[object] | None:
-    """The target-shape vector of a Reshape, entry by entry: ints where constant, ("dim", k) for a dim read
-    from another tensor's shape, None where unknown. None when even the length cannot be told."""
+    """The target-shape vector of a Reshape, entry by entry: ints where constant, ("dim", k, tensor) for dim k
+    read from ``tensor``'s shape, None where unknown. None when even the length cannot be told."""
     value = constant_value(tensor)
     if value is not None:
         return [int(v) for v in np.asarray(value).reshape(-1)]
@@ -374,9 +379,10 @@ def _shape_entries(tensor: gs.Tensor, depth: int = 0) -> list[object] | None:
     if node.op == "Concat":
         parts = [_shape_entries(t, depth + 1) for t in node.inputs]
         return None if any(p is None for p in parts) else [x for p in parts for x in p]
-    if node.op == "Gather" and producer(node.inputs[0]) is not None and producer(node.inputs[0]).op == "Shape":
+    shape = producer(node.inputs[0]) if node.op == "Gather" else None
+    if shape is not None and shape.op == "Shape" and not shape.attrs.get("start") and shape.attrs.get("end") is None:
         idx = _ints(node.inputs[1])
-        return _unknown_entries(tensor) if idx is None else [("dim", i) for i in idx]
+        return _unknown_entries(tensor) if idx is None else [("dim", i, shape.inputs[0]) for i in idx]
     return _unknown_entries(tensor)
 
 
@@ -396,6 +402,25 @@ def _symbolic(tensor: gs.Tensor) -> list[object] | None:
 
 def _same_dims(a: list[object], b: list[object]) -> bool:
     return len(a) == len(b) and all(x is not None and x == y for x, y in zip(a, b))
+
+
+def _same_prefix(sym_out: list[object], sym_in: list[object], entries: list[object] | None, n: int) -> bool:
+    """The first ``n`` output dims of a Reshape are provably the input's: named alike by shape inference, or
+    the target copies them (``0``) or reads them from a tensor whose dim is named alike."""
+    if len(sym_out) < n or len(sym_in) < n:
+        return False
+    for i in range(n):
+        if sym_out[i] is not None and sym_out[i] == sym_in[i]:
+            continue
+        entry = entries[i] if entries is not None and i < len(entries) else None
+        if entry == 0 or (isinstance(entry, int) and entry == sym_in[i]):
+            continue
+        if isinstance(entry, tuple):
+            src = _symbolic(entry[2])
+            if src is not None and entry[1] < len(src) and src[entry[1]] is not None and src[entry[1]] == sym_in[i]:
+                continue
+        return False
+    return True
 
 
 def _only_reader(tensor: gs.Tensor, op: str) -> gs.Node | None:
@@ -462,7 +487,7 @@ class ReshapeRule(OpRule):
             ctx.member(node, "flatten")
             return
         axis, channels = layout.axis, len(layout)
-        if len(sym_out) > axis and sym_out[axis] == channels and _same_dims(sym_out[:axis], sym_in[:axis]):
+        if len(sym_out) > axis and sym_out[axis] == channels and _same_prefix(sym_out, sym_in, entries, axis):
             if entries[axis] not in (channels, -1, 0):
                 ctx.barrier(node, "target shape does not state the channel dim as a constant, -1 or 0")
                 return
@@ -482,8 +507,8 @@ class ReshapeRule(OpRule):
     @staticmethod
     def _leading_batch(x: gs.Tensor, entries: list[object]) -> bool:
         dims = static_dims(x)
-        return bool(dims) and _is_batch(dims[0]) and (entries[0] in (0, -1) or entries[0] == ("dim", 0)
-                                                       or entries[0] == dims[0])
+        return bool(dims) and _is_batch(dims[0]) and (entries[0] in (0, -1) or (entries[0] is not None and entries[0] == dims[0])
+                                                       or _same_prefix([None], _symbolic(x), entries, 1))
 
     @staticmethod
     def _shuffled(layout: TensorLayout, sym_in: list[object], sym_out: list[object],
@@ -574,7 +599,10 @@ class SqueezeRule(OpRule):
             ctx.barrier(node, "rank unknown")
             return
         axes = _axes(node, rank if node.op == "Squeeze" else out_rank)
-        if axes is None or (node.op == "Squeeze" and not axes):
+        if node.op == "Squeeze" and axes == []:  # no axes: every dim of size 1, told apart by the ranks
+            ones = [i for i, d in enumerate(static_dims(x) or []) if d == 1]
+            axes = ones if len(ones) == rank - out_rank else None
+        if axes is None:
             ctx.barrier(node, "axes unknown")
             return
         if node.op == "Squeeze":
