@@ -11,7 +11,14 @@ from typing import NoReturn
 import onnx
 from rich.console import Console
 
-from onnxprune.data import ChannelOrder, Dataset, ImagePreprocess, Layout, Resize, load_data
+from onnxprune.data import (
+    ChannelOrder,
+    Dataset,
+    ImagePreprocess,
+    Layout,
+    Resize,
+    load_data,
+)
 from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.verify import InputSpec, parse_input_shapes
 
@@ -36,6 +43,17 @@ def input_spec(args: argparse.Namespace, batch: int | None = None) -> InputSpec:
     if args.batch < 1:
         raise UsageError("--batch must be >= 1")
     return InputSpec(parse_input_shapes(args.input_shape), batch if batch is not None else args.batch)
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    """``onnxprune.load`` that tells the user, on stderr, what was repaired in the file's interface."""
+    from onnxprune.api import load
+
+    notes: list[str] = []
+    model = load(path, notes)
+    for note in notes:
+        err_console.print(f"onnxprune: note: {path}: {note}", soft_wrap=True, markup=False)
+    return model
 
 
 def print_json(data: object) -> None:

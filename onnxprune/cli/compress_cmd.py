@@ -7,11 +7,30 @@ import json
 import time
 from pathlib import Path
 
-from onnxprune.api import load, save
-from onnxprune.cli.common import add_data_args, console, data_from_args, glob_values, human, print_json
+from onnxprune.api import save
+from onnxprune.cli.common import (
+    add_data_args,
+    console,
+    data_from_args,
+    glob_values,
+    human,
+    load_model,
+    print_json,
+)
 from onnxprune.compress.kmeans import Init
-from onnxprune.compress.layer_sparsity import DEFAULT_GRID, layer_curves, sparsity_for, weighted_sparsity
-from onnxprune.compress.pipeline import CompressOptions, CompressResult, Sharing, compress, decompress
+from onnxprune.compress.layer_sparsity import (
+    DEFAULT_GRID,
+    layer_curves,
+    sparsity_for,
+    weighted_sparsity,
+)
+from onnxprune.compress.pipeline import (
+    CompressOptions,
+    CompressResult,
+    Sharing,
+    compress,
+    decompress,
+)
 from onnxprune.compress.runnable import runnable
 from onnxprune.errors import InputFileError, UsageError
 from onnxprune.io import ensure_output_path, write_bytes_atomic, write_text_atomic
@@ -74,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.output, args.runnable, args.report):
         if path is not None:
             ensure_output_path(path, args.model)
-    model = load(args.model)
+    model = load_model(args.model)
     data = data_from_args(args, model)
     metric = Metric(args.metric) if args.metric else None
     per_layer = glob_values("--sparsity-for", args.sparsity_for, "/features*=0.8")

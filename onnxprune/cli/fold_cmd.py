@@ -6,8 +6,14 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from onnxprune.api import fold, load, save
-from onnxprune.cli.common import add_input_shape_args, console, input_spec, print_json
+from onnxprune.api import fold, save
+from onnxprune.cli.common import (
+    add_input_shape_args,
+    console,
+    input_spec,
+    load_model,
+    print_json,
+)
 from onnxprune.io import ensure_output_path
 from onnxprune.pass_infra import CheckLevel, Checks
 
@@ -35,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     ensure_output_path(args.output, args.model)
     spec = input_spec(args)
-    model = load(args.model)
+    model = load_model(args.model)
     checks = Checks(CheckLevel.NUMERIC if args.verify else CheckLevel.NONE, rel_tol=args.tolerance,
                     inputs=spec, dump_dir=args.dump_dir)
     result = fold(model, checks)

@@ -6,8 +6,15 @@ import argparse
 
 from rich.table import Table
 
-from onnxprune.api import inspect, load
-from onnxprune.cli.common import add_input_shape_args, console, human, input_spec, print_json
+from onnxprune.api import inspect
+from onnxprune.cli.common import (
+    add_input_shape_args,
+    console,
+    human,
+    input_spec,
+    load_model,
+    print_json,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = input_spec(args)
-    summary = inspect(load(args.model), spec)
+    summary = inspect(load_model(args.model), spec)
     if args.json:
         print_json(summary.to_json())
         return 0

@@ -7,7 +7,15 @@ import sys
 
 from onnxprune import __version__
 from onnxprune.cli import (
-    bench_cmd, compress_cmd, emit_cmd, fold_cmd, inspect_cmd, prune_cmd, sensitivity_cmd, zoo_cmd)
+    bench_cmd,
+    compress_cmd,
+    emit_cmd,
+    fold_cmd,
+    inspect_cmd,
+    prune_cmd,
+    sensitivity_cmd,
+    zoo_cmd,
+)
 from onnxprune.cli.common import OneLineParser, report_error
 from onnxprune.errors import OnnxPruneError, UsageError
 

@@ -6,17 +6,26 @@ import argparse
 import json
 from pathlib import Path
 
-from onnxprune.api import load, save
+from onnxprune.api import save
 from onnxprune.cli.common import (
-    add_data_args, add_input_shape_args, console, data_from_args, err_console, glob_values, human, input_spec,
-    print_json)
+    add_data_args,
+    add_input_shape_args,
+    console,
+    data_from_args,
+    err_console,
+    glob_values,
+    human,
+    input_spec,
+    load_model,
+    print_json,
+)
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
 from onnxprune.io import ensure_output_path, write_text_atomic
+from onnxprune.metrics import Metric
 from onnxprune.pass_infra import CheckLevel, Checks
 from onnxprune.plan import CHANNEL_MULTIPLE, PlanOptions, PruningPlan
 from onnxprune.prune import prune
-from onnxprune.metrics import Metric
 from onnxprune.recover import Recover
 from onnxprune.schedule import Schedule, ScheduleOptions
 from onnxprune.sensitivity import plan_for_prune
@@ -90,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plan and args.sensitivity:
         raise UsageError("--plan and --sensitivity both give a plan: choose one")
     plan = PruningPlan.load(args.plan) if args.plan else plan_for_prune(args.sensitivity) if args.sensitivity else None
-    model = load(args.model)
+    model = load_model(args.model)
     checks = Checks(CheckLevel.STRUCTURE if args.verify else CheckLevel.NONE, rel_tol=args.tolerance,
                     inputs=spec, dump_dir=args.dump_dir)
     data = data_from_args(args, model)

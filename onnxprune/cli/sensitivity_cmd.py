@@ -5,13 +5,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from onnxprune.api import load
-from onnxprune.cli.common import add_data_args, add_input_shape_args, console, data_from_args, input_spec
+from onnxprune.cli.common import (
+    add_data_args,
+    add_input_shape_args,
+    console,
+    data_from_args,
+    input_spec,
+    load_model,
+)
 from onnxprune.emit.outdir import staged_output_dir
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
 from onnxprune.metrics import Metric
-from onnxprune.sensitivity import DEFAULT_RATIOS, run_sensitivity, target_plan, tolerance_plan, write_results
+from onnxprune.sensitivity import (
+    DEFAULT_RATIOS,
+    run_sensitivity,
+    target_plan,
+    tolerance_plan,
+    write_results,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise UsageError(f"--ratios {args.ratios!r}: expected comma-separated ratios in (0, 1)") from None
     spec = input_spec(args)
-    model = load(args.model)
+    model = load_model(args.model)
     data = data_from_args(args, model)
     metric = Metric(args.metric) if args.metric else None
     with staged_output_dir(args.output, args.force) as tmp:

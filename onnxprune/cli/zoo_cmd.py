@@ -10,9 +10,9 @@ from pathlib import Path
 from onnxprune.cli.common import console
 from onnxprune.errors import InputFileError, OnnxPruneError, OutputPathError, UsageError
 from onnxprune.recipe import Recipe, Step, load_recipe
+from onnxprune.verify import parse_input_shapes
 from onnxprune.zoo import Backend, Limits, ModelJob, ZooOptions, discover, run_zoo
 from onnxprune.zoo.model_run import publish, run_model
-from onnxprune.verify import parse_input_shapes
 
 DEFAULT_RECIPE = Recipe((Step("fold"),), None, "default recipe (fold)")
 
@@ -97,7 +97,13 @@ def run_many(args: argparse.Namespace) -> int:
     jobs = discover(args.input, recipe)
     options = ZooOptions(Backend(args.backend), args.jobs,
                          Limits(args.timeout or None, args.memory_limit), args.resume, args.address)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(TextColumn("zoo"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
