@@ -232,3 +232,168 @@ def test_opset11_split_attribute_is_rewritten():
     r = prune_verified(g.build(y), ratio=0.25)
     split = next(n for n in r.model.graph.node if n.op_type == "Split")
     assert sum(next(x.ints for x in split.attribute if x.name == "split")) == 6
+
+
+# ------------------------------------------------------------------ patterns of real exports (issue 13)
+def test_channel_slice_chunks_are_exact():
+    """``a, b = x.chunk(2, dim=1)`` as Slice nodes with constant bounds (INT_MAX end included)."""
+    g = G()
+    c = g.op("Relu", [g.conv("x", 4, 16, name="c1")])
+    a = g.op("Slice", [c, g.const(np.array([0], np.int64)), g.const(np.array([8], np.int64)),
+                       g.const(np.array([1], np.int64))], name="first")
+    b = g.op("Slice", [c, g.const(np.array([8], np.int64)), g.const(np.array([2**62], np.int64)),
+                       g.const(np.array([1], np.int64))], name="second")
+    y = g.op("Add", [g.conv(a, 8, 4, name="ca"), g.conv(b, 8, 4, name="cb")])
+    m = g.build(y)
+    assert groups(m)["c1"][:2] == (16, True)
+    for ratio in (0.25, 0.5):
+        prune_verified(m, ratio=ratio)
+
+
+def test_channel_slice_with_a_step_is_a_barrier():
+    g = G()
+    c = g.conv("x", 4, 16, name="c1")
+    s = g.op("Slice", [c, g.const(np.array([0], np.int64)), g.const(np.array([16], np.int64)),
+                       g.const(np.array([1], np.int64)), g.const(np.array([2], np.int64))], name="every_other")
+    m = g.build(g.conv(s, 8, 4, name="c2"))
+    assert groups(m)["c1"][1] is False and "step 2" in groups(m)["c1"][2]
+
+
+def shuffle_net(per: int = 8, groups_: int = 2) -> onnx.ModelProto:
+    """Two branches concatenated, channel-shuffled (Reshape -> Transpose -> Reshape), split, consumed."""
+    c = per * groups_
+    g = G()
+    a = g.op("Relu", [g.conv("x", 4, per, name="left")])
+    b = g.op("Relu", [g.conv("x", 4, per, name="right")])
+    cat = g.op("Concat", [a, b], axis=1)
+    r = g.op("Reshape", [cat, g.const(np.array([0, groups_, per, 8, 8], np.int64))], name="split_groups")
+    t = g.op("Transpose", [r], perm=[0, 2, 1, 3, 4])
+    s = g.op("Reshape", [t, g.const(np.array([0, c, 8, 8], np.int64))], name="merge_groups")
+    h1, h2 = g.op("Split", [s, g.const(np.array([c // 2, c // 2], np.int64))], n_out=2, axis=1)
+    y = g.op("Add", [g.conv(h1, c // 2, 4, name="u"), g.conv(h2, c // 2, 4, name="v")])
+    return g.build(y)
+
+
+def test_channel_shuffle_is_a_permutation():
+    m = shuffle_net()
+    a = analyze(normalize(m))
+    assert a.group("left").prunable and a.group("right").prunable
+    layout = next(lay for name, lay in a.layouts.items() if name.startswith("merge_groups"))
+    left, right = a.group("left").units, a.group("right").units
+    assert a.roots[layout.elems].tolist() == [int(u) for pair in zip(left, right) for u in pair]
+
+
+@pytest.mark.parametrize("exclude", [(), ("right",)], ids=["both", "one-branch"])
+def test_pruned_shuffle_becomes_a_gather(exclude):
+    """Any kept set is exact (one branch pruned and the other not breaks the grouped form)."""
+    result = prune_verified(shuffle_net(), ratio=0.5, exclude=exclude)
+    ops_ = [n.op_type for n in result.model.graph.node]
+    assert "Gather" in ops_ and "Transpose" not in ops_
+
+
+def test_shuffle_with_unmatched_dims_is_a_barrier():
+    """Splitting the channel axis while also moving spatial dims into the batch is not a shuffle."""
+    g = G()
+    c = g.conv("x", 4, 16, name="c1")
+    r = g.op("Reshape", [c, g.const(np.array([-1, 2, 8, 4, 8], np.int64))])   # batch x2, height /2
+    t = g.op("Transpose", [r], perm=[0, 2, 1, 3, 4])
+    s = g.op("Reshape", [t, g.const(np.array([-1, 16, 8, 8], np.int64))])
+    m = g.build(g.conv(s, 16, 4, name="c2"))
+    assert groups(m)["c1"][1] is False
+
+
+def test_layernorm_over_channels_freezes_with_its_reason_and_the_mlp_prunes():
+    """ConvNeXt: dw conv -> NHWC -> LayerNorm(C) -> Linear(4C) -> GELU -> Linear(C) -> NCHW -> + x."""
+    g = G(cin=8)
+    stem = g.conv("x", 8, 8, name="stem")
+    dw = g.conv(stem, 8, 8, k=7, group=8, name="dw")
+    t = g.op("Transpose", [dw], perm=[0, 2, 3, 1])
+    ln = g.op("LayerNormalization", [t, g.const(rand(8)), g.const(rand(8))], axis=-1, name="ln")
+    h = g.op("Add", [g.op("MatMul", [ln, g.const(rand(8, 32))], name="pw1"), g.const(rand(32))])
+    h = g.op("Gelu", [h]) if g.opset >= 20 else g.op("Relu", [h])
+    y = g.op("Mul", [g.op("MatMul", [h, g.const(rand(32, 8))], name="pw2"), g.const(rand(8))])
+    out = g.op("Add", [stem, g.op("Transpose", [y], perm=[0, 3, 1, 2])])
+    m = g.build(g.op("GlobalAveragePool", [g.op("Relu", [out])]))
+    gs_ = groups(m)
+    assert gs_["stem"][1] is False and "LayerNormalization 'ln' normalizes across the channel axis" in gs_["stem"][2]
+    assert gs_["pw1"][:2] == (32, True)
+    prune_verified(m)
+
+
+def test_layernorm_over_other_axes_passes_channels():
+    g = G()
+    c = g.conv("x", 4, 8, name="c1")
+    ln = g.op("LayerNormalization", [c, g.const(rand(8)), g.const(rand(8))], axis=-1)  # over W
+    m = g.build(g.conv(ln, 8, 4, name="c2"))
+    assert groups(m)["c1"][1] is True
+    prune_verified(m)
+
+
+def test_softmax_over_channels_is_a_barrier():
+    g = G()
+    m = g.build(g.conv(g.op("Softmax", [g.conv("x", 4, 8, name="c1")], axis=1), 8, 4, name="c2"))
+    assert groups(m)["c1"][1] is False and "Softmax" in groups(m)["c1"][2]
+
+
+def test_lstm_reads_pruned_features():
+    """CRNN: conv (N, C, 1, W) -> squeeze -> (W, N, C) -> LSTM: W's input columns are sliced."""
+    g = G(cin=4, hw=8)
+    g.inputs = [("x", ["N", 4, 1, "W"])]
+    c = g.op("Relu", [g.conv("x", 4, 8, name="c1", k=1)])
+    seq = g.op("Transpose", [g.op("Squeeze", [c, g.const(np.array([2], np.int64))])], perm=[2, 0, 1])
+    hidden = 6
+    y, _, _ = g.op("LSTM", [seq, g.const(rand(1, 4 * hidden, 8)), g.const(rand(1, 4 * hidden, hidden)),
+                            g.const(rand(1, 8 * hidden))], n_out=3, hidden_size=hidden, name="lstm")
+    m = g.build(y)
+    assert groups(m)["c1"][:2] == (8, True)
+    result = prune(normalize(m), PlanOptions(ratio=0.5), spec=InputSpec({"x": (2, 4, 1, 10)}), verify=True)
+    w = next(t for t in result.model.graph.initializer if list(t.dims)[:2] == [1, 4 * hidden])
+    assert list(w.dims) == [1, 4 * hidden, 4]
+
+
+def test_reshape_keeping_the_channel_axis():
+    """(N, C, 1, W) -> (N, C, W) as a Reshape (CRNN heads), with a constant, -1 or 0 channel entry."""
+    for entry in (8, -1, 0):
+        g = G()
+        g.inputs = [("x", ["N", 4, 1, "W"])]
+        c = g.op("Relu", [g.conv("x", 4, 8, name="c1", k=1)])
+        target = [0, entry, -1] if entry != -1 else [0, -1, 12]
+        g.inputs = [("x", ["N", 4, 1, 12])] if entry == -1 else g.inputs
+        r = g.op("Reshape", [c, g.const(np.array(target, np.int64))], name="seq")
+        y = g.op("MatMul", [g.op("Transpose", [r], perm=[0, 2, 1]), g.const(rand(8, 5))])
+        m = g.build(y)
+        assert groups(m)["c1"][:2] == (8, True), entry
+        result = prune(normalize(m), PlanOptions(ratio=0.5), spec=InputSpec({"x": (2, 4, 1, 12)}), verify=True)
+        assert result.report.groups_pruned == 1
+
+
+def test_shared_computed_reshape_target_is_cloned():
+    """The dynamo exporter shares one computed target between reshapes of different groups."""
+    g = G()
+    g.inputs = [("x", ["N", 4, 8, 8])]
+    n = g.op("Gather", [g.op("Shape", ["x"]), g.const(np.array([0], np.int64))], axis=0)
+    target = g.op("Concat", [n, g.const(np.array([8, 64], np.int64))], axis=0)
+    outs = []
+    for name in ("a", "b"):
+        c = g.op("Relu", [g.conv("x", 4, 8, name=name)])
+        r = g.op("Reshape", [c, target], name=f"r{name}")
+        outs.append(g.op("MatMul", [g.op("Transpose", [r], perm=[0, 2, 1]), g.const(rand(8, 3))]))
+    m = g.build(g.op("Add", outs))
+    result = prune(normalize(m), PlanOptions(ratio=0.5, exclude=("b",)), spec=InputSpec(batch=2), verify=True)
+    assert result.report.groups_pruned == 1
+
+
+def test_rank_unknown_without_input_shapes_is_resolved_with_them():
+    """Squeeze without axes: the rank depends on which dims are 1, so it is unknown for a dynamic input; with
+    --input-shape the analysis takes it from the concrete shapes (ranks only)."""
+    g = G()
+    g.inputs = [("x", ["N", 4, 1, "W"])]
+    c = g.op("Relu", [g.conv("x", 4, 8, name="c1", k=1)])
+    seq = g.op("Transpose", [g.op("Squeeze", [c])], perm=[0, 2, 1])               # (N, W, C)
+    y = g.op("Add", [g.op("MatMul", [seq, g.const(rand(8, 5))], name="fc"), g.const(rand(5))])
+    m = g.build(y)
+    assert groups(m)["c1"][1] is False
+    shapes = {"x": (2, 4, 1, 10)}
+    assert analyze(normalize(m), shapes).group("c1").prunable
+    result = prune(normalize(m), PlanOptions(ratio=0.5), spec=InputSpec(shapes), verify=True)
+    assert result.report.groups_pruned == 1
