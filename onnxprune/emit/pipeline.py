@@ -102,8 +102,9 @@ def _agreement_data(source_out: np.ndarray, artifact_out: np.ndarray, data: Data
 def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
     _check_options(options)
     check_output_dir(out_dir, options.force)
-    source = load(source_path)
     notes: list[str] = []
+    source = load(source_path, notes)
+    notes[:] = [f"repaired on load: {n}" for n in notes]
     shapes = resolve_input_shapes(source, InputSpec(options.input_shapes, batch=1))
     if options.target is Target.MOBILE:
         fixed_source = fix_shapes(source, options.input_shapes)  # raises when shapes are missing
