@@ -157,12 +157,12 @@ def test_default_prune_rounds_for_the_target_and_warns_otherwise(tmp_path, capsy
     assert main(["prune", src, "-o", str(tmp_path / "a.onnx"), "--ratio", "0.3", "--plan-out",
                  str(tmp_path / "a.json")]) == 0
     plan = json.loads((tmp_path / "a.json").read_text())
-    assert all(len(g["keep"]) % 8 == 0 for g in plan["groups"] if len(g["keep"]) < g["channels"])
+    assert all(len(g["keep"]) % 16 == 0 for g in plan["groups"] if len(g["keep"]) < g["channels"])
     assert "warning" not in capsys.readouterr().err
     assert main(["prune", src, "-o", str(tmp_path / "b.onnx"), "--ratio", "0.3", "--round-to", "1",
                  "--report", str(tmp_path / "b.json")]) == 0
     err = capsys.readouterr().err
-    assert "warning:" in err and "not multiples of 8" in err
+    assert "warning:" in err and "not multiples of 16" in err
     assert json.loads((tmp_path / "b.json").read_text())["off_multiple"]
     assert main(["prune", src, "-o", str(tmp_path / "c.onnx"), "--ratio", "0.3", "--target", "none"]) == 0
     assert "warning" not in capsys.readouterr().err

@@ -51,10 +51,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "globally lowest-ranked channels")
     g.add_argument("--min-channels", type=int, default=1, help="channels every group keeps at least (default 1)")
     g.add_argument("--target", choices=list(CHANNEL_MULTIPLE), default="cpu",
-                   help="runtime the model is pruned for: sets the default --round-to (cpu, cuda, mobile: 8; "
-                        "none: 1) and the check that warns about channel counts it runs slowly (default cpu)")
+                   help="runtime the model is pruned for: sets the default --round-to (cpu: 16, cuda and mobile: "
+                        "8, none: 1) and the check that warns about channel counts it runs slowly (default cpu)")
     g.add_argument("--round-to", type=int, metavar="N",
-                   help="kept channels a multiple of N (default: from --target, 8 for ONNX Runtime)")
+                   help="kept channels a multiple of N (default: from --target)")
     g.add_argument("--criterion", choices=[c.value for c in Criterion], default=Criterion.L1.value,
                    help="channel importance (default l1); activation and apoz are measured on --data")
     g.add_argument("--seed", type=int, default=0, help="seed for --criterion random")

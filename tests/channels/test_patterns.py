@@ -329,10 +329,17 @@ def test_layernorm_over_other_axes_passes_channels():
     prune_verified(m)
 
 
-def test_softmax_over_channels_is_a_barrier():
-    g = G()
-    m = g.build(g.conv(g.op("Softmax", [g.conv("x", 4, 8, name="c1")], axis=1), 8, 4, name="c2"))
-    assert groups(m)["c1"][1] is False and "Softmax" in groups(m)["c1"][2]
+@pytest.mark.parametrize("opset,attrs,prunable", [(17, {"axis": 1}, False), (17, {}, True), (11, {}, False),
+                                                  (11, {"axis": 3}, True)])
+def test_softmax_axis_and_opset(opset, attrs, prunable):
+    """Softmax before opset 13 flattens from ``axis`` (default 1) on: the channel axis is among them."""
+    g = G(opset=opset)
+    m = g.build(g.conv(g.op("Softmax", [g.conv("x", 4, 8, name="c1")], **attrs), 8, 4, name="c2"))
+    assert groups(m)["c1"][1] is prunable
+    if prunable:
+        prune_verified(m)
+    else:
+        assert "Softmax" in groups(m)["c1"][2]
 
 
 def test_lstm_reads_pruned_features():

@@ -84,7 +84,7 @@ class CrossChannelNormRule(OpRule):
         layout = ctx.layout(node.inputs[0])
         if layout is None:
             return
-        axes = self._normalized_axes(node)
+        axes = self._normalized_axes(node, int(ctx.graph.opset or 17))
         if axes is None:
             ctx.barrier(node, "rank unknown")
             return
@@ -97,27 +97,19 @@ class CrossChannelNormRule(OpRule):
         passthrough(node, ctx)
 
     @staticmethod
-    def _normalized_axes(node: gs.Node) -> set[int] | None:
+    def _normalized_axes(node: gs.Node, opset: int) -> set[int] | None:
         rank = rank_of(node.inputs[0])
         if rank is None:
             return None
         if node.op == "GroupNormalization":
-            return set(range(1, rank))  # groups of channels with their spatial dims
+            return set(range(1, rank))  # groups of channels together with their spatial dims
         if node.op == "MeanVarianceNormalization":
             return {a % rank for a in node.attrs.get("axes", [0, 2, 3])}
-        default = -1 if node.op in ("LayerNormalization", "LpNormalization") or \
-            node.attrs.get("axis") is not None else (1 if int(node.attrs.get("axis", -1)) == 1 else -1)
-        axis = int(node.attrs.get("axis", default)) % rank
-        if node.op == "LayerNormalization" or (node.op in ("Softmax", "LogSoftmax", "Hardmax")
-                                                and _softmax_coerces(node)):
+        coerced = node.op in ("Softmax", "LogSoftmax", "Hardmax") and opset < 13  # 2-D view from ``axis`` on
+        axis = int(node.attrs.get("axis", 1 if coerced else -1)) % rank
+        if node.op == "LayerNormalization" or coerced:
             return set(range(axis, rank))
         return {axis}
-
-
-def _softmax_coerces(node: gs.Node) -> bool:
-    """Softmax before opset 13 flattens every axis from ``axis`` on; gs gives no opset per node, so assume it
-    when the attribute is absent or the input is 2-D (the same for both definitions then)."""
-    return "axis" not in node.attrs
 
 
 def _aligned_index(tensor: gs.Tensor, out_rank: int, out_axis: int) -> int:
