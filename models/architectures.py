@@ -706,6 +706,33 @@ class CRNNSmall(nn.Module):
         return self.fc(f)
 
 
+# --------------------------------------------------------------------------- U-Net / FPN
+class UNetSmall(nn.Module):
+    """A small U-Net with an FPN-style top-down path: decoder features upsampled *to the size of the skip
+    tensor* (``F.interpolate(x, size=skip.shape[-2:])``, so the Resize sizes are computed from another tensor's
+    shape at run time), concatenated with the skip (U-Net) or added to a lateral 1x1 conv (FPN); a per-pixel
+    sigmoid head."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 1) -> None:
+        super().__init__()
+        self.enc1 = conv_bn_act(in_channels, 16, 3)
+        self.enc2 = conv_bn_act(16, 32, 3, 2)
+        self.enc3 = conv_bn_act(32, 64, 3, 2)
+        self.lateral2 = nn.Conv2d(32, 64, 1)
+        self.dec2 = conv_bn_act(64, 32, 3)
+        self.dec1 = conv_bn_act(32 + 16, 16, 3)
+        self.head = nn.Conv2d(16, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        p2 = self.lateral2(e2) + F.interpolate(e3, size=e2.shape[-2:], mode="nearest")
+        d2 = self.dec2(p2)
+        d1 = self.dec1(torch.cat([F.interpolate(d2, size=e1.shape[-2:], mode="bilinear", align_corners=False), e1], 1))
+        return torch.sigmoid(self.head(d1))
+
+
 # --------------------------------------------------------------------------- registry
 @dataclass(frozen=True)
 class ZooEntry:
@@ -742,6 +769,7 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry("lcnet", lambda: LCNetSmall(), (1, 3, 64, 64), dynamic_spatial=True),
         ZooEntry("crnn", lambda: CRNNSmall(), (1, 1, 32, 96), dynamic_width=True),
         ZooEntry("crnn_linear", lambda: CRNNSmall(lstm=False), (1, 1, 32, 96), dynamic_width=True),
+        ZooEntry("unet", lambda: UNetSmall(), (1, 3, 64, 64), dynamic_spatial=True),
     ]
 }
 

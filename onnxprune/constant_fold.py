@@ -13,7 +13,8 @@ output of a node folded before it), is evaluated and replaced by initializers ho
 - everything else is evaluated by ONNX's reference implementation (:mod:`onnx.reference`).
 
 With the inferred shapes of the model (``shapes``), the dims shape inference knows statically are constants
-too: ``Shape(x)`` whose sliced dims are all static, ``Gather(Shape(x), i)`` of static dims and ``Size(x)``
+too: ``Shape(x)`` whose sliced dims are all static, ``Gather(Shape(x), i)`` and ``Slice(Shape(x))`` of static
+dims and ``Size(x)``
 become initializers (so ``x.size(1) // 2`` written out by an exporter folds to a number). Dynamic dims (batch,
 height, width of a dynamic model) are never folded. Every channel rule then sees the channel count wherever it
 is used as a number, and rewrites it when channels are removed (Slice bounds, Reshape targets, Split sizes).
@@ -143,7 +144,8 @@ def fold_constant_nodes(graph: onnx.GraphProto, opset: int,
 
 def _static_shape_value(node: onnx.NodeProto, shapes: dict[str, list[int | None]],
                         shape_reads: dict[str, list[int | None]], inits: dict, value) -> np.ndarray | None:
-    """The value of a Shape / Gather(Shape) / Size node when every dim it reads is static, else None."""
+    """The value of a Shape / Gather(Shape) / Slice(Shape) / Size node when every dim it reads is static, else
+    None."""
     if node.domain not in ("", "ai.onnx"):
         return None
     if node.op_type in ("Shape", "Size") and node.input[0] not in inits:
@@ -157,6 +159,18 @@ def _static_shape_value(node: onnx.NodeProto, shapes: dict[str, list[int | None]
         start, end = attrs.get("start", 0), attrs.get("end", rank)
         start, end = (start + rank if start < 0 else start), (end + rank if end < 0 else end)
         picked = dims[max(0, start):min(rank, end)]
+        if all(d is not None for d in picked):
+            return np.asarray(picked, dtype=np.int64)
+        shape_reads[node.output[0]] = picked
+        return None
+    if node.op_type == "Slice" and node.input[0] in shape_reads and len(node.input) >= 3 \
+            and all(x in inits for x in node.input[1:] if x):
+        dims = shape_reads[node.input[0]]
+        params = [value(x).reshape(-1) for x in node.input[1:]]
+        if any(len(p) != 1 for p in params) or (len(params) > 2 and int(params[2][0]) != 0):
+            return None
+        step = int(params[3][0]) if len(params) > 3 else 1
+        picked = dims[slice(int(params[0][0]), int(params[1][0]), step)]
         if all(d is not None for d in picked):
             return np.asarray(picked, dtype=np.int64)
         shape_reads[node.output[0]] = picked

@@ -160,7 +160,7 @@ def test_prune_cli_plan_report_and_explain(tmp_path, capsys):
 
     src = zoo_model("flatten_gemm", "legacy_bn")
     out, plan, report = tmp_path / "p.onnx", tmp_path / "plan.json", tmp_path / "report.json"
-    assert main(["prune", str(src), "-o", str(out), "--ratio", "0.5", "--verify", "--plan-out", str(plan),
+    assert main(["prune", str(src), "-o", str(out), "--ratio", "0.5", "--round-to", "8", "--verify", "--plan-out", str(plan),
                  "--report", str(report)]) == 0
     data = json.loads(report.read_text())
     assert {"flops_before", "flops_after", "params_before", "params_after", "groups_pruned", "groups_frozen",

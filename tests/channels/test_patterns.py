@@ -404,3 +404,44 @@ def test_rank_unknown_without_input_shapes_is_resolved_with_them():
     assert analyze(normalize(m), shapes).group("c1").prunable
     result = prune(normalize(m), PlanOptions(ratio=0.5), spec=InputSpec(shapes), verify=True)
     assert result.report.groups_pruned == 1
+
+
+def test_nhwc_graph_input_keeps_the_first_conv_a_source():
+    """tf2onnx writes NHWC inputs transposed to NCHW before the first conv: what reaches that conv's input is
+    not a tracked channel axis, but its own filters are still prunable."""
+    g = G(cin=3)
+    g.inputs = [("x", ["N", 16, 16, 3])]
+    t = g.op("Transpose", ["x"], perm=[0, 3, 1, 2])
+    c = g.op("Relu", [g.conv(t, 3, 8, name="c1")])
+    m = g.build(g.op("GlobalAveragePool", [g.conv(c, 8, 4, name="c2")]))
+    assert groups(m)["c1"][:2] == (8, True)
+    prune_verified(m)
+
+
+def upsample_to(sizes_from_channels: str) -> onnx.ModelProto:
+    """FPN top-down: Resize(deep, sizes=Concat(Shape(deep)[:2], Shape(skip)[2:])) + lateral conv(skip)."""
+    g = G()
+    g.inputs = [("x", ["N", 4, "H", "W"])]
+    skip = g.op("Relu", [g.conv("x", 4, 8, name="skip")])
+    deep = g.op("Relu", [g.conv(skip, 8, 8, name="deep", stride=2)])
+    head = g.op("Slice", [g.op("Shape", [deep]), g.const(np.array([0], np.int64)), g.const(np.array([2], np.int64))])
+    if sizes_from_channels == "computed":  # the channel count goes through arithmetic: not followed
+        head = g.op("Mul", [head, g.const(np.array([1, 1], np.int64))])
+    tail = g.op("Slice", [g.op("Shape", [skip]), g.const(np.array([2], np.int64)), g.const(np.array([4], np.int64))])
+    sizes = g.op("Concat", [head, tail], axis=0)
+    up = g.op("Resize", [deep, "", "", sizes], mode="nearest", name="up")
+    y = g.op("Add", [g.conv(skip, 8, 8, name="lateral", k=1), up])
+    return g.build(g.op("GlobalAveragePool", [g.conv(y, 8, 4, name="out")]))
+
+
+def test_resize_to_another_tensors_size():
+    m = upsample_to("read")
+    gs_ = groups(m)
+    assert gs_["deep"][1] is True and gs_["skip"][1] is True
+    result = prune(normalize(m), PlanOptions(ratio=0.5), spec=InputSpec({"x": (2, 4, 16, 12)}), verify=True)
+    assert result.report.groups_pruned == 2
+
+
+def test_channel_count_computed_with_at_run_time_freezes():
+    gs_ = groups(upsample_to("computed"))
+    assert gs_["deep"][1] is False and "read at run time" in gs_["deep"][2]

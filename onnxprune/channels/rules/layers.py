@@ -53,8 +53,10 @@ class ConvRule(OpRule):
         layout = ctx.layout(x)
         cin, cout = _in_channels(node, w), _out_channels(node, w)
         if layout is not None and (layout.axis != 1 or len(layout) != cin):
-            ctx.barrier(node, "input channel axis does not match the weight")
-            return
+            # what reaches the input is not its channels (an NHWC graph input transposed with a tracked H):
+            # those stay, the layer's own output channels are still a source
+            ctx.freeze(layout, f"{node.op} {node.name!r}: input channel axis does not match the weight")
+            layout = None
         b = optional_input(node, 2)
         if b is not None and constant_value(b) is None:
             ctx.barrier(node, "bias is not constant")
@@ -90,8 +92,7 @@ class ConvRule(OpRule):
         group = int(node.attrs.get("group", 1))
         kind = _conv_kind(node, w)
         keep_out = ctx.keep(out)
-        keep_in = ctx.keep(x)
-        keep_in = np.ones(_in_channels(node, w), bool) if keep_in is None else keep_in
+        keep_in = ctx.keep(x) if ctx.changed(x) else np.ones(_in_channels(node, w), bool)
         if kind == "depthwise":
             w_new = w[keep_out]
             node.attrs["group"] = int(keep_out.sum())
@@ -148,10 +149,10 @@ class GemmRule(OpRule):
         trans_a, trans_b = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
         k = b.shape[1] if trans_b else b.shape[0]
         n = b.shape[0] if trans_b else b.shape[1]
+        if layout is not None and (layout.axis != (0 if trans_a else 1) or len(layout) != k):
+            ctx.freeze(layout, f"Gemm {node.name!r}: input channel axis does not match B")
+            layout = None
         if layout is not None:
-            if layout.axis != (0 if trans_a else 1) or len(layout) != k:
-                ctx.barrier(node, "input channel axis does not match B")
-                return
             ctx.consumers.append((node, a.name))
         ctx.set_layout(node.outputs[0], TensorLayout(1, ctx.new_space(node, n, "gemm")))
         ctx.member(node, "source")
@@ -163,7 +164,7 @@ class GemmRule(OpRule):
         b = constant_value(node.inputs[1])
         trans_b = int(node.attrs.get("transB", 0))
         k_axis, n_axis = (1, 0) if trans_b else (0, 1)
-        keep_in = ctx.keep(a)
+        keep_in = ctx.keep(a) if ctx.changed(a) else None  # a frozen input may not even be on the K axis
         keep_out = ctx.keep(out)
         if keep_in is not None:
             b = np.compress(keep_in, b, axis=k_axis)
@@ -196,10 +197,10 @@ class MatMulRule(OpRule):
             ctx.barrier(node, "not activation @ constant 2-D weight")
             return
         layout = ctx.layout(a)
+        if layout is not None and (layout.axis != rank - 1 or len(layout) != b.shape[0]):
+            ctx.freeze(layout, f"MatMul {node.name!r}: channels are not on the contracted (last) axis")
+            layout = None
         if layout is not None:
-            if layout.axis != rank - 1 or len(layout) != b.shape[0]:
-                ctx.barrier(node, "channels are not on the contracted (last) axis")
-                return
             ctx.consumers.append((node, a.name))
         ctx.set_layout(node.outputs[0], TensorLayout(rank - 1, ctx.new_space(node, b.shape[1], "matmul")))
         ctx.member(node, "source")
@@ -209,7 +210,7 @@ class MatMulRule(OpRule):
         if not (ctx.changed(a) or ctx.changed(out)):
             return
         b = constant_value(node.inputs[1])
-        keep_in = ctx.keep(a)
+        keep_in = ctx.keep(a) if ctx.changed(a) else None
         if keep_in is not None:
             b = b[keep_in]
         ctx.set_const(node, 1, b[:, ctx.keep(out)])

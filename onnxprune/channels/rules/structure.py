@@ -79,7 +79,10 @@ class ReduceRule(OpRule):
 
 @register("Resize", "Upsample")
 class ResizeRule(OpRule):
-    """Spatial resize; a constant ``sizes`` input states the channel count and is rewritten."""
+    """Spatial resize. ``sizes`` states the channel count: a constant is rewritten; computed sizes (an FPN/U-Net
+    upsampling to another tensor's size: ``Concat(Shape(x)[:2], Shape(skip)[2:])``) are exact when the channel
+    entry is read from a tensor carrying the same channels (so it follows the pruning) and no channel count is
+    used as a spatial size."""
 
     def analyze(self, node: gs.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
@@ -88,10 +91,12 @@ class ResizeRule(OpRule):
         scales_index = 1 if node.op == "Upsample" else 2
         scales = constant_value(optional_input(node, scales_index))
         sizes = optional_input(node, 3) if node.op == "Resize" else None
+        entries = _shape_entries(sizes) if sizes is not None and _ints(sizes) is None else None
         if scales is not None and scales.size and float(scales.reshape(-1)[layout.axis]) != 1.0:
             ctx.barrier(node, "scales the channel axis")
-        elif sizes is not None and _ints(sizes) is None:
-            ctx.barrier(node, "sizes computed at run time")
+        elif sizes is not None and _ints(sizes) is None and (entries is None or "axes" in node.attrs
+                                                           or not channel_entry_ok(ctx, entries, layout)):
+            ctx.barrier(node, "sizes computed at run time from something else than these channels")
         elif scales is None and sizes is None and optional_input(node, scales_index) is not None:
             ctx.barrier(node, "scales computed at run time")
         else:
@@ -100,11 +105,9 @@ class ResizeRule(OpRule):
     def rewrite(self, node: gs.Node, ctx: RewriteContext) -> None:
         keep = ctx.keep(node.inputs[0])
         sizes = optional_input(node, 3) if node.op == "Resize" else None
-        if keep is None or sizes is None or _ints(sizes) is None:
+        if keep is None or keep.all() or sizes is None:
             return
-        values = np.asarray(constant_value(sizes)).copy()
-        values[ctx.axis(node.inputs[0])] = int(keep.sum())
-        ctx.set_const(node, 3, values)
+        set_target_entry(node, 3, ctx.axis(node.inputs[0]), int(keep.sum()), ctx)
 
 
 @register("Pad")
@@ -376,6 +379,15 @@ def _shape_entries(tensor: gs.Tensor, depth: int = 0) -> list[object] | None:
         return _unknown_entries(tensor)
     if node.op in ("Cast", "Identity", "Squeeze", "Unsqueeze"):
         return _shape_entries(node.inputs[0], depth + 1)
+    if node.op == "Shape":
+        positions = _shape_positions(node)
+        return _unknown_entries(tensor) if positions is None else [("dim", i, node.inputs[0]) for i in positions]
+    if node.op == "Slice" and producer(node.inputs[0]) is not None and producer(node.inputs[0]).op == "Shape":
+        whole = _shape_entries(node.inputs[0], depth + 1)
+        params = _slice_params(node, 1)
+        if whole is None or params is None or params[3] != [1]:
+            return _unknown_entries(tensor)
+        return whole[_clamp(params[0][0], len(whole)):_clamp(params[1][0], len(whole))]
     if node.op == "Concat":
         parts = [_shape_entries(t, depth + 1) for t in node.inputs]
         return None if any(p is None for p in parts) else [x for p in parts for x in p]
@@ -384,6 +396,36 @@ def _shape_entries(tensor: gs.Tensor, depth: int = 0) -> list[object] | None:
         idx = _ints(node.inputs[1])
         return _unknown_entries(tensor) if idx is None else [("dim", i, shape.inputs[0]) for i in idx]
     return _unknown_entries(tensor)
+
+
+def _shape_positions(node: gs.Node) -> list[int] | None:
+    """The dims a Shape node returns (its ``start``/``end`` applied), or None if the rank is unknown."""
+    rank = rank_of(node.inputs[0])
+    if rank is None:
+        return None
+    return list(range(rank))[int(node.attrs.get("start", 0)):node.attrs.get("end")]
+
+
+def same_channels(ctx: AnalysisContext, a: gs.Tensor, b: TensorLayout) -> bool:
+    """Whether tensor ``a`` carries exactly the channels of layout ``b`` on the same axis (then its channel
+    count, read at run time, is ``b``'s after pruning too)."""
+    layout = ctx.layout(a)
+    return layout is not None and layout.axis == b.axis and np.array_equal(layout.elems, b.elems)
+
+
+def channel_entry_ok(ctx: AnalysisContext, entries: list[object], layout: TensorLayout) -> bool:
+    """A computed target/sizes vector states the channel count correctly after pruning: at the channel axis a
+    constant equal to the count (rewritten), ``-1``/``0`` where the op allows them (callers), or the channel
+    dim read at run time from a tensor carrying the same channels; and nowhere else a tracked channel count."""
+    for i, e in enumerate(entries):
+        if isinstance(e, tuple) and i != layout.axis:
+            src = ctx.layout(e[2])
+            if src is not None and src.axis == e[1]:
+                return False  # a channel count used as another dim: it would change with pruning
+    e = entries[layout.axis] if layout.axis < len(entries) else None
+    if isinstance(e, tuple):
+        return e[1] == layout.axis and same_channels(ctx, e[2], layout)
+    return e == len(layout)
 
 
 def _unknown_entries(tensor: gs.Tensor) -> list[object] | None:
@@ -444,6 +486,42 @@ def shuffle_chain(node: gs.Node, axis: int) -> tuple[gs.Node, gs.Node] | None:
     return (transpose, merge) if perm == expected and merge is not None else None
 
 
+def set_target_entry(node: gs.Node, input_index: int, index: int, size: int, ctx: RewriteContext) -> None:
+    """Write ``size`` into entry ``index`` of the shape vector at ``node.inputs[input_index]`` (a Reshape target,
+    Resize sizes) where it is stated as a positive number: a constant, or a constant piece of a Concat (cloned
+    first when other nodes read the same vector). Entries read at run time follow the pruning by themselves."""
+    target = node.inputs[input_index]
+    value = constant_value(target)
+    if value is not None:
+        value = np.asarray(value).copy()
+        if value[index] > 0:
+            value[index] = size
+            ctx.set_const(node, input_index, value)
+        return
+    concat = producer(target)
+    if concat is None or concat.op != "Concat":
+        return
+    offset = 0
+    for i, piece in enumerate(concat.inputs):
+        part = constant_value(piece)
+        length = int(np.asarray(part).size) if part is not None else len(_shape_entries(piece) or [None])
+        if offset <= index < offset + length:
+            if part is None or np.asarray(part).reshape(-1)[index - offset] <= 0:
+                return
+            if len(target.outputs) > 1:  # a target shared with other reshapes: give this one its own
+                own = gs.Variable(ctx.names.fresh(f"{target.name}_pruned"), dtype=target.dtype)
+                clone = gs.Node("Concat", ctx.names.fresh(f"{concat.name}_pruned"), dict(concat.attrs),
+                                list(concat.inputs), [own])
+                ctx.graph.nodes.insert(ctx.graph.nodes.index(concat) + 1, clone)
+                node.inputs[input_index] = own
+                concat = clone
+            new = np.asarray(part).copy()
+            new.reshape(-1)[index - offset] = size
+            ctx.set_const(concat, i, new)
+            return
+        offset += length
+
+
 @register("Reshape")
 class ReshapeRule(OpRule):
     """Exact patterns, checked on the dims shape inference names (so a dynamic batch or width is matched by
@@ -488,7 +566,7 @@ class ReshapeRule(OpRule):
             return
         axis, channels = layout.axis, len(layout)
         if len(sym_out) > axis and sym_out[axis] == channels and _same_prefix(sym_out, sym_in, entries, axis):
-            if entries[axis] not in (channels, -1, 0):
+            if entries[axis] not in (-1, 0) and not channel_entry_ok(ctx, entries, layout):
                 ctx.barrier(node, "target shape does not state the channel dim as a constant, -1 or 0")
                 return
             ctx.set_layout(out, layout)
@@ -537,39 +615,7 @@ class ReshapeRule(OpRule):
         if keep is None or keep.all():
             return
         axis = ctx.axis(out)
-        self._set_entry(node, axis if len(keep) == len(ctx.keep(x)) else 1, int(keep.sum()), ctx)
-
-    @staticmethod
-    def _set_entry(node: gs.Node, index: int, size: int, ctx: RewriteContext) -> None:
-        """Write ``size`` into entry ``index`` of the target shape where it is stated as a positive number."""
-        target = node.inputs[1]
-        value = constant_value(target)
-        if value is not None:
-            value = np.asarray(value).copy()
-            if value[index] > 0:
-                value[index] = size
-                ctx.set_const(node, 1, value)
-            return
-        concat = producer(target)
-        offset = 0
-        for i, piece in enumerate(concat.inputs):
-            part = constant_value(piece)
-            length = int(np.asarray(part).size) if part is not None else len(_shape_entries(piece) or [None])
-            if offset <= index < offset + length:
-                if part is None or np.asarray(part).reshape(-1)[index - offset] <= 0:
-                    return
-                if len(target.outputs) > 1:  # a target shared with other reshapes: give this one its own
-                    own = gs.Variable(ctx.names.fresh(f"{target.name}_pruned"), dtype=target.dtype)
-                    clone = gs.Node("Concat", ctx.names.fresh(f"{concat.name}_pruned"), dict(concat.attrs),
-                                    list(concat.inputs), [own])
-                    ctx.graph.nodes.insert(ctx.graph.nodes.index(concat) + 1, clone)
-                    node.inputs[1] = own
-                    concat = clone
-                new = np.asarray(part).copy()
-                new.reshape(-1)[index - offset] = size
-                ctx.set_const(concat, i, new)
-                return
-            offset += length
+        set_target_entry(node, 1, axis if len(keep) == len(ctx.keep(x)) else 1, int(keep.sum()), ctx)
 
     @staticmethod
     def _gather_shuffle(node: gs.Node, chain: tuple[gs.Node, gs.Node], ctx: RewriteContext) -> None:
@@ -633,26 +679,73 @@ class TransposeRule(OpRule):
         ctx.member(node, "transpose")
 
 
+#: ops that move shape values around without computing with them
+_SHAPE_PLUMBING = ("Cast", "Identity", "Squeeze", "Unsqueeze", "Concat", "Gather", "Slice")
+
+
+def _channel_count_sinks(tensor: gs.Tensor, position: int, depth: int = 0) -> list[tuple[gs.Node, int, int]] | None:
+    """Where the value at ``position`` of shape vector ``tensor`` ends up: (Reshape/Resize, input index, entry
+    position) for each use as a shape entry; None if it is computed with or used otherwise."""
+    if depth > 16:
+        return None
+    sinks: list[tuple[gs.Node, int, int]] = []
+    for user in tensor.outputs:
+        index = next(i for i, t in enumerate(user.inputs) if t is tensor)
+        if (user.op, index) in (("Reshape", 1), ("Resize", 3)):
+            sinks.append((user, index, position))
+            continue
+        if user.op not in _SHAPE_PLUMBING or index != 0 and user.op != "Concat":
+            return None
+        out = user.outputs[0]
+        if user.op == "Gather":
+            idx = _ints(user.inputs[1])
+            if idx is None:
+                return None
+            picked = [j for j, i in enumerate(idx) if i == position]
+            positions = picked if picked else []
+        elif user.op == "Slice":
+            params = _slice_params(user, 1)
+            if params is None or params[3] != [1]:
+                return None
+            n = (static_dims(tensor) or [None])[0]
+            start = params[0][0] if n is None else _clamp(params[0][0], n)
+            end = params[1][0] if n is None else _clamp(params[1][0], n)
+            positions = [position - start] if start <= position < end else []
+        elif user.op == "Concat":
+            lengths = [(static_dims(t) or [None])[0] if rank_of(t) == 1 else (1 if rank_of(t) == 0 else None)
+                       for t in user.inputs[:index]]
+            if any(n is None for n in lengths):
+                return None
+            positions = [position + sum(lengths)]
+        else:
+            positions = [position if rank_of(tensor) != 0 and rank_of(out) != 0 else 0]
+        for p in positions:
+            more = _channel_count_sinks(out, p, depth + 1)
+            if more is None:
+                return None
+            sinks.extend(more)
+    return sinks
+
+
 @register("Shape")
 class ShapeRule(OpRule):
-    """Reading a tracked tensor's shape is fine while the channel dim itself is never used."""
+    """Reading a tracked tensor's shape is fine while the channel dim is not used, or used only as the channel
+    entry of a Reshape target / Resize sizes of a tensor carrying the same channels (it then follows the
+    pruning: ``F.interpolate(x, size=skip.shape[-2:])`` writes ``Shape(x)[:2]`` into the sizes). Computing with
+    it, or using it anywhere else, freezes the channels. (A channel count shape inference knows is a constant
+    by then, see ``onnxprune.constant_fold``; this is about counts it could not tell.)"""
 
     def analyze(self, node: gs.Node, ctx: AnalysisContext) -> None:
         layout = ctx.layout(node.inputs[0])
         if layout is None:
             return
-        rank = rank_of(node.inputs[0])
-        start = int(node.attrs.get("start", 0))
-        end = node.attrs.get("end")
-        if rank is None:
+        positions = _shape_positions(node)
+        if positions is None:
             ctx.barrier(node, "rank unknown")
             return
-        positions = list(range(rank))[start:end]
         if layout.axis not in positions:
             return
-        channel_index = positions.index(layout.axis)
-        for user in node.outputs[0].outputs:
-            idx = _ints(user.inputs[1]) if user.op == "Gather" and len(user.inputs) > 1 else None
-            if idx is None or any(i % len(positions) == channel_index for i in idx):
-                ctx.freeze(layout, f"Shape {node.name!r}: the channel count is read at run time")
-                return
+        sinks = _channel_count_sinks(node.outputs[0], positions.index(layout.axis))
+        if sinks is None or any(p != layout.axis or not same_channels(ctx, user.inputs[0], layout)
+                                for user, _, p in sinks):
+            ctx.freeze(layout, f"Shape {node.name!r}: the channel count is read at run time")
