@@ -168,18 +168,113 @@ def infer_shapes(model: onnx.ModelProto, clear: bool = False) -> onnx.ModelProto
     """
     if clear:
         del model.graph.value_info[:]
-    skeleton_model = skeleton(model)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton_model, check_type=True, strict_mode=True, data_prop=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as e:
-        msg = " ".join(str(e).split())[:300]
-        raise InvalidModelError(f"shape inference failed: {msg}") from e
-    declared = {t.name for t in model.graph.initializer}
-    del model.graph.value_info[:]
-    model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in declared)
-    del model.graph.output[:]
-    model.graph.output.extend(inferred.graph.output)
+    for _ in range(_MAX_RANK_ROUNDS):
+        skeleton_model = skeleton(model)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(skeleton_model, check_type=True, strict_mode=True,
+                                                         data_prop=True)
+        except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as e:
+            msg = " ".join(str(e).split())[:300]
+            raise InvalidModelError(f"shape inference failed: {msg}") from e
+        declared = {t.name for t in model.graph.initializer}
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(v for v in inferred.graph.value_info if v.name not in declared)
+        del model.graph.output[:]
+        model.graph.output.extend(inferred.graph.output)
+        if not _complete_ranks(model):
+            break
     return model
+
+
+_MAX_RANK_ROUNDS = 4
+
+
+def _complete_ranks(model: onnx.ModelProto) -> int:
+    """Declare the shape of Reshape outputs ONNX inference left unknown although the target's length is known:
+    its data propagation does not follow every exporter's shape arithmetic (e.g. ``Unsqueeze`` with input axes
+    at opset 13). Each dim is the target's constant, or the dim of the tensor a ``Shape`` read it from (a
+    dim_param copied by name), or unknown; the next inference round carries them on. Returns how many were
+    declared."""
+    g = model.graph
+    typed = {v.name: v for v in (*g.input, *g.value_info, *g.output)}
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    declared = 0
+    outputs = {o.name for o in g.output}
+    for node in g.node:
+        if node.op_type != "Reshape" or node.output[0] in outputs or len(node.input) < 2:
+            continue
+        out, data = typed.get(node.output[0]), typed.get(node.input[0])
+        if out is not None and out.type.tensor_type.HasField("shape") and all(
+                d.HasField("dim_value") or d.HasField("dim_param") for d in out.type.tensor_type.shape.dim):
+            continue
+        if data is None or not data.type.tensor_type.elem_type:
+            continue
+        entries = _vector_entries(node.input[1], inits, typed, producer, 0)
+        if entries is None:
+            continue
+        in_dims = list(data.type.tensor_type.shape.dim) if data.type.tensor_type.HasField("shape") else None
+        dims: list[int | str | None] = []
+        for i, e in enumerate(entries):
+            if isinstance(e, int) and e > 0:
+                dims.append(e)
+            elif e == 0 and in_dims is not None and i < len(in_dims) and not _allowzero(node):
+                d = in_dims[i]
+                dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+            elif isinstance(e, onnx.TensorShapeProto.Dimension):
+                dims.append(e.dim_value if e.HasField("dim_value") else (e.dim_param or None))
+            else:
+                dims.append(None)
+        known_before = sum(d.HasField("dim_value") or d.HasField("dim_param")
+                           for d in out.type.tensor_type.shape.dim) if out is not None else -1
+        if sum(d is not None for d in dims) <= known_before:
+            continue
+        vi = helper.make_tensor_value_info(node.output[0], data.type.tensor_type.elem_type, dims)
+        if out is not None:
+            g.value_info.remove(out)
+        g.value_info.append(vi)
+        declared += 1
+    return declared
+
+
+def _allowzero(node: onnx.NodeProto) -> bool:
+    return any(a.name == "allowzero" and a.i for a in node.attribute)
+
+
+def _vector_entries(name: str, inits, typed, producer, depth: int) -> list[object] | None:
+    """A 1-D int64 shape vector entry by entry: ints where constant, the DimensionProto of the tensor a Shape
+    read, None where unknown; None when its length is unknown."""
+    if name in inits:
+        return [int(v) for v in numpy_helper.to_array(inits[name]).reshape(-1)]
+    node = producer.get(name)
+    if node is not None and depth < 12:
+        if node.op_type in ("Cast", "Identity", "Squeeze", "Unsqueeze"):
+            return _vector_entries(node.input[0], inits, typed, producer, depth + 1)
+        if node.op_type == "Concat":
+            parts = [_vector_entries(x, inits, typed, producer, depth + 1) for x in node.input]
+            return None if any(p is None for p in parts) else [e for p in parts for e in p]
+        if node.op_type in ("Shape", "Gather"):
+            shape_node = node if node.op_type == "Shape" else producer.get(node.input[0])
+            src = typed.get(shape_node.input[0]) if shape_node is not None and shape_node.op_type == "Shape" \
+                else None
+            if src is not None and src.type.tensor_type.HasField("shape"):
+                dims = list(src.type.tensor_type.shape.dim)
+                attrs = {a.name: a.i for a in shape_node.attribute}
+                dims = dims[attrs.get("start", 0):attrs.get("end", len(dims))]
+                if node.op_type == "Shape":
+                    return dims
+                if node.input[1] in inits:
+                    idx = numpy_helper.to_array(inits[node.input[1]]).reshape(-1)
+                    if all(-len(dims) <= int(i) < len(dims) for i in idx):
+                        return [dims[int(i)] for i in idx]
+    vi = typed.get(name)
+    if vi is not None and vi.type.tensor_type.HasField("shape"):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) == 0:
+            return [None]
+        if len(dims) == 1 and dims[0].dim_value > 0:
+            return [None] * dims[0].dim_value
+    return None
 
 
 #: Initializers with more elements than this are stood in for by typed inputs during shape inference; small

@@ -206,3 +206,17 @@ def test_export_forms_are_what_they_claim():
     assert all(d.HasField("dim_value") for d in fixed.graph.input[0].type.tensor_type.shape.dim)
     assert not export(entry, "noshape").graph.output[0].HasField("type")
     assert sum(n.op_type == "Identity" for n in export(entry, "identity").graph.node) > 0
+
+
+@pytest.mark.parametrize("opset", [11, 13])
+@pytest.mark.parametrize("name", ["shufflenet_v2", "convnext", "crnn", "unet", "efficientnet"])
+def test_new_architectures_at_older_opsets(name, opset):
+    """At opset 11/13 the exporter writes LayerNorm out, Squeeze/Split axes as attributes, and shape arithmetic
+    ONNX's data propagation does not follow (ShuffleNet's reshape targets lost their rank at opset 13)."""
+    model = normalize(export(ZOO[name], "legacy_bn", opset=opset))
+    spec = InputSpec({"input": ZOO[name].input_shape})
+    summary = onnxprune.inspect(model, spec)
+    assert summary.prunable_flops_fraction >= (0.75 if name == "convnext" else 0.95)
+    for g in summary.groups:
+        assert g["prunable"] or any(r in g["reason"] for r in REAL_LIMITS), g["reason"]
+    assert prune(model, PlanOptions(ratio=0.3, round_to=8), spec=spec, verify=True).report.groups_pruned > 0
