@@ -260,7 +260,7 @@ def _lsq_all(original: onnx.ModelProto, out: onnx.ModelProto, nodes: list[onnx.N
         y = targets[node.output[0]]
         keep_out = masks[node.name][1]
         if keep_out is not None:
-            y = np.compress(keep_out, y, axis=1 if node.op_type == "Conv" else -1)  # channels this layer still has
+            y = np.compress(keep_out, y, axis=1 if node.op_type in ("Conv", "ConvTranspose") else -1)  # still has
         result = _lsq_fix(out, node, x, y, max_positions, rng)
         if result is None:
             ok = _bias_fix(original, out, node, masks[node.name], original_inputs[node.input[0]])

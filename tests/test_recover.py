@@ -146,3 +146,16 @@ def test_lsq_refits_a_matmul_after_flatten():
     y = g.op("MatMul", [flat, g.const(rand(6 * 2 * 2, 3))], name="mm")
     model = normalize(g.build(y))
     _assert_lsq_exact(model, _duplicate_pair_plan(model, "c1", (0,)), "mm")
+
+
+def test_lsq_with_convtranspose_consumers():
+    """The scorecard found it: a ConvTranspose whose output channels are pruned read its target on the last
+    axis (an IndexError); its channels are on axis 1 as for Conv."""
+    from models.zoo_cache import zoo_model
+
+    model = onnxprune.load(zoo_model("convtranspose_decoder", "legacy_bn"))
+    x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    result = prune(model, PlanOptions(ratio=0.3), recover_with=Recover.LSQ, data=Dataset({"input": x}, None))
+    recovery = result.report.recovery
+    assert result.report.groups_pruned > 0 and recovery["layers"]
+    assert recovery["after"]["rel-l2"] <= recovery["before"]["rel-l2"] + 1e-6
