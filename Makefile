@@ -31,7 +31,7 @@ demo: $(VENV)/.runtime
 	@mkdir -p $(OUT)
 	$(BIN)/onnxprune inspect models/digits/resnet56.onnx --input-shape input=1x3x32x32
 	$(BIN)/onnxprune fold models/digits/resnet56.onnx -o $(OUT)/resnet56.folded.onnx --verify
-	$(BIN)/onnxprune prune $(OUT)/resnet56.folded.onnx -o $(OUT)/resnet56.pruned.onnx --ratio 0.3 --round-to 8 --verify \
+	$(BIN)/onnxprune prune $(OUT)/resnet56.folded.onnx -o $(OUT)/resnet56.pruned.onnx --ratio 0.3 --verify \
 		--plan-out $(OUT)/resnet56.plan.json
 	$(BIN)/onnxprune prune $(OUT)/resnet56.folded.onnx -o $(OUT)/resnet56.recovered.onnx --plan $(OUT)/resnet56.plan.json \
 		--recover lsq --data models/digits/digits_calib.npz
@@ -47,10 +47,11 @@ demo: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -n 2 -q
 
-## bench: regenerate benchmarks/results/ (the pipeline suite, fold vs onnxsim/onnxslim, pruning accuracy and
+## bench: regenerate benchmarks/results/ (the pipeline suite, the export scorecard, fold vs onnxsim/onnxslim, pruning accuracy and
 ## latency vs Torch-Pruning, recovery/schedules, emission, Deep Compression, zoo throughput)
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_suite --out benchmarks/results
+	$(BIN)/python -m benchmarks.bench_exports --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_fold --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_prune_accuracy --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_prune_latency --out benchmarks/results

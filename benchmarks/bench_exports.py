@@ -13,10 +13,11 @@ error: a bug):
   provider when no GPU is present);
 - speedup: the default prune (``--ratio 0.3``) against the original, ONNX Runtime CPU, all graph optimizations,
   1 thread, batch 1, interleaved medians of --runs rounds (128x128 for fully convolutional models, the export
-  size otherwise), measured after all other cells, one model pair at a time.
+  size otherwise), measured after all other cells, one model at a time; for the ``legacy_bn`` form the same
+  ratio with exact channel counts (``--target none``, the old default) is run in the same rounds.
 
 Usage: python -m benchmarks.bench_exports [--out benchmarks/results] [--models a,b] [--forms x,y] [--runs 40]
-       [--jobs 2]
+       [--jobs 2] [--update]
 Writes exports.json and exports.md.
 """
 
@@ -58,6 +59,7 @@ class Row:
     recover_rel_l2: tuple[float, float] | None = None
     speedup: float | None = None
     macs_ratio: float | None = None
+    speedup_exact: float | None = None  # legacy_bn only: the same ratio with exact counts (--target none)
     seconds: float = 0.0
 
 
@@ -150,8 +152,13 @@ def speed(row: Row, runs: int) -> None:
     shapes = {model.graph.input[0].name: bench_shape(row.model, fixed)}
     pruned = prune(model, PlanOptions(ratio=RATIO, round_to=CHANNEL_MULTIPLE["cpu"])).model
     feeds = random_inputs(model, shapes)
-    medians = interleaved_medians({"original": session(model, 1), "pruned": session(pruned, 1)}, feeds, runs)
+    sessions = {"original": session(model, 1), "pruned": session(pruned, 1)}
+    if row.form == "legacy_bn":
+        sessions["exact"] = session(prune(model, PlanOptions(ratio=RATIO, round_to=1)).model, 1)
+    medians = interleaved_medians(sessions, feeds, runs)
     row.speedup = medians["original"] / medians["pruned"]
+    if "exact" in medians:
+        row.speedup_exact = medians["original"] / medians["exact"]
     row.macs_ratio = count_costs(pruned, shapes).macs / max(count_costs(model, shapes).macs, 1)
 
 
@@ -201,6 +208,12 @@ def markdown(rows: list[Row], runs: int) -> str:
         lines.append(f"| {r.model} | {r.form} | {cell(r, 'inspect', frac)} | "
                      f"{cell(r, 'fold', str(r.bn_left))} | {cell(r, 'prune')} | {cell(r, 'recover', rec)} | "
                      f"{cell(r, 'emit_cpu')} | {cell(r, 'emit_mobile')} | {cell(r, 'emit_cuda')} | {spd} |")
+    exact = [r for r in rows if r.speedup_exact is not None]
+    if exact:
+        lines += ["", f"## Default rounding vs exact counts (`legacy_bn`, same {runs} interleaved rounds)", "",
+                  f"| model | `--ratio {RATIO}` (rounded to {CHANNEL_MULTIPLE['cpu']}) | exact counts (`--target none`) |",
+                  "|---|---|---|"]
+        lines += [f"| {r.model} | {r.speedup:.2f}x | {r.speedup_exact:.2f}x |" for r in exact]
     reasons = sorted({(r.model, reason) for r in rows for reason in r.frozen_reasons})
     lines += ["", "## Frozen groups (all forms)", ""]
     for model in dict.fromkeys(m for m, _ in reasons):
@@ -225,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--forms", default=",".join(FORMS))
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--jobs", type=int, default=2, help="processes for the correctness cells (speed: one at a time)")
+    ap.add_argument("--update", action="store_true",
+                    help="re-score only --models x --forms and keep the other rows of an existing exports.json")
     args = ap.parse_args(argv)
     tasks = [(m, f) for m in args.models.split(",") for f in args.forms.split(",")]
     for name, form in tasks:  # export once, before the workers read the cache
@@ -244,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
             speed(row, args.runs)
             print(f"[speed {i}/{len(rows)}] {row.model}/{row.form}: {row.speedup:.2f}x", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.update and (args.out / "exports.json").is_file():
+        fresh = {(r.model, r.form): r for r in rows}
+        old = [Row(**{**d, "recover_rel_l2": tuple(d["recover_rel_l2"]) if d["recover_rel_l2"] else None})
+               for d in json.loads((args.out / "exports.json").read_text())["rows"]]
+        rows = [fresh.pop((r.model, r.form), r) for r in old] + list(fresh.values())
     (args.out / "exports.json").write_text(json.dumps({"machine": machine(), "runs": args.runs,
                                                        "rows": [asdict(r) for r in rows]}, indent=1) + "\n")
     (args.out / "exports.md").write_text(markdown(rows, args.runs))
