@@ -26,7 +26,7 @@ steps:
   - prune: {target-flops: 0.7}
   - compress: {sparsity: 0.8}
 """
-RUNS = ((Backend.LOCAL, 1), (Backend.LOCAL, 2), (Backend.RAY, 2))
+RUNS = ((Backend.LOCAL, 1), (Backend.LOCAL, 2))
 SAME = ("status", "error", "steps_done", "macs_after", "params_after", "bytes_after", "compressed_bytes")
 
 
@@ -49,6 +49,7 @@ def build_zoo(root: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--ray-address", help="also run on this Ray cluster (onnxprune never starts one itself)")
     args = parser.parse_args(argv)
     recipe = parse_recipe(RECIPE, "bench recipe")
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         zoo.mkdir()
         jobs = discover(build_zoo(zoo), recipe)
         runs = []
-        for backend, workers in RUNS:
+        for backend, workers in RUNS + (((Backend.RAY, 2),) if args.ray_address else ()):
             run = run_zoo(jobs, Path(tmp) / f"out-{backend.value}-{workers}",
-                          ZooOptions(backend, workers, Limits(timeout=1800)))
+                          ZooOptions(backend, workers, Limits(timeout=1800), address=args.ray_address))
             runs.append((backend, workers, run))
             print(json.dumps({"backend": backend.value, "jobs": workers, **run.totals}), flush=True)
     reference = {r["name"]: {k: r[k] for k in SAME} for r in runs[0][2].rows}

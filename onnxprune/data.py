@@ -17,14 +17,17 @@ from __future__ import annotations
 import enum
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 import numpy as np
 import onnx
 
 from onnxprune.errors import InputFileError, UsageError
+from onnxprune.limits import ensure_memory, gib
+from onnxprune.paths import regular_file
 from onnxprune.verify import graph_inputs
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -99,7 +102,8 @@ def load_data(path: str | os.PathLike[str], model: onnx.ModelProto, preprocess: 
     p = Path(path)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit {limit} must be >= 1")
-    if p.is_file():
+    if p.exists() and not p.is_dir():
+        regular_file(p, "data")
         if p.suffix.lower() != ".npz":
             raise UsageError(f"{p}: --data takes an .npz file or a folder of .npy files or images")
         return load_npz(p, model).limit(limit)
@@ -136,12 +140,14 @@ def load_data(path: str | os.PathLike[str], model: onnx.ModelProto, preprocess: 
 def load_npz(path: str | os.PathLike[str], model: onnx.ModelProto) -> Dataset:
     """Load an .npz keyed by input name (optional ``labels``) and check it against the model's inputs."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InputFileError(f"{p}: no such data file (expected an .npz keyed by input name)")
+    regular_file(p, "data")
     try:
-        with np.load(p) as data:
+        _check_npz_sizes(p)
+        with np.load(p, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise InputFileError(f"{p}: not a readable .npz: {e}") from None
     labels = arrays.pop("labels", None)
     return _checked(p, arrays, labels, model)
@@ -187,10 +193,56 @@ def _checked(source: Path, arrays: dict[str, np.ndarray], labels: np.ndarray | N
     return Dataset(inputs, None if labels is None else np.asarray(labels).reshape(-1), batch)
 
 
+#: Deflate cannot expand data more than ~1032x; a member declaring more is not a real zip entry.
+MAX_DEFLATE_RATIO = 1100
+
+
+def _declared_bytes(f: IO[bytes], source: str) -> int:
+    """Bytes of the array an .npy stream declares in its header (read without reading the data)."""
+    version = np.lib.format.read_magic(f)
+    reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if reader is None:
+        raise ValueError(f"unsupported .npy format version {version}")
+    shape, _, dtype = reader(f)
+    if dtype.hasobject:
+        raise ValueError("holds Python objects (pickled); only numeric arrays are read")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    return count * dtype.itemsize
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Refuse, before numpy allocates anything, arrays whose declared size the archive cannot hold (a header
+    declaring gigabytes in a small file) or that do not fit in memory."""
+    total = 0
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            if info.file_size > max(info.compress_size, 1) * MAX_DEFLATE_RATIO + 4096:
+                raise ValueError(f"member {info.filename} declares {info.file_size} bytes from {info.compress_size}: "
+                                 f"not a valid archive")
+            with z.open(info) as f:
+                declared = _declared_bytes(f, str(path))
+            if declared > info.file_size:
+                raise ValueError(f"array {info.filename[:-4]!r} declares {gib(declared)} but the archive holds "
+                                 f"{gib(info.file_size)} for it")
+            total += declared
+    ensure_memory(total, f"{path}: the arrays")
+
+
 def _load_npy(path: Path) -> np.ndarray:
+    regular_file(path, ".npy")
     try:
+        with open(path, "rb") as f:
+            declared = _declared_bytes(f, str(path))
+            if declared > path.stat().st_size:
+                raise ValueError(f"the header declares {gib(declared)} but the file holds "
+                                 f"{gib(path.stat().st_size)}")
+        ensure_memory(declared, f"{path}: the array")
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise InputFileError(f"{path}: not a readable .npy: {e}") from None
 
 
@@ -244,6 +296,7 @@ def _read_images(files: list[Path], vi: onnx.ValueInfoProto, pre: ImagePreproces
     mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
     mean = np.asarray(pre.mean, dtype=np.float32)
     std = np.asarray(pre.std, dtype=np.float32)
+    ensure_memory(len(files) * h * w * channels * 4, f"{len(files)} images at {h}x{w}x{channels}")
     out = np.empty((len(files), h, w, channels), dtype=np.float32)
     for i, f in enumerate(files):
         try:
@@ -258,6 +311,8 @@ def _read_images(files: list[Path], vi: onnx.ValueInfoProto, pre: ImagePreproces
                 elif img.size != (w, h):
                     img = img.resize((w, h), Image.Resampling.BILINEAR)
                 pixels = np.asarray(img, dtype=np.float32).reshape(h, w, channels)
+        except Image.DecompressionBombError as e:
+            raise InputFileError(f"{f}: image too large to decode safely (decompression bomb?): {e}") from None
         except (OSError, UnidentifiedImageError, ValueError) as e:
             raise InputFileError(f"{f}: not a readable image: {e}") from None
         if pre.channel_order is ChannelOrder.BGR and channels >= 3:

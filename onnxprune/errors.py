@@ -54,3 +54,9 @@ class PreconditionError(OnnxPruneError):
     """A pass's precondition does not hold for this graph."""
 
     exit_code = 8
+
+
+class ResourceLimitError(OnnxPruneError):
+    """The work needs more memory than this process can allocate (checked before allocating)."""
+
+    exit_code = 10

@@ -18,6 +18,7 @@ from onnx import external_data_helper
 
 from onnxprune.errors import ExternalDataError, InputFileError, InvalidModelError, OutputPathError
 from onnxprune.interface import repair_interface
+from onnxprune.paths import read_regular_file
 
 #: Protobuf cannot serialize a message of 2 GiB or more; above this many bytes of tensor data we write
 #: external data (with margin for the graph itself).
@@ -32,16 +33,8 @@ def read_model(path: str | os.PathLike[str], notes: list[str] | None = None) -> 
     protobuf, truncated, fails the checker) or ExternalDataError.
     """
     p = Path(path)
-    if not p.exists():
-        raise InputFileError(f"{p}: no such file")
-    if p.is_dir():
-        raise InputFileError(f"{p}: is a directory, expected an .onnx file")
-    try:
-        size = p.stat().st_size
-        data = p.read_bytes()
-    except OSError as e:
-        raise InputFileError(f"{p}: cannot read: {e.strerror or e}") from e
-    if size == 0:
+    data = read_regular_file(p, "ONNX model")
+    if not data:
         raise InputFileError(f"{p}: file is empty")
     model = onnx.ModelProto()
     try:
@@ -60,20 +53,27 @@ def read_model(path: str | os.PathLike[str], notes: list[str] | None = None) -> 
 
 
 def _load_external_data(model: onnx.ModelProto, base_dir: Path, p: Path) -> None:
+    """Load tensor data stored beside the model. A location must be a relative path that stays inside the
+    model's folder (no absolute path, no ``..``, no symlink out of it): checked before anything is opened."""
+    base = Path(os.path.realpath(base_dir))
     for tensor in external_data_helper._get_all_tensors(model):
         if not external_data_helper.uses_external_data(tensor):
             continue
         info = external_data_helper.ExternalDataInfo(tensor)
-        location = base_dir / info.location
-        if not location.is_file():
+        location = Path(info.location)
+        real = Path(os.path.realpath(base / location))
+        if location.is_absolute() or ".." in location.parts or not real.is_relative_to(base) or real == base:
+            raise ExternalDataError(f"{p}: external data location {info.location!r} of tensor {tensor.name!r} is "
+                                    f"outside the model's folder; refusing to read it")
+        if not real.is_file():
             raise ExternalDataError(f"{p}: external data file {info.location!r} for tensor {tensor.name!r} is missing")
         needed = (info.offset or 0) + (info.length or 0)
-        if info.length and location.stat().st_size < needed:
+        if info.length and real.stat().st_size < needed:
             raise ExternalDataError(f"{p}: external data file {info.location!r} is shorter than tensor "
-                                    f"{tensor.name!r} needs ({location.stat().st_size} < {needed} bytes)")
+                                    f"{tensor.name!r} needs ({real.stat().st_size} < {needed} bytes)")
     try:
         external_data_helper.load_external_data_for_model(model, str(base_dir))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, onnx.checker.ValidationError) as e:
         raise ExternalDataError(f"{p}: cannot load external data: {_first_line(e)}") from e
 
 
@@ -151,6 +151,12 @@ def save_model(model: onnx.ModelProto, output: str | os.PathLike[str], *, extern
     return out
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -169,6 +175,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *inputs: str |
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private; the result is an ordinary file
         os.replace(tmp, out)
     except OSError as e:
         raise OutputPathError(f"{out}: cannot write: {e.strerror or e}") from e

@@ -19,9 +19,10 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxprune.errors import VerificationError
+from onnxprune.errors import OutputPathError, VerificationError
 from onnxprune.graph import to_graph, to_model
 from onnxprune.io import check_model, save_model
+from onnxprune.paths import is_marked, mark
 from onnxprune.verify import Comparison, InputSpec, Reference, make_session
 
 
@@ -113,6 +114,20 @@ def default_tolerance(reference: Reference) -> float:
     return 4e-3 if low_precision else 1e-5
 
 
+def prepare_dump_dir(folder: Path) -> None:
+    """Create (and mark) the ``--dump-dir`` folder; an existing one is used only when it is empty or onnxprune
+    wrote it, since its files are overwritten."""
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not is_marked(folder))):
+        raise OutputPathError(f"{folder}: --dump-dir exists and was not written by onnxprune; choose a new or empty "
+                              f"folder")
+    try:
+        folder.mkdir(exist_ok=True)
+        if not is_marked(folder):
+            mark(folder, "dump")
+    except OSError as e:
+        raise OutputPathError(f"{folder}: cannot create the --dump-dir folder: {e.strerror or e}") from None
+
+
 class PassManager:
     """Runs passes in order on a model; the input ModelProto is never modified."""
 
@@ -126,7 +141,7 @@ class PassManager:
         reference = Reference.of(model, self.checks.inputs, self.checks.seed) \
             if self.checks.level is CheckLevel.NUMERIC else None
         if self.checks.dump_dir is not None:
-            self.checks.dump_dir.mkdir(parents=True, exist_ok=True)
+            prepare_dump_dir(self.checks.dump_dir)
         records: list[PassRecord] = []
         graph = to_graph(model) if graph is None else graph
         current: onnx.ModelProto | None = model  # None: the graph has changes not exported yet

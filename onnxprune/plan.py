@@ -100,10 +100,18 @@ class PruningPlan:
 
     @classmethod
     def load(cls, path: str | Path) -> "PruningPlan":
+        from onnxprune.paths import read_regular_file
+
+        text = read_regular_file(path, "plan")
         try:
-            return cls.from_json(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise UsageError(f"cannot read plan {path}: {e}") from None
+        except RecursionError:
+            raise UsageError(f"cannot read plan {path}: nested too deeply") from None
+        if not isinstance(data, dict):
+            raise UsageError(f"cannot read plan {path}: expected a JSON object")
+        return cls.from_json(data)
 
     def off_multiple(self, multiple: int) -> list[tuple[str, int]]:
         """(group, kept) for every pruned group whose kept count is not a multiple of ``multiple``."""

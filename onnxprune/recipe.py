@@ -13,7 +13,8 @@ steps:
 Each step is a subcommand (``fold``, ``prune``, ``sensitivity``, ``compress``, ``emit``, ``bench``); its keys are
 that subcommand's long options without the dashes (``target-flops`` or ``target_flops``). ``true`` gives a flag,
 ``false`` leaves it out, a list repeats an option that takes several values (``--exclude``, ``--sparsity-for``);
-``emit: {target: [...]}`` emits once per target. The runner sets the model, ``-o`` and the report files; a
+``emit: {target: [...]}`` emits once per target. The runner sets the model, ``-o`` and the report files, and
+writes what ``dump-dir``, ``plan-out`` and ``runnable: true`` ask for into the model's folder; a
 ``prune`` step with ``sensitivity: previous`` uses the folder of the last ``sensitivity`` step. Every key is
 checked against the subcommand's parser when the recipe is loaded, so a typo fails before any model runs.
 """
@@ -32,6 +33,9 @@ from onnxprune.errors import UsageError
 
 STEPS = ("fold", "prune", "sensitivity", "compress", "emit", "bench")
 RUNNER_SET = {"model", "models", "output", "report", "json", "csv", "markdown", "html", "plot"}
+#: Options that name a file or folder to write: in a recipe only ``true`` (the runner writes it into the model's
+#: output folder, named after the step) or ``false``, so no step writes outside that folder.
+OUTPUT_OPTIONS = {"dump-dir": "dump", "plan-out": "plan.json", "runnable": "small.onnx"}
 
 
 class RecipeError(UsageError):
@@ -105,7 +109,14 @@ def _check_step(step: Step, where: str) -> None:
     for key, value in step.options:
         if key.replace("-", "_") in RUNNER_SET:
             raise RecipeError(f"{where}.{key}: set by the runner, not by the recipe")
+        if key in OUTPUT_OPTIONS and key in known:
+            if not isinstance(value, bool):
+                raise RecipeError(f"{where}.{key}: true or false (the runner writes it into the model's output "
+                                  f"folder), not a path")
+            continue
         if key == "target" and step.kind == "emit":
+            if not (_scalar(value) or (isinstance(value, list) and all(_scalar(v) for v in value))):
+                raise RecipeError(f"{where}.{key}: expected a target or a list of targets")
             continue
         if key not in known:
             near = sorted(k for k in known if k[:3] == key[:3])
@@ -114,21 +125,55 @@ def _check_step(step: Step, where: str) -> None:
         action = known[key]
         if isinstance(value, list) and not isinstance(action, argparse._AppendAction):
             raise RecipeError(f"{where}.{key}: takes one value, not a list")
-        if isinstance(value, dict):
-            raise RecipeError(f"{where}.{key}: expected a value, not a mapping")
+        if isinstance(value, dict) or (isinstance(value, list) and not all(_scalar(v) for v in value)):
+            raise RecipeError(f"{where}.{key}: expected a value or a list of values, not a nested structure")
+        if not isinstance(value, list) and not _scalar(value):
+            raise RecipeError(f"{where}.{key}: expected a value, got {type(value).__name__}")
         if action.nargs == 0 and not isinstance(value, bool):
             raise RecipeError(f"{where}.{key}: a flag: expected true or false, got {value!r}")
 
 
-def parse_recipe(text: str, source: str = "recipe") -> Recipe:
+#: YAML aliases a recipe or manifest may use: enough for sharing a few option blocks, too few for an alias bomb
+#: (nested aliases that expand a few hundred bytes into gigabytes).
+MAX_YAML_ALIASES = 64
+#: The largest recipe or manifest file read.
+MAX_YAML_BYTES = 8 << 20
+
+
+def load_yaml(text: str | bytes, source: str, error: type[UsageError] = UsageError) -> Any:
+    """``yaml.safe_load`` with at most :data:`MAX_YAML_ALIASES` aliases; ``error`` (one line) on bad YAML."""
     import yaml
 
+    class _Loader(yaml.SafeLoader):
+        aliases = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                self.aliases += 1
+                if self.aliases > MAX_YAML_ALIASES:
+                    mark = self.peek_event().start_mark
+                    raise error(f"{source}: line {mark.line + 1}: more than {MAX_YAML_ALIASES} YAML aliases "
+                                f"(refusing a possible alias bomb)")
+            return super().compose_node(parent, index)
+
+    if len(text) > MAX_YAML_BYTES:
+        raise error(f"{source}: {len(text)} bytes is too large for a recipe or manifest")
     try:
-        raw = yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise RecipeError(f"{source}:{where} not valid YAML: {getattr(e, 'problem', None) or e}") from None
+        raise error(f"{source}:{where} not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    except RecursionError:
+        raise error(f"{source}: nested too deeply") from None
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def parse_recipe(text: str | bytes, source: str = "recipe") -> Recipe:
+    raw = load_yaml(text, source, RecipeError)
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: expected a mapping with 'steps'")
     unknown = set(raw) - {"steps", "data"}
@@ -160,19 +205,23 @@ def parse_recipe(text: str, source: str = "recipe") -> Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
+    from onnxprune.errors import InputFileError
+    from onnxprune.paths import read_regular_file
+
     p = Path(path)
     try:
-        text = p.read_text()
-    except OSError as e:
-        raise RecipeError(f"{p}: cannot read the recipe: {e.strerror or e}") from None
+        text = read_regular_file(p, "recipe")
+    except InputFileError as e:
+        raise RecipeError(f"cannot read the recipe: {e}") from None
     return parse_recipe(text, str(p))
 
 
 def step_argv(step: Step, skip: set[str] = frozenset()) -> list[str]:
-    """The step's options as CLI arguments (``skip``: names the runner handles itself)."""
+    """The step's options as CLI arguments (``skip``: names the runner handles itself; output options are
+    added by :func:`output_argv`)."""
     argv: list[str] = []
     for key, value in step.options:
-        if key in skip:
+        if key in skip or key in OUTPUT_OPTIONS:
             continue
         if value is True:
             argv.append(f"--{key}")
@@ -183,4 +232,14 @@ def step_argv(step: Step, skip: set[str] = frozenset()) -> list[str]:
                 argv += [f"--{key}", str(v)]
         else:
             argv += [f"--{key}", str(value)]
+    return argv
+
+
+def output_argv(step: Step, folder: Path, tag: str) -> list[str]:
+    """``--dump-dir`` / ``--plan-out`` / ``--runnable`` for the output options set to true, each a path in
+    ``folder`` named after the step (``tag``)."""
+    argv: list[str] = []
+    for key, suffix in OUTPUT_OPTIONS.items():
+        if step.option(key) is True and key in options_of(step.kind):
+            argv += [f"--{key}", str(folder / f"{tag}.{suffix}")]
     return argv

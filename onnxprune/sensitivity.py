@@ -157,8 +157,12 @@ def _plan_from_ratios(model: onnx.ModelProto, ratios: dict[str, float], criterio
 
 def plan_for_prune(directory: Path) -> PruningPlan:
     """The plan `prune --sensitivity DIR` applies: the target plan when one was derived, else the tolerance one."""
+    if not directory.is_dir():
+        from onnxprune.errors import InputFileError
+
+        raise InputFileError(f"{directory}: no such sensitivity folder")
     for name in ("plan_target.json", "plan_tolerance.json"):
-        if (directory / name).is_file():
+        if (directory / name).exists():
             return PruningPlan.load(directory / name)
     from onnxprune.errors import UsageError
 

@@ -109,7 +109,7 @@ def test_output_equal_to_input_is_refused(tmp_path, capsys):
     before = snapshot(tmp_path)
     rc = main(["fold", str(src), "-o", str(tmp_path / "." / "good.onnx")])
     assert rc == OutputPathError.exit_code
-    assert "overwrite the input" in capsys.readouterr().err
+    assert "inputs are never overwritten" in capsys.readouterr().err
     assert snapshot(tmp_path) == before
 
 

@@ -14,6 +14,7 @@ from onnxprune.cli.main import main
 from onnxprune.emit import EmitOptions, Int8, Style, Target, emit
 from onnxprune.emit.manifest import sha256
 from onnxprune.errors import OutputPathError, UsageError
+from onnxprune.paths import MARKER
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
 CALIB, TEST = DIGITS / "digits_calib.npz", DIGITS / "digits_test.npz"
@@ -27,7 +28,8 @@ def check_manifest(folder: Path, source: Path) -> dict:
     m = manifest(folder)
     assert m["source"]["sha256"] == sha256(source)
     assert {"target", "files", "passes", "onnxruntime", "providers", "session_options", "macs", "params"} <= set(m)
-    assert sorted(p.name for p in folder.iterdir()) == sorted([f["name"] for f in m["files"]] + ["manifest.json"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f["name"] for f in m["files"]]
+                                                              + ["manifest.json", MARKER])
     for f in m["files"]:
         assert f["sha256"] == sha256(folder / f["name"]) and f["bytes"] == (folder / f["name"]).stat().st_size
     return m
@@ -157,8 +159,14 @@ def test_non_empty_output_folder_needs_force(tmp_path, capsys):
     (out / "keep.txt").write_text("mine")
     assert main(["emit", src, "--target", "cpu", "-o", str(out)]) == OutputPathError.exit_code
     assert "not empty" in capsys.readouterr().err and (out / "keep.txt").exists()
-    assert main(["emit", src, "--target", "cpu", "-o", str(out), "--force"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "manifest.json").exists()
+    # --force never replaces a folder onnxprune did not write
+    assert main(["emit", src, "--target", "cpu", "-o", str(out), "--force"]) == OutputPathError.exit_code
+    assert "not written by onnxprune" in capsys.readouterr().err and (out / "keep.txt").exists()
+    (out / "keep.txt").unlink()
+    assert main(["emit", src, "--target", "cpu", "-o", str(out)]) == 0              # empty: fine
+    (out / "extra.txt").write_text("stale")
+    assert main(["emit", src, "--target", "cpu", "-o", str(out), "--force"]) == 0   # onnxprune's: replaced
+    assert not (out / "extra.txt").exists() and (out / "manifest.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

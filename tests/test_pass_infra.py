@@ -42,7 +42,7 @@ def test_records_and_dumps(tmp_path):
     result = PassManager([FoldBatchNorm(), Cleanup()], Checks(CheckLevel.NUMERIC, dump_dir=tmp_path)).run(m)
     assert [r.name for r in result.records] == ["fold-batchnorm", "cleanup"]
     assert result.records[0].modified and result.comparison is not None
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["01-fold-batchnorm.onnx", "02-cleanup.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".onnxprune", "01-fold-batchnorm.onnx", "02-cleanup.onnx"]
     assert onnxprune.load(tmp_path / "01-fold-batchnorm.onnx").graph.node[0].op_type == "Conv"
     assert m.SerializeToString() == before
 

@@ -58,7 +58,7 @@ def test_cli_sensitivity_then_prune(tmp_path, capsys):
     assert main(["sensitivity", str(DIGITS / "studentnet.onnx"), "--data", str(DIGITS / "digits_calib.npz"),
                  "-o", str(out), "--ratios", "0.3,0.6", "--target-flops", "0.8", "--limit", "32",
                  "--input-shape", "input=1x3x32x32"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["plan_target.json", "plan_tolerance.json", "sensitivity.csv",
+    assert sorted(p.name for p in out.iterdir()) == [".onnxprune", "plan_target.json", "plan_tolerance.json", "sensitivity.csv",
                                                       "sensitivity.json", "sensitivity.md", "sensitivity.png"]
     data = json.loads((out / "sensitivity.json").read_text())
     assert data["metric"] == "accuracy" and len(data["points"]) == 16

@@ -201,11 +201,18 @@ def test_interrupted_zoo_resumes(tmp_path):
 # --- zoo, Ray ------------------------------------------------------------------------------------------------
 
 def test_ray_backend_gives_the_same_summary(zoo, tmp_path):
-    pytest.importorskip("ray")
+    """On a Ray cluster the user runs (here one the test starts): the same per-model results as local."""
+    ray = pytest.importorskip("ray")
     recipe = str(recipe_file(tmp_path))
     local, remote = tmp_path / "local", tmp_path / "ray"
     assert main(["zoo", str(zoo), "-o", str(local), "--recipe", recipe, "--jobs", "2"]) == 9
-    assert main(["zoo", str(zoo), "-o", str(remote), "--recipe", recipe, "--jobs", "2", "--backend", "ray"]) == 9
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        address = ray.get_runtime_context().gcs_address
+        assert main(["zoo", str(zoo), "-o", str(remote), "--recipe", recipe, "--jobs", "2", "--backend", "ray",
+                     "--address", address]) == 9
+    finally:
+        ray.shutdown()
     a, b = summary(local), summary(remote)
     assert a.keys() == b.keys()
     same = ("status", "error", "steps_done", "macs_before", "macs_after", "params_before", "params_after",
@@ -213,6 +220,12 @@ def test_ray_backend_gives_the_same_summary(zoo, tmp_path):
     for name in a:
         assert {k: a[name][k] for k in same} == {k: b[name][k] for k in same}, name
     assert json.loads((remote / "summary.json").read_text())["totals"]["backend"] == "ray"
+
+
+def test_ray_backend_never_starts_a_ray_of_its_own(zoo, tmp_path, capsys):
+    """A run-local Ray listens on every interface without authentication: onnxprune refuses to start one."""
+    assert main(["zoo", str(zoo), "-o", str(tmp_path / "out"), "--backend", "ray"]) == 2
+    assert "--address" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_recipe_prunes_with_the_previous_sensitivity_run(tmp_path):

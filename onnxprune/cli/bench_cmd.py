@@ -10,7 +10,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from onnxprune.bench import BenchOptions, run_benchmark
 from onnxprune.bench.report import table, write_outputs
-from onnxprune.cli.common import add_data_args, console, image_preprocess
+from onnxprune.cli.common import add_data_args, console, guard_paths, image_preprocess
 from onnxprune.errors import InvalidModelError, UsageError
 from onnxprune.io import ensure_output_path
 from onnxprune.verify import parse_input_shapes
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise UsageError(f"--threads {args.threads!r}: expected comma-separated integers, e.g. 1,2") from None
     outputs = {k: getattr(args, k) for k in ("json", "csv", "markdown", "plot", "html")}
+    guard_paths(args, inputs=("models", "data"), files=tuple(outputs))
     for path in outputs.values():
         if path is not None:
             ensure_output_path(path, *args.models)

@@ -20,6 +20,7 @@ from onnxprune.data import (
     load_data,
 )
 from onnxprune.errors import OnnxPruneError, UsageError
+from onnxprune.paths import check_paths
 from onnxprune.verify import InputSpec, parse_input_shapes
 
 console = Console(highlight=False)
@@ -54,6 +55,24 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     for note in notes:
         err_console.print(f"onnxprune: note: {path}: {note}", soft_wrap=True, markup=False)
     return model
+
+
+def _flag(name: str) -> str:
+    return "-o" if name == "output" else "--" + name.replace("_", "-")
+
+
+def _values(value: object) -> list[object]:
+    if value is None:
+        return []
+    return [v for v in value if v is not None] if isinstance(value, (list, tuple)) else [value]
+
+
+def guard_paths(args: argparse.Namespace, inputs: tuple[str, ...] = (), files: tuple[str, ...] = (),
+                folders: tuple[str, ...] = ()) -> None:
+    """:func:`onnxprune.paths.check_paths` on the named arguments, before any work is done."""
+    check_paths(inputs=[v for name in inputs for v in _values(getattr(args, name, None))],
+                files=[(_flag(name), v) for name in files for v in _values(getattr(args, name, None))],
+                folders=[(_flag(name), v) for name in folders for v in _values(getattr(args, name, None))])
 
 
 def print_json(data: object) -> None:

@@ -13,6 +13,7 @@ from onnxprune.cli.common import (
     console,
     data_from_args,
     glob_values,
+    guard_paths,
     human,
     load_model,
     print_json,
@@ -32,10 +33,11 @@ from onnxprune.compress.pipeline import (
     decompress,
 )
 from onnxprune.compress.runnable import runnable
-from onnxprune.errors import InputFileError, UsageError
+from onnxprune.errors import UsageError
 from onnxprune.io import ensure_output_path, write_bytes_atomic, write_text_atomic
 from onnxprune.metrics import Metric, metrics, outputs
 from onnxprune.passes.prune_connections import ConnectionPruning
+from onnxprune.paths import read_regular_file
 from onnxprune.recover import Recover
 
 
@@ -90,6 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    guard_paths(args, inputs=("model", "data", "eval_data"), files=("output", "runnable", "report"))
     for path in (args.output, args.runnable, args.report):
         if path is not None:
             ensure_output_path(path, args.model)
@@ -190,10 +193,9 @@ def _print(result: CompressResult, report: dict[str, object]) -> None:
 
 def run_decompress(args: argparse.Namespace) -> int:
     path = Path(args.container)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
+    guard_paths(args, inputs=("container",), files=("output",))
+    data = read_regular_file(path, "onnxprune container")
     ensure_output_path(args.output, path)
-    data = path.read_bytes()
     model = runnable(data, str(path)) if args.runnable else decompress(data, str(path))
     save(model, args.output, source=str(path))
     console.print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.3f} MB)")

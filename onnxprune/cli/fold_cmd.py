@@ -10,6 +10,7 @@ from onnxprune.api import fold, save
 from onnxprune.cli.common import (
     add_input_shape_args,
     console,
+    guard_paths,
     input_spec,
     load_model,
     print_json,
@@ -39,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    guard_paths(args, inputs=("model",), files=("output",), folders=("dump_dir",))
     ensure_output_path(args.output, args.model)
     spec = input_spec(args)
     model = load_model(args.model)

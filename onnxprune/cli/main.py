@@ -18,6 +18,7 @@ from onnxprune.cli import (
 )
 from onnxprune.cli.common import OneLineParser, report_error
 from onnxprune.errors import OnnxPruneError, UsageError
+from onnxprune.signals import Terminated, exit_status, termination_as_interrupt
 
 SUBCOMMANDS = (inspect_cmd, fold_cmd, prune_cmd, sensitivity_cmd, compress_cmd, emit_cmd, bench_cmd, zoo_cmd)
 
@@ -36,15 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or bool(os.environ.get("ONNXPRUNE_DEBUG"))
     try:
-        args = build_parser().parse_args(argv)
-        if not getattr(args, "run", None):
-            raise UsageError("missing command (see 'onnxprune --help')")
-        return args.run(args)
+        with termination_as_interrupt():
+            args = build_parser().parse_args(argv)
+            if not getattr(args, "run", None):
+                raise UsageError("missing command (see 'onnxprune --help')")
+            return args.run(args)
     except OnnxPruneError as e:
         return report_error("onnxprune", e)
-    except KeyboardInterrupt:
-        print("onnxprune: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        how = f"terminated by {e}" if isinstance(e, Terminated) else "interrupted"
+        print(f"onnxprune: {how}", file=sys.stderr)
+        return exit_status(e)
     except Exception as e:  # a bug: still one line unless --debug
         if debug:
             raise

@@ -14,6 +14,7 @@ from onnxprune.cli.common import (
     data_from_args,
     err_console,
     glob_values,
+    guard_paths,
     human,
     input_spec,
     load_model,
@@ -85,6 +86,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    guard_paths(args, inputs=("model", "data", "plan", "sensitivity"), files=("output", "plan_out", "report"),
+                folders=("dump_dir",))
     ensure_output_path(args.output, args.model)
     for extra in (args.plan_out, args.report):
         if extra is not None:

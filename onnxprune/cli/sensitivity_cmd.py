@@ -10,10 +10,11 @@ from onnxprune.cli.common import (
     add_input_shape_args,
     console,
     data_from_args,
+    guard_paths,
     input_spec,
     load_model,
 )
-from onnxprune.emit.outdir import staged_output_dir
+from onnxprune.emit.outdir import check_output_dir, staged_output_dir
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
 from onnxprune.metrics import Metric
@@ -53,11 +54,13 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError
     except ValueError:
         raise UsageError(f"--ratios {args.ratios!r}: expected comma-separated ratios in (0, 1)") from None
+    guard_paths(args, inputs=("model", "data"), folders=("output",))
+    check_output_dir(args.output, args.force)
     spec = input_spec(args)
     model = load_model(args.model)
     data = data_from_args(args, model)
     metric = Metric(args.metric) if args.metric else None
-    with staged_output_dir(args.output, args.force) as tmp:
+    with staged_output_dir(args.output, args.force, "sensitivity") as tmp:
         result = run_sensitivity(model, data, ratios=ratios, metric=metric, criterion=Criterion(args.criterion),
                                  jobs=args.jobs, spec=spec)
         write_results(tmp, result)

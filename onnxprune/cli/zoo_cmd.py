@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
 from onnxprune.cli.common import console
-from onnxprune.errors import InputFileError, OnnxPruneError, OutputPathError, UsageError
+from onnxprune.emit.outdir import check_output_dir, staged_output_dir
+from onnxprune.errors import OnnxPruneError, OutputPathError, UsageError
+from onnxprune.paths import check_paths, regular_file
 from onnxprune.recipe import Recipe, Step, load_recipe
 from onnxprune.verify import parse_input_shapes
 from onnxprune.zoo import Backend, Limits, ModelJob, ZooOptions, discover, run_zoo
-from onnxprune.zoo.model_run import publish, run_model
+from onnxprune.zoo.jobs import check_zoo_paths
+from onnxprune.zoo.model_run import run_model_in
 
 DEFAULT_RECIPE = Recipe((Step("fold"),), None, "default recipe (fold)")
 
@@ -29,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "log.txt and result.json. Written to a temp folder and renamed into place.")
     r.add_argument("recipe", type=Path)
     r.add_argument("model", type=Path)
-    r.add_argument("-o", "--output", type=Path, required=True, help="output folder (replaced when it exists)")
+    r.add_argument("-o", "--output", type=Path, required=True,
+                   help="output folder: new, empty, or one onnxprune wrote before (then replaced)")
     r.add_argument("--data", help="--data for every step that takes it (overrides the recipe's)")
     r.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224")
     r.add_argument("--json", action="store_true", help="print result.json")
@@ -44,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     z.add_argument("--recipe", type=Path, help="recipe YAML (default: fold only)")
     z.add_argument("--jobs", type=int, default=1, help="models at a time (default 1)")
     z.add_argument("--backend", choices=[b.value for b in Backend], default="local")
-    z.add_argument("--address", help="Ray cluster address (default: start a local Ray for this run)")
+    z.add_argument("--address", help="address of the Ray cluster to run on (required with --backend ray; the "
+                                     "cluster is your own security boundary)")
     z.add_argument("--resume", action="store_true",
                    help="skip models already done (ok) with the same recipe and model bytes")
     z.add_argument("--timeout", type=float, default=3600, help="seconds per model (default 3600; 0: none)")
@@ -54,24 +58,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_one(args: argparse.Namespace) -> int:
-    if not args.model.is_file():
-        raise InputFileError(f"{args.model}: no such file")
-    if args.output.exists() and not args.output.is_dir():
-        raise OutputPathError(f"{args.output}: exists and is not a folder")
-    if not args.output.resolve().parent.is_dir():
-        raise OutputPathError(f"{args.output.parent}: no such folder")
+    regular_file(args.model, "ONNX model")
     recipe = load_recipe(args.recipe)
     if args.data:
         recipe = Recipe(recipe.steps, args.data, recipe.source)
+    check_paths(inputs=[args.recipe, args.model, recipe.data], folders=[("-o", args.output)])
+    check_output_dir(args.output, force=True)
     shapes = tuple((k, tuple(v)) for k, v in parse_input_shapes(args.input_shape).items())
     job = ModelJob(args.output.name, str(args.model), recipe, shapes)
-    staging = args.output.resolve().parent / f".{args.output.name}.staging"
-    staging.mkdir(exist_ok=True)
-    try:
-        result = run_model(job, str(staging))
-        publish(staging / job.name, args.output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with staged_output_dir(args.output, force=True, command="run") as folder:
+        result = run_model_in(job, folder)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -91,10 +87,15 @@ def run_many(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs {args.jobs} must be >= 1")
     if args.address and args.backend != "ray":
         raise UsageError("--address needs --backend ray")
+    if args.backend == "ray" and not args.address:
+        raise UsageError("--backend ray needs --address of a Ray cluster you run (onnxprune does not start one: a "
+                         "local Ray listens on every interface without authentication); on one machine use "
+                         "--backend local")
     if args.output.exists() and not args.output.is_dir():
         raise OutputPathError(f"{args.output}: exists and is not a folder")
     recipe = load_recipe(args.recipe) if args.recipe else DEFAULT_RECIPE
-    jobs = discover(args.input, recipe)
+    jobs = discover(args.input, recipe, exclude=args.output)
+    check_zoo_paths(args.input, args.recipe, jobs, args.output)
     options = ZooOptions(Backend(args.backend), args.jobs,
                          Limits(args.timeout or None, args.memory_limit), args.resume, args.address)
     from rich.progress import (
@@ -123,8 +124,8 @@ def run_many(args: argparse.Namespace) -> int:
         console.print(f"{t['models']} models: {t['ok']} ok, {t['resumed']} resumed, {t['failed']} failed, "
                       f"{t['timeout']} timed out, {t['not_run']} not run in {t['wall_seconds']:.1f} s "
                       f"-> {args.output / 'summary.md'}", markup=False)
-    if run.interrupted:
-        raise KeyboardInterrupt
+    if run.interrupted is not None:
+        raise run.interrupted
     if run.failed:
         raise ModelsFailed(f"{run.failed} of {len(jobs)} models failed (see {args.output / 'summary.md'})")
     return 0

@@ -26,12 +26,13 @@ from onnx import numpy_helper
 
 import onnxprune
 from onnxprune.compress import huffman, sparse_index
-from onnxprune.compress.container import ContainerWriter, parse
+from onnxprune.compress.container import Container, ContainerWriter, parse
 from onnxprune.compress.kmeans import Init, kmeans_1d
 from onnxprune.compress.refit import LayerFit, refit
 from onnxprune.data import Dataset
-from onnxprune.errors import InvalidModelError, UsageError
+from onnxprune.errors import InvalidModelError, ResourceLimitError, UsageError
 from onnxprune.io import check_model
+from onnxprune.limits import ensure_memory, gib, memory_budget
 from onnxprune.pass_infra import PassManager
 from onnxprune.passes.prune_connections import PRUNABLE_OPS, ConnectionPruning, PruneConnections
 from onnxprune.recover import Recover
@@ -157,15 +158,17 @@ def _encode(shared: _Shared, kind: str, sharing: Sharing, writer: ContainerWrite
     bits = (sharing.conv_bits if kind == "conv" else sharing.fc_bits) if sharing.share else 0
     index_bits = sharing.conv_index_bits if kind == "conv" else sharing.fc_index_bits
     entry: dict[str, object] = {"bits": bits, "index_bits": index_bits}
+    flat_size = int(shared.decoded.size)
     if shared.codebook is not None and shared.indices is not None:
-        gaps, values = sparse_index.encode(shared.positions, shared.indices, index_bits)
+        gaps, values = sparse_index.encode(shared.positions, shared.indices, index_bits, flat_size)
         value_stream = huffman.encode(values)
         entry["codebook"] = writer.range(shared.codebook.tobytes())
         entry["values"] = _stream_json(writer, value_stream)
         size = len(value_stream.data) + shared.codebook.nbytes
     else:
         flat = shared.decoded.reshape(-1)
-        gaps, values = sparse_index.encode(shared.positions, np.arange(1, shared.positions.size + 1), index_bits)
+        gaps, values = sparse_index.encode(shared.positions, np.arange(1, shared.positions.size + 1), index_bits,
+                                           flat_size)
         raw = np.zeros(values.size, dtype=flat.dtype)  # fillers hold 0
         raw[values > 0] = flat[shared.positions]
         entry["values"] = writer.range(raw.tobytes())
@@ -235,10 +238,112 @@ def compress(model: onnx.ModelProto, options: CompressOptions | None = None,
     return CompressResult(container, out, tuple(layers), source_bytes, fits)
 
 
-def _decode_stream(container, where: dict[str, object]) -> np.ndarray:
-    stream = huffman.HuffmanStream(container.blob(where), int(where["nbits"]), tuple(where["count"]),
-                                   tuple(where["symbols"]), int(where["n"]))
-    return huffman.decode(stream)
+#: dtypes a coded tensor may have, and the largest rank accepted from a container.
+CODED_DTYPES = ("float32", "float16", "float64")
+MAX_RANK = 8
+#: A serialized ModelProto cannot exceed 2 GiB: a graph inflating past that is not a model.
+MAX_GRAPH_BYTES = 2**31 - 1
+
+
+def _stream(container: Container, where: object) -> huffman.HuffmanStream:
+    if not isinstance(where, dict):
+        raise TypeError("a stream entry is not a mapping")
+    ints = {k: where.get(k) for k in ("nbits", "n")}
+    lists = {k: where.get(k) for k in ("count", "symbols")}
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints.values()) or not all(
+            isinstance(v, list) and len(v) <= huffman.MAX_SYMBOL and all(isinstance(x, int) for x in v)
+            for v in lists.values()):
+        raise ValueError("malformed stream entry")
+    stream = huffman.HuffmanStream(container.blob(where), ints["nbits"], tuple(lists["count"]),
+                                   tuple(lists["symbols"]), ints["n"])
+    huffman.validate(stream)
+    return stream
+
+
+@dataclass(frozen=True)
+class _TensorSpec:
+    """A coded tensor as its header declares it, validated against the payload before anything is decoded."""
+
+    name: str
+    position: int
+    shape: tuple[int, ...]
+    size: int
+    dtype: np.dtype
+    index_bits: int
+    gaps: huffman.HuffmanStream
+    values: huffman.HuffmanStream | None      # shared: codebook indices
+    codebook: bytes | None
+    raw: bytes | None                         # not shared: the values themselves
+
+    @property
+    def decoded_bytes(self) -> int:
+        return self.size * (self.dtype.itemsize + (8 if self.codebook is not None else 0))
+
+
+def _spec(container: Container, t: object) -> _TensorSpec:
+    if not isinstance(t, dict):
+        raise TypeError("a tensor entry is not a mapping")
+    name, shape, dtype_name, position = t.get("name"), t.get("shape"), t.get("dtype"), t.get("position")
+    bits, index_bits = t.get("bits"), t.get("index_bits")
+    if not isinstance(name, str) or not isinstance(position, int) or position < 0:
+        raise ValueError("tensor name or position missing")
+    if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ValueError(f"tensor {name!r}: shape {shape!r} is not a list of at most {MAX_RANK} sizes")
+    if dtype_name not in CODED_DTYPES:
+        raise ValueError(f"tensor {name!r}: dtype {dtype_name!r} is not one of {', '.join(CODED_DTYPES)}")
+    if not isinstance(bits, int) or not 0 <= bits <= 16 or not isinstance(index_bits, int) \
+            or not 1 <= index_bits <= 16:
+        raise ValueError(f"tensor {name!r}: bits {bits!r} / index bits {index_bits!r} out of range")
+    dtype = np.dtype(dtype_name)
+    size = 1
+    for d in shape:
+        size *= d
+    gaps = _stream(container, t.get("gaps"))
+    if size > sparse_index.max_size(gaps.length, index_bits):
+        raise ValueError(f"tensor {name!r} declares {size} elements but its index covers at most "
+                         f"{sparse_index.max_size(gaps.length, index_bits)}")
+    if bits:
+        values = _stream(container, t.get("values"))
+        codebook = container.blob(t.get("codebook"))
+        if values.length != gaps.length or not 0 < len(codebook) <= (1 << bits) * dtype.itemsize \
+                or len(codebook) % dtype.itemsize:
+            raise ValueError(f"tensor {name!r}: codebook or values do not match its index")
+        return _TensorSpec(name, position, tuple(shape), size, dtype, index_bits, gaps, values, codebook, None)
+    raw = container.blob(t.get("values"))
+    if len(raw) != gaps.length * dtype.itemsize:
+        raise ValueError(f"tensor {name!r}: {len(raw)} bytes of values for {gaps.length} index entries")
+    return _TensorSpec(name, position, tuple(shape), size, dtype, index_bits, gaps, None, None, raw)
+
+
+def _decode_tensor(spec: _TensorSpec) -> DecodedTensor:
+    gaps = huffman.decode(spec.gaps)
+    if spec.values is not None and spec.codebook is not None:
+        codebook = np.frombuffer(spec.codebook, dtype=spec.dtype)
+        positions, values = sparse_index.decode(gaps, huffman.decode(spec.values), spec.size, spec.index_bits)
+        indices = np.zeros(spec.size, dtype=np.int64)
+        indices[positions] = values
+        return DecodedTensor(spec.name, spec.position, codebook[indices].reshape(spec.shape), codebook,
+                             indices.reshape(spec.shape))
+    raw = np.frombuffer(spec.raw or b"", dtype=spec.dtype)
+    positions, _ = sparse_index.decode(gaps, np.zeros_like(gaps), spec.size, spec.index_bits)
+    dense = np.zeros(spec.size, dtype=spec.dtype)
+    dense[positions] = raw
+    return DecodedTensor(spec.name, spec.position, dense.reshape(spec.shape), None, None)
+
+
+def _inflate(blob: bytes, source: str) -> bytes:
+    """The zlib-compressed graph, inflated at most to what a model can be and this process can hold."""
+    limit = min(MAX_GRAPH_BYTES, memory_budget() // 3)
+    inflater = zlib.decompressobj()
+    out = inflater.decompress(blob, limit + 1)
+    if len(out) > limit or inflater.unconsumed_tail:
+        if limit == MAX_GRAPH_BYTES:
+            raise InvalidModelError(f"{source}: corrupt container: the graph inflates past 2 GiB, the most an ONNX "
+                                    f"model can be")
+        raise ResourceLimitError(f"{source}: the container's graph inflates past {gib(limit)}, more than this "
+                                 f"process can hold")
+    return out
 
 
 @dataclass(frozen=True)
@@ -251,31 +356,16 @@ class DecodedTensor:
 
 
 def decode(data: bytes, source: str = "container") -> tuple[onnx.ModelProto, list[DecodedTensor]]:
-    """The graph (without the coded weights) and every coded tensor, from container bytes."""
+    """The graph (without the coded weights) and every coded tensor, from container bytes. Every declared size
+    is validated against the payload and the memory budget before anything is allocated."""
     c = parse(data, source)
     try:
-        graph = onnx.load_model_from_string(zlib.decompress(c.blob(c.header["graph"])))
-        tensors = []
-        for t in c.header["tensors"]:
-            shape = tuple(int(d) for d in t["shape"])
-            size = int(np.prod(shape, dtype=np.int64))
-            dtype = np.dtype(t["dtype"])
-            gaps = _decode_stream(c, t["gaps"])
-            if t["bits"]:
-                codebook = np.frombuffer(c.blob(t["codebook"]), dtype=dtype)
-                values = _decode_stream(c, t["values"])
-                positions, values = sparse_index.decode(gaps, values, size)
-                indices = np.zeros(size, dtype=np.int64)
-                indices[positions] = values
-                dense = codebook[indices]
-                tensors.append(DecodedTensor(t["name"], int(t["position"]), dense.reshape(shape), codebook,
-                                             indices.reshape(shape)))
-            else:
-                raw = np.frombuffer(c.blob(t["values"]), dtype=dtype)
-                positions, _ = sparse_index.decode(gaps, np.zeros_like(gaps), size)
-                dense = np.zeros(size, dtype=dtype)
-                dense[positions] = raw
-                tensors.append(DecodedTensor(t["name"], int(t["position"]), dense.reshape(shape), None, None))
+        specs = [_spec(c, t) for t in c.header["tensors"]]
+        if len({s.name for s in specs}) != len(specs):
+            raise ValueError("two coded tensors share a name")
+        ensure_memory(sum(s.decoded_bytes for s in specs), f"{source}: the decoded weights")
+        graph = onnx.load_model_from_string(_inflate(c.blob(c.header["graph"]), source))
+        tensors = [_decode_tensor(s) for s in specs]
     except (KeyError, TypeError, ValueError, IndexError, zlib.error, DecodeError) as e:
         raise InvalidModelError(f"{source}: corrupt container: {type(e).__name__}: {e}") from None
     return graph, tensors

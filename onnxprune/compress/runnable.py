@@ -18,6 +18,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.compress.pipeline import DecodedTensor, decode
+from onnxprune.errors import InvalidModelError
 
 
 def runnable(data: bytes, source: str = "container") -> onnx.ModelProto:
@@ -40,7 +41,10 @@ def runnable(data: bytes, source: str = "container") -> onnx.ModelProto:
     graph.node.extend(nodes)
     # not full_check: ONNX's shape inference types a sparse initializer as sparse_tensor and rejects it as a
     # Conv weight, although ONNX Runtime densifies it at load (the pipeline runs the result in ORT instead)
-    onnx.checker.check_model(model)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        raise InvalidModelError(f"{source}: the runnable model is invalid: {' '.join(str(e).split())[:300]}") from None
     return model
 
 

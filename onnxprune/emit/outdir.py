@@ -1,4 +1,9 @@
-"""An output folder that appears whole or not at all: built in a temp folder beside it, then renamed."""
+"""An output folder that appears whole or not at all: built in a temp folder beside it, then renamed.
+
+The folder gets onnxprune's marker (:data:`onnxprune.paths.MARKER`); an existing folder is replaced only with
+``force`` and only when it carries the marker, so a user's own folder is never deleted. A symlinked output path
+is followed: the folder it points to is replaced and the link keeps pointing at it.
+"""
 
 from __future__ import annotations
 
@@ -10,35 +15,45 @@ from pathlib import Path
 from typing import Iterator
 
 from onnxprune.errors import OutputPathError
+from onnxprune.io import current_umask
+from onnxprune.paths import check_replaceable, mark
 
 
-def check_output_dir(path: Path, force: bool) -> None:
-    if path.exists() and not path.is_dir():
-        raise OutputPathError(f"{path}: exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not force:
-        raise OutputPathError(f"{path}: folder exists and is not empty (use --force to replace it)")
-    parent = path.parent if str(path.parent) else Path(".")
+def check_output_dir(path: Path, force: bool) -> Path:
+    """The real output folder (symlinks followed), after checking it may be written; see the module doc."""
+    real = Path(os.path.realpath(path))
+    if not real.name:
+        raise OutputPathError(f"{path}: cannot use the filesystem root as an output folder")
+    parent = real.parent
     if not parent.is_dir():
-        raise OutputPathError(f"{path}: folder {parent} does not exist")
+        raise OutputPathError(f"{path}: folder {path.parent} does not exist")
+    check_replaceable(real, force)
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{path}: folder {path.parent} is not writable")
+    return real
 
 
 @contextmanager
-def staged_output_dir(path: Path, force: bool) -> Iterator[Path]:
+def staged_output_dir(path: Path, force: bool, command: str = "onnxprune") -> Iterator[Path]:
     """Yield a temp folder; on success it replaces ``path`` (the old one is removed only afterwards)."""
-    check_output_dir(path, force)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    real = check_output_dir(path, force)
     try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent))
+    except OSError as e:
+        raise OutputPathError(f"{path}: cannot create the output folder: {e.strerror or e}") from None
+    try:
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; the result is an ordinary folder
+        mark(tmp, command)
         yield tmp
         old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        if real.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=".old", dir=real.parent))
             os.rmdir(old)
-            os.replace(path, old)
-        os.replace(tmp, path)
+            os.replace(real, old)
+        os.replace(tmp, real)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        raise OutputPathError(f"{path}: cannot write the output folder: {e.strerror or e}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

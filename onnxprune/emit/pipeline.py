@@ -31,6 +31,7 @@ from onnxprune.emit.mobile import fix_shapes, to_ort_format, usability_report
 from onnxprune.emit.options import EmitOptions, Int8, Target
 from onnxprune.emit.outdir import check_output_dir, staged_output_dir
 from onnxprune.emit.quantize import quantize
+from onnxprune.paths import check_paths
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.io import save_model
@@ -101,6 +102,7 @@ def _agreement_data(source_out: np.ndarray, artifact_out: np.ndarray, data: Data
 
 def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
     _check_options(options)
+    check_paths(inputs=[source_path, options.data, options.eval_data], folders=[("-o", out_dir)])
     check_output_dir(out_dir, options.force)
     notes: list[str] = []
     source = load(source_path, notes)
@@ -133,7 +135,7 @@ def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
         session_options={"graph_optimization_level": "ORT_ENABLE_ALL"},
         macs=costs.macs, params=costs.params, input_shapes={k: list(v) for k, v in shapes.items()}, notes=notes)
 
-    with staged_output_dir(out_dir, options.force) as tmp:
+    with staged_output_dir(out_dir, options.force, "emit") as tmp:
         work = tmp / "_work"
         work.mkdir()
         float_path = work / "float.onnx"

@@ -15,6 +15,7 @@ from onnxprune.data import Dataset
 from onnxprune.emit.options import Int8
 from onnxprune.errors import VerificationError
 from onnxprune.normalize import default_opset
+from onnxprune.workdir import private_cwd
 
 PER_CHANNEL_MIN_OPSET = 13
 
@@ -36,11 +37,13 @@ def preprocess(src: Path, dst: Path, notes: list[str]) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     logging.getLogger().setLevel(logging.ERROR)
-    try:
-        quant_pre_process(str(src), str(dst))
-    except Exception as e:  # symbolic shape inference fails on some graphs: retry without it
-        notes.append(f"quant_pre_process without symbolic shape inference ({type(e).__name__})")
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    src, dst = src.resolve(), dst.resolve()
+    with private_cwd():  # symbolic shape inference writes sym_shape_infer_temp.onnx into the cwd on failure
+        try:
+            quant_pre_process(str(src), str(dst))
+        except Exception as e:  # symbolic shape inference fails on some graphs: retry without it
+            notes.append(f"quant_pre_process without symbolic shape inference ({type(e).__name__})")
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
 
 
 def upgrade_opset(path: Path, notes: list[str]) -> None:

@@ -5,14 +5,19 @@ interpreter (a native abort, the kernel's OOM killer) or hangs takes only itself
 after that many seconds; ``memory_mb`` caps each worker's address space (a model over it fails with "out of
 memory" instead of taking the machine down).
 
-Ray: each model is a Ray task (``num_cpus=1``) on the cluster at ``address`` (or a local Ray started for the
-run), at most ``jobs`` in flight; per-model timeouts cancel the task (the memory cap is the cluster's own). Workers write to ``OUTDIR`` directly, so on a multi-node cluster
-``OUTDIR`` and the models must be on a filesystem every node sees (as with any Ray job writing files).
+Ray: each model is a Ray task (``num_cpus=1``) on the cluster at ``address``, at most ``jobs`` in flight;
+per-model timeouts cancel the task (the memory cap is the cluster's own). Workers write to ``OUTDIR`` directly,
+so on a multi-node cluster ``OUTDIR`` and the models must be on a filesystem every node sees (as with any Ray
+job writing files). onnxprune does not start a Ray of its own: Ray's servers (GCS, raylet, workers) listen on
+every interface without authentication, even when told the node is 127.0.0.1 (checked with Ray 2.60), so a
+run-local Ray would expose the machine. The cluster at ``address`` is the user's own security boundary; on one
+machine the local backend does the same work without listening on the network.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,14 +39,39 @@ def _failed(job: ModelJob, key: str, status: str, error: str, seconds: float) ->
     return ModelResult(job.name, job.path, status, error, key=key, seconds=seconds).to_dict()
 
 
-def _worker(job: ModelJob, outdir: str, key: str, memory_mb: int | None, conn) -> None:
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the zoo process dies, however it dies (even SIGKILL), so no
+    orphan keeps running past the run's timeout and memory limits or publishes after the summary."""
+    import ctypes
+    import ctypes.util
+    import signal
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def _worker(job: ModelJob, outdir: str, key: str, memory_mb: int | None, parent_pid: int, conn) -> None:
+    import os
+    import signal
+
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops workers
     if memory_mb:
         import resource
 
         limit = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        conn.send(run_model(job, outdir, key))
+        result = run_model(job, outdir, key)
+        try:
+            conn.send(result)
+        except (BrokenPipeError, EOFError, OSError):  # the parent stopped listening: nothing to report to
+            pass
     finally:
         conn.close()
 
@@ -58,7 +88,8 @@ def run_local(jobs: list[tuple[ModelJob, str]], outdir: str, workers: int, limit
             while pending and len(running) < max(workers, 1):
                 job, key = pending.pop(0)
                 parent, child = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_worker, args=(job, outdir, key, limits.memory_mb, child), daemon=True)
+                proc = ctx.Process(target=_worker, args=(job, outdir, key, limits.memory_mb, os.getpid(), child),
+                                   daemon=True)
                 proc.start()
                 child.close()
                 running[proc] = (job, key, parent, time.monotonic())
@@ -91,6 +122,8 @@ def run_local(jobs: list[tuple[ModelJob, str]], outdir: str, workers: int, limit
             proc.kill()
         for proc in running:
             proc.join(5)
+        for _, _, conn, _ in running.values():
+            conn.close()
 
 
 def _died(job: ModelJob, key: str, proc, elapsed: float) -> Result:
@@ -109,12 +142,12 @@ def run_ray(jobs: list[tuple[ModelJob, str]], outdir: str, address: str | None, 
         raise UsageError("--backend ray needs Ray: pip install 'onnxprune[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
+        if not address:
+            raise UsageError("--backend ray needs --address of a Ray cluster you run (onnxprune does not start one: "
+                             "a local Ray listens on every interface without authentication); on one machine "
+                             "use --backend local")
         try:
-            if address:
-                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
-            else:
-                ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR")
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UsageError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {e}") from None
     task = ray.remote(num_cpus=1, max_retries=0)(run_model)

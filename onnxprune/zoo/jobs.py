@@ -17,14 +17,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnxprune
-from onnxprune.errors import InputFileError, UsageError
-from onnxprune.recipe import Recipe, RecipeError
+from onnxprune.errors import InputFileError, OutputPathError, UsageError
+from onnxprune.paths import is_marked, read_regular_file
+from onnxprune.recipe import Recipe, RecipeError, load_yaml
 
 
 class ManifestError(UsageError):
@@ -53,9 +55,22 @@ class ModelJob:
         return h.hexdigest()
 
 
+#: Names a model folder may not take (the run's own files in OUTDIR).
+RESERVED_NAMES = {"summary.csv", "summary.md", "summary.json"}
+
+
+def safe_name(text: str) -> str:
+    """A model's folder name: one path component of ``[A-Za-z0-9._-]``, not hidden (no leading dot), so no
+    name (``../x``, ``/abs``, ``..``) can reach outside OUTDIR or collide with its own files."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", text.replace("/", "__").replace("\\", "__")).lstrip(".")
+    if not name:
+        name = "model"
+    return f"{name}_" if name in RESERVED_NAMES else name
+
+
 def _name_for(path: Path, root: Path) -> str:
     rel = path.relative_to(root) if path.is_relative_to(root) else Path(path.name)
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(rel.with_suffix("")).replace("/", "__"))
+    return safe_name(str(rel.with_suffix("")))
 
 
 def _shapes(value: Any, where: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
@@ -75,11 +90,28 @@ def _shapes(value: Any, where: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
         raise ManifestError(f"{where}.input_shapes: dims must be integers") from None
 
 
-def discover(source: str | Path, recipe: Recipe) -> list[ModelJob]:
-    """Jobs for a folder (every ``*.onnx`` below it, sorted) or a manifest file (.yaml/.yml/.csv)."""
+def _skipped(path: Path, root: Path, exclude: Path | None) -> bool:
+    """Whether discovery skips ``path``: inside the run's OUTDIR, or in any folder onnxprune wrote (an output,
+    a work area), so a zoo never ingests its own outputs."""
+    real = Path(os.path.realpath(path))
+    if exclude is not None and real.is_relative_to(exclude):
+        return True
+    folder = path.parent
+    while True:
+        if is_marked(folder):
+            return True
+        if folder == root or folder == folder.parent:
+            return False
+        folder = folder.parent
+
+
+def discover(source: str | Path, recipe: Recipe, exclude: str | Path | None = None) -> list[ModelJob]:
+    """Jobs for a folder (every ``*.onnx`` below it, sorted) or a manifest file (.yaml/.yml/.csv). ``exclude``
+    (the run's OUTDIR) and folders onnxprune wrote are skipped in a folder."""
     src = Path(source)
+    skip = Path(os.path.realpath(exclude)) if exclude is not None else None
     if src.is_dir():
-        paths = sorted(p for p in src.rglob("*.onnx") if p.is_file() and ".work" not in p.parts)
+        paths = sorted(p for p in src.rglob("*.onnx") if p.is_file() and not _skipped(p, src, skip))
         if not paths:
             raise InputFileError(f"{src}: no .onnx files found")
         return _unique([ModelJob(_name_for(p, src), str(p), recipe) for p in paths])
@@ -113,7 +145,9 @@ def discover(source: str | Path, recipe: Recipe) -> list[ModelJob]:
             job_recipe = recipe.with_overrides(overrides, data)
         except RecipeError as e:
             raise ManifestError(f"{where}: {e}") from None
-        name = str(entry.get("name") or _name_for(path, src.parent))
+        if entry.get("name") is not None and not isinstance(entry.get("name"), (str, int)):
+            raise ManifestError(f"{where}.name: expected a string")
+        name = safe_name(str(entry["name"])) if entry.get("name") else _name_for(path, src.parent)
         jobs.append(ModelJob(name, str(path), job_recipe, _shapes(entry.get("input_shapes"), where)))
     if not jobs:
         raise ManifestError(f"{src}: no models listed")
@@ -131,23 +165,18 @@ def _unique(jobs: list[ModelJob]) -> list[ModelJob]:
 
 
 def _inline_yaml(text: str, where: str) -> Any:
-    import yaml
+    return load_yaml(text, where, ManifestError)
 
+
+def _read(src: Path) -> bytes:
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ManifestError(f"{where}: not valid YAML/JSON: {text!r}") from None
+        return read_regular_file(src, "manifest")
+    except InputFileError as e:
+        raise ManifestError(f"cannot read the manifest: {e}") from None
 
 
 def _yaml_entries(src: Path) -> list[Any]:
-    import yaml
-
-    try:
-        raw = yaml.safe_load(src.read_text())
-    except OSError as e:
-        raise ManifestError(f"{src}: cannot read: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise ManifestError(f"{src}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+    raw = load_yaml(_read(src), str(src), ManifestError)
     if not isinstance(raw, dict) or not isinstance(raw.get("models"), list):
         raise ManifestError(f"{src}: expected a mapping with a 'models' list")
     return raw["models"]
@@ -155,10 +184,22 @@ def _yaml_entries(src: Path) -> list[Any]:
 
 def _csv_entries(src: Path) -> list[dict[str, Any]]:
     try:
-        text = src.read_text()
-    except OSError as e:
-        raise ManifestError(f"{src}: cannot read: {e.strerror or e}") from None
+        text = _read(src).decode()
+    except UnicodeDecodeError:
+        raise ManifestError(f"{src}: not a text (UTF-8) file") from None
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames or "path" not in reader.fieldnames:
         raise ManifestError(f"{src}: the CSV needs a 'path' column")
     return [{k: v for k, v in row.items() if k is not None and v not in (None, "")} for row in reader]
+
+
+def check_zoo_paths(source: str | Path, recipe: str | Path | None, jobs: list[ModelJob], outdir: Path) -> None:
+    """OUTDIR may lie inside the input folder (it is skipped), but must not hold any input: the input folder or
+    manifest, the recipe, a model or its data."""
+    out = Path(os.path.realpath(outdir))
+    inputs = [("input", source), ("recipe", recipe)] + [(job.name, job.path) for job in jobs] + \
+        [(f"{job.name} data", job.recipe.data) for job in jobs]
+    for what, path in inputs:
+        if path is not None and Path(os.path.realpath(path)).is_relative_to(out):
+            raise OutputPathError(f"{outdir}: output folder holds an input ({what}: {path}); choose a folder apart "
+                                  f"from the inputs")

@@ -17,11 +17,14 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from onnxprune.errors import OnnxPruneError
-from onnxprune.recipe import Step, options_of, step_argv
+from onnxprune.errors import OnnxPruneError, OutputPathError
+from onnxprune.paths import is_marked, mark
+from onnxprune.recipe import Step, options_of, output_argv, step_argv
 from onnxprune.zoo.jobs import ModelJob
 
 RESULT = "result.json"
+#: Where models are built before they are published (under OUTDIR; only ever holds onnxprune's own folders).
+WORK_FOLDER = ".onnxprune-work"
 
 
 class StepFailed(Exception):
@@ -104,7 +107,7 @@ def _steps(job: ModelJob, work: Path, result: ModelResult) -> str:
                             raise StepFailed("sensitivity: previous, but no sensitivity step ran before")
                         argv += ["--sensitivity", sensitivity_dir]
                 _run_cli(argv + step_argv(step, {"sensitivity"} if step.option("sensitivity") == "previous"
-                                          else set()) + extra)
+                                          else set()) + output_argv(step, work, tag) + extra)
                 current = str(out)
             elif step.kind == "sensitivity":
                 sensitivity_dir = str(work / tag)
@@ -112,9 +115,7 @@ def _steps(job: ModelJob, work: Path, result: ModelResult) -> str:
             elif step.kind == "compress":
                 out = work / f"{tag}.onnxz"
                 argv = ["compress", current, "-o", str(out), "--report", str(work / f"{tag}.json")]
-                if step.option("runnable") is True:
-                    argv += ["--runnable", str(work / f"{tag}.small.onnx")]
-                _run_cli(argv + step_argv(step, {"runnable"} if step.option("runnable") is True else set()) + extra)
+                _run_cli(argv + step_argv(step) + output_argv(step, work, tag) + extra)
                 result.compressed_bytes = out.stat().st_size
             elif step.kind == "emit":
                 targets = step.option("target") or ["cpu"]
@@ -134,12 +135,25 @@ def _steps(job: ModelJob, work: Path, result: ModelResult) -> str:
 
 
 def run_model(job: ModelJob, outdir: str, key: str | None = None) -> dict[str, object]:
-    """Run ``job`` and publish ``OUTDIR/<name>/``; never raises for a model's own failure. Returns the result
-    as a dict (picklable, for worker processes and Ray tasks)."""
-    start = time.perf_counter()
+    """Run ``job`` in a work folder under ``OUTDIR/.onnxprune-work/`` and publish it as ``OUTDIR/<name>/``;
+    never raises for a model's own failure. Returns the result as a dict (picklable, for worker processes and
+    Ray tasks)."""
     out = Path(outdir)
-    work = out / ".work" / f"{job.name}.{uuid.uuid4().hex[:8]}"
+    final = out / job.name
+    if final.exists() and not is_marked(final):
+        return ModelResult(job.name, job.path, "failed", f"{final} exists and was not written by onnxprune; left "
+                           f"untouched", key=key or job.key()).to_dict()
+    work = out / WORK_FOLDER / f"{job.name}.{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
+    mark(work, "zoo")
+    result = run_model_in(job, work, key)
+    publish(work, final)
+    return result
+
+
+def run_model_in(job: ModelJob, work: Path, key: str | None = None) -> dict[str, object]:
+    """Run ``job`` with every output, ``log.txt`` and ``result.json`` written into the folder ``work``."""
+    start = time.perf_counter()
     result = ModelResult(job.name, job.path, "failed", key=key or job.key())
     try:
         result.bytes_before = os.path.getsize(job.path)
@@ -166,15 +180,17 @@ def run_model(job: ModelJob, outdir: str, key: str | None = None) -> dict[str, o
             traceback.print_exc()
     result.seconds = time.perf_counter() - start
     (work / RESULT).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    publish(work, out / job.name)
     return result.to_dict()
 
 
 def publish(work: Path, final: Path) -> None:
-    """Replace ``final`` by ``work`` (a rename; an older folder is moved aside first, then removed)."""
+    """Replace ``final`` by ``work`` (a rename; an older folder is moved aside first, then removed). A ``final``
+    that onnxprune did not write (no marker) is never replaced."""
     old = None
     if final.exists():
-        old = final.parent / ".work" / f"{final.name}.old.{uuid.uuid4().hex[:8]}"
+        if not is_marked(final):
+            raise OutputPathError(f"{final}: exists and was not written by onnxprune; left untouched")
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(final, old)
     os.replace(work, final)
     if old is not None:

@@ -9,15 +9,16 @@ folder: each model is published by a rename only when it is finished.
 from __future__ import annotations
 
 import enum
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from onnxprune.paths import is_marked, mark
 from onnxprune.zoo.backends import Limits, run_local, run_ray
 from onnxprune.zoo.jobs import ModelJob
 from onnxprune.zoo.model_run import ModelResult, previous_result
+from onnxprune.zoo.outdir import locked_outdir
 from onnxprune.zoo.summary import totals, write_summary
 
 
@@ -39,7 +40,7 @@ class ZooOptions:
 class ZooRun:
     rows: list[dict[str, object]]
     totals: dict[str, object]
-    interrupted: bool
+    interrupted: KeyboardInterrupt | None     # the interrupt (Ctrl-C, SIGTERM) that stopped the run early
 
     @property
     def failed(self) -> int:
@@ -48,9 +49,14 @@ class ZooRun:
 
 def run_zoo(jobs: list[ModelJob], outdir: Path, options: ZooOptions,
             on_event: Callable[[str, ModelJob | None, dict[str, object] | None], None] = lambda *a: None) -> ZooRun:
-    """Run every job; ``on_event(kind, job, result)`` with kind ``start`` / ``done`` (for a progress bar)."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(outdir / ".work", ignore_errors=True)  # leftovers of an interrupted run
+    """Run every job; ``on_event(kind, job, result)`` with kind ``start`` / ``done`` (for a progress bar).
+    ``outdir`` is locked for the run (see :mod:`onnxprune.zoo.outdir`)."""
+    with locked_outdir(outdir):
+        return _run(jobs, outdir, options, on_event)
+
+
+def _run(jobs: list[ModelJob], outdir: Path, options: ZooOptions,
+         on_event: Callable[[str, ModelJob | None, dict[str, object] | None], None]) -> ZooRun:
     start = time.perf_counter()
     wall_start = time.time()
     results: dict[str, dict[str, object]] = {}
@@ -64,7 +70,7 @@ def run_zoo(jobs: list[ModelJob], outdir: Path, options: ZooOptions,
         else:
             todo.append((job, key))
     by_name = {job.name: job for job, _ in todo}
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
     if options.backend is Backend.RAY:
         stream = run_ray(todo, str(outdir), options.address, options.jobs, options.limits,
                          lambda j: on_event("start", j, None))
@@ -77,10 +83,10 @@ def run_zoo(jobs: list[ModelJob], outdir: Path, options: ZooOptions,
             if result["status"] == "timeout" or str(result.get("error", "")).startswith("worker "):
                 _record_failure(outdir, result)
             on_event("done", by_name.get(name), result)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as e:
+        interrupted = e
         stream.close()
-    if interrupted:  # a worker may have published its model just before the interrupt reached us
+    if interrupted is not None:  # a worker may have published its model just before the interrupt reached us
         for job, key in todo:
             if job.name not in results:
                 done = _published_since(outdir, job.name, key, wall_start)
@@ -89,7 +95,6 @@ def run_zoo(jobs: list[ModelJob], outdir: Path, options: ZooOptions,
     rows = [results.get(job.name) or ModelResult(job.name, job.path, "not run").to_dict() for job in jobs]
     summary = totals(rows, time.perf_counter() - start, options.backend.value, options.jobs)
     write_summary(outdir, rows, summary)
-    shutil.rmtree(outdir / ".work", ignore_errors=True)
     return ZooRun(rows, summary, interrupted)
 
 
@@ -111,5 +116,8 @@ def _record_failure(outdir: Path, result: dict[str, object]) -> None:
     from onnxprune.io import write_text_atomic
 
     folder = outdir / str(result["name"])
+    if folder.exists() and not is_marked(folder):
+        return
     folder.mkdir(exist_ok=True)
+    mark(folder, "zoo")
     write_text_atomic(folder / "result.json", json.dumps(result, indent=2) + "\n")
