@@ -22,6 +22,7 @@ from onnx import helper
 
 from onnxprune.constant_fold import fold_constant_nodes, static_shapes
 from onnxprune.normalize import skeleton
+from onnxprune.safe_inference import infer_shapes as safe_infer_shapes
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 #: the same layers as ONNX Runtime's optimizer and quantizer write them: op -> (kind, data input, weight input)
@@ -89,7 +90,7 @@ def _with_fixed_inputs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]
 
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+        return safe_infer_shapes(model)
     except (onnx.shape_inference.InferenceError, RuntimeError):
         return model
 

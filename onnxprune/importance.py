@@ -37,8 +37,8 @@ from onnxprune.channels import ChannelAnalysis
 from onnxprune.data import Dataset
 from onnxprune.errors import UsageError
 from onnxprune.graph import constant_value
-from onnxprune.verify import session_with_outputs
 from onnxprune.passes.fold_batchnorm import batchnorm_affine
+from onnxprune.verify import session_with_outputs
 
 
 class Criterion(enum.Enum):

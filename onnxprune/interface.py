@@ -21,6 +21,7 @@ from collections import Counter
 import onnx
 
 from onnxprune.errors import InvalidModelError, UsageError
+from onnxprune.safe_inference import infer_shapes as safe_infer_shapes
 
 #: dim_params exporters use for "unknown", not as a name shared on purpose
 _ANONYMOUS = frozenset({"?", "-1", "None", "unk", "unknown", ""})
@@ -67,7 +68,7 @@ def _type_untyped_outputs(model: onnx.ModelProto) -> list[str]:
         if o.name in names:
             o.ClearField("type")
     try:
-        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
+        inferred = safe_infer_shapes(light)
     except (onnx.shape_inference.InferenceError, RuntimeError) as e:
         raise InvalidModelError(f"graph output(s) {', '.join(sorted(names))} have no type, and shape inference "
                                 f"cannot tell it: {' '.join(str(e).split())[:200]}") from e

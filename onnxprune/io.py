@@ -16,13 +16,21 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
-from onnxprune.errors import ExternalDataError, InputFileError, InvalidModelError, OutputPathError
+from onnxprune.errors import (
+    ExternalDataError,
+    InputFileError,
+    InvalidModelError,
+    OutputPathError,
+)
 from onnxprune.interface import repair_interface
 from onnxprune.paths import read_regular_file
 
 #: Protobuf cannot serialize a message of 2 GiB or more; above this many bytes of tensor data we write
 #: external data (with margin for the graph itself).
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+#: Tensors smaller than this stay inside the model file when writing external data: shape constants must, or
+#: shape inference (and the checker) cannot read them.
+EXTERNAL_DATA_MIN_TENSOR_BYTES = 1024
 
 
 def read_model(path: str | os.PathLike[str], notes: list[str] | None = None) -> onnx.ModelProto:
@@ -128,7 +136,10 @@ def save_model(model: onnx.ModelProto, output: str | os.PathLike[str], *, extern
     """
     out = ensure_output_path(output, *inputs)
     use_external = needs_external_data(model) if external_data is None else external_data
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as e:
+        raise OutputPathError(f"{out}: cannot write: {e.strerror or e}") from None
     try:
         tmp_model = tmp_dir / out.name
         data_name = out.name + ".data"
@@ -136,11 +147,15 @@ def save_model(model: onnx.ModelProto, output: str | os.PathLike[str], *, extern
             copy = onnx.ModelProto()
             copy.CopyFrom(model)  # onnx rewrites tensors to external references in place
             onnx.save_model(copy, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=data_name, size_threshold=0)
+                            location=data_name, size_threshold=EXTERNAL_DATA_MIN_TENSOR_BYTES)
             del copy
         else:
             onnx.save_model(model, tmp_model)
         check_model(model, out, full_check=full_check, path=tmp_model if use_external else None)
+        mode = 0o666 & ~current_umask()  # what the user's umask gives any new file (onnx makes .data private)
+        for written in (tmp_model, tmp_dir / data_name):
+            if written.exists():
+                os.chmod(written, mode)
         if use_external and (tmp_dir / data_name).exists():
             os.replace(tmp_dir / data_name, out.parent / data_name)
         os.replace(tmp_model, out)
@@ -171,7 +186,10 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *inputs: str | os
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *inputs: str | os.PathLike[str]) -> Path:
     """Write ``data`` to ``path`` through a temp file renamed into place."""
     out = ensure_output_path(path, *inputs)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    except OSError as e:
+        raise OutputPathError(f"{out}: cannot write: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

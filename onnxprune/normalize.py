@@ -20,6 +20,7 @@ from onnx import helper, numpy_helper
 
 from onnxprune.constant_fold import fold_constant_nodes, static_shapes
 from onnxprune.errors import InvalidModelError, UnsupportedModelError
+from onnxprune.safe_inference import infer_shapes as safe_infer_shapes
 
 MIN_OPSET = 11
 _MAX_FOLD_ROUNDS = 8
@@ -171,8 +172,7 @@ def infer_shapes(model: onnx.ModelProto, clear: bool = False) -> onnx.ModelProto
     for _ in range(_MAX_RANK_ROUNDS):
         skeleton_model = skeleton(model)
         try:
-            inferred = onnx.shape_inference.infer_shapes(skeleton_model, check_type=True, strict_mode=True,
-                                                         data_prop=True)
+            inferred = safe_infer_shapes(skeleton_model, check_type=True, strict_mode=True)
         except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as e:
             msg = " ".join(str(e).split())[:300]
             raise InvalidModelError(f"shape inference failed: {msg}") from e

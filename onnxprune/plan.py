@@ -27,8 +27,8 @@ import numpy as np
 from onnxprune.channels import ChannelAnalysis, ChannelGroup
 from onnxprune.errors import UsageError
 from onnxprune.flops import CostReport
-from onnxprune.io import write_text_atomic
 from onnxprune.importance import Criterion
+from onnxprune.io import write_text_atomic
 
 PLAN_FORMAT = 1
 

@@ -11,16 +11,20 @@ from onnxprune.channels import ChannelAnalysis, analyze
 from onnxprune.data import Dataset
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
+from onnxprune.importance import Criterion, score_groups
 from onnxprune.io import check_model
-from onnxprune.importance import score_groups
+from onnxprune.metrics import Metric, check_metric, default_metric, metrics, outputs
+from onnxprune.normalize import normalize
 from onnxprune.pass_infra import Checks, PassManager, default_tolerance
 from onnxprune.passes import Cleanup, MaskRemovedChannels, PruneChannels
 from onnxprune.plan import CostModel, PlanOptions, PruningPlan, make_plan
-from onnxprune.importance import Criterion
-from onnxprune.metrics import Metric, check_metric, default_metric, metrics, outputs
-from onnxprune.normalize import normalize
 from onnxprune.recover import ConsumerFix, Recover, recover
-from onnxprune.schedule import Schedule, ScheduleOptions, scheduled_plan, sensitivity_order
+from onnxprune.schedule import (
+    Schedule,
+    ScheduleOptions,
+    scheduled_plan,
+    sensitivity_order,
+)
 from onnxprune.verify import Comparison, InputSpec, Reference, resolve_input_shapes
 
 

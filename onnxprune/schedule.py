@@ -29,7 +29,14 @@ from onnxprune.channels import ChannelAnalysis, analyze
 from onnxprune.data import Dataset
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion, score_groups
-from onnxprune.metrics import Metric, check_metric, default_metric, loss, metrics, outputs
+from onnxprune.metrics import (
+    Metric,
+    check_metric,
+    default_metric,
+    loss,
+    metrics,
+    outputs,
+)
 from onnxprune.plan import GroupPlan, PruningPlan, _multiple, _select
 
 

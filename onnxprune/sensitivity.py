@@ -21,11 +21,24 @@ from onnxprune.channels import ChannelAnalysis, ChannelGroup, analyze
 from onnxprune.data import Dataset
 from onnxprune.flops import count_costs
 from onnxprune.importance import Criterion, score_groups
-from onnxprune.plan import CostModel, GroupPlan, PruningPlan, _multiple, _select, round_kept
+from onnxprune.metrics import (
+    Metric,
+    check_metric,
+    default_metric,
+    loss,
+    metrics,
+    outputs,
+)
+from onnxprune.plan import (
+    CostModel,
+    GroupPlan,
+    PruningPlan,
+    _multiple,
+    _select,
+    round_kept,
+)
 from onnxprune.prune import prune
-from onnxprune.metrics import Metric, check_metric, default_metric, loss, metrics, outputs
 from onnxprune.verify import InputSpec, resolve_input_shapes
-
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 

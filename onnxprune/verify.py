@@ -21,6 +21,7 @@ its outputs are compared, under the same scale.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -173,6 +174,11 @@ def with_batch(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], batch
 
 def random_inputs(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded inputs: standard normal for floats, small non-negative integers for ints, random bools."""
+    from onnxprune.limits import ensure_memory
+
+    elements = sum(math.prod(shapes[vi.name]) for vi in graph_inputs(model))
+    shown = ", ".join(f"{vi.name}={'x'.join(map(str, shapes[vi.name]))}" for vi in graph_inputs(model))
+    ensure_memory(elements * 8, f"random inputs at {shown}", copies=3)  # drawn in float64, then cast
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for vi in graph_inputs(model):

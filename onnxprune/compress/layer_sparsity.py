@@ -16,7 +16,14 @@ from onnx import numpy_helper
 from onnxprune.compress.pipeline import coded_weights
 from onnxprune.compress.refit import refit
 from onnxprune.data import Dataset
-from onnxprune.metrics import Metric, check_metric, default_metric, loss, metrics, outputs
+from onnxprune.metrics import (
+    Metric,
+    check_metric,
+    default_metric,
+    loss,
+    metrics,
+    outputs,
+)
 from onnxprune.passes.prune_connections import _keep_largest
 from onnxprune.recover import Recover, collect
 

@@ -30,11 +30,15 @@ from onnxprune.compress.container import Container, ContainerWriter, parse
 from onnxprune.compress.kmeans import Init, kmeans_1d
 from onnxprune.compress.refit import LayerFit, refit
 from onnxprune.data import Dataset
-from onnxprune.errors import InvalidModelError, ResourceLimitError, UsageError
+from onnxprune.errors import InvalidModelError, UsageError
 from onnxprune.io import check_model
 from onnxprune.limits import ensure_memory, gib, memory_budget
 from onnxprune.pass_infra import PassManager
-from onnxprune.passes.prune_connections import PRUNABLE_OPS, ConnectionPruning, PruneConnections
+from onnxprune.passes.prune_connections import (
+    PRUNABLE_OPS,
+    ConnectionPruning,
+    PruneConnections,
+)
 from onnxprune.recover import Recover
 
 CONV_OPS = ("Conv",)
@@ -341,8 +345,8 @@ def _inflate(blob: bytes, source: str) -> bytes:
         if limit == MAX_GRAPH_BYTES:
             raise InvalidModelError(f"{source}: corrupt container: the graph inflates past 2 GiB, the most an ONNX "
                                     f"model can be")
-        raise ResourceLimitError(f"{source}: the container's graph inflates past {gib(limit)}, more than this "
-                                 f"process can hold")
+        raise InvalidModelError(f"{source}: the container's graph inflates past {gib(limit)}, more than this "
+                                f"process can hold (a decompression bomb?)")
     return out
 
 
@@ -363,7 +367,7 @@ def decode(data: bytes, source: str = "container") -> tuple[onnx.ModelProto, lis
         specs = [_spec(c, t) for t in c.header["tensors"]]
         if len({s.name for s in specs}) != len(specs):
             raise ValueError("two coded tensors share a name")
-        ensure_memory(sum(s.decoded_bytes for s in specs), f"{source}: the decoded weights")
+        ensure_memory(sum(s.decoded_bytes for s in specs), f"{source}: the decoded weights", InvalidModelError)
         graph = onnx.load_model_from_string(_inflate(c.blob(c.header["graph"]), source))
         tensors = [_decode_tensor(s) for s in specs]
     except (KeyError, TypeError, ValueError, IndexError, zlib.error, DecodeError) as e:

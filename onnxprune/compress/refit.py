@@ -29,7 +29,14 @@ from onnx import numpy_helper
 
 from onnxprune.data import Dataset
 from onnxprune.recover import (
-    RIDGE, Recover, _attr, _drop_unused_initializers, _im2col, _rel_err, collect)
+    RIDGE,
+    Recover,
+    _attr,
+    _drop_unused_initializers,
+    _im2col,
+    _rel_err,
+    collect,
+)
 
 Quantize = Callable[[str, np.ndarray], np.ndarray]  # (weight name, values) -> shared values
 

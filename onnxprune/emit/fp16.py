@@ -18,7 +18,10 @@ FP16_BLOCK_LIST = ("Resize", "Upsample", "ReduceMean", "ReduceSum", "ReduceSumSq
 
 
 def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
-    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    from onnxruntime.transformers.float16 import (
+        DEFAULT_OP_BLOCK_LIST,
+        convert_float_to_float16,
+    )
 
     out = convert_float_to_float16(model, keep_io_types=True,
                                    op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FP16_BLOCK_LIST))

@@ -31,7 +31,10 @@ def fix_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> on
 
 def to_ort_format(onnx_path: Path, out_dir: Path, style: Style) -> tuple[Path, Path]:
     """Convert; returns (the .ort model, the required-operators config)."""
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+    from onnxruntime.tools.convert_onnx_models_to_ort import (
+        OptimizationStyle,
+        convert_onnx_models_to_ort,
+    )
 
     logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
 

@@ -31,11 +31,19 @@ from onnxprune.emit.mobile import fix_shapes, to_ort_format, usability_report
 from onnxprune.emit.options import EmitOptions, Int8, Target
 from onnxprune.emit.outdir import check_output_dir, staged_output_dir
 from onnxprune.emit.quantize import quantize
-from onnxprune.paths import check_paths
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.io import save_model
-from onnxprune.verify import InputSpec, Reference, make_session, random_inputs, resolve_input_shapes, run, with_batch
+from onnxprune.paths import check_paths
+from onnxprune.verify import (
+    InputSpec,
+    Reference,
+    make_session,
+    random_inputs,
+    resolve_input_shapes,
+    run,
+    with_batch,
+)
 
 #: relative tolerance (max abs diff / max |output|) per artifact precision; int8 is measured, not bounded
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}

@@ -56,7 +56,12 @@ def upgrade_opset(path: Path, notes: list[str]) -> None:
 
 
 def quantize(src: Path, dst: Path, mode: Int8, data: Dataset | None, workdir: Path, notes: list[str]) -> None:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     pre = workdir / "preprocessed.onnx"
     preprocess(src, pre, notes)
