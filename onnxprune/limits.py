@@ -54,7 +54,7 @@ def memory_budget() -> int:
     return min(_meminfo_available(), _address_space_left())
 
 
-def gib(n: int | float) -> str:
+def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 

@@ -24,7 +24,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.compress.container import _HEAD, FORMAT_VERSION, MAGIC
-from onnxprune.errors import (InputFileError, InvalidModelError, ResourceLimitError, UsageError)
+from onnxprune.errors import (
+    InputFileError,
+    InvalidModelError,
+    ResourceLimitError,
+    UsageError,
+)
 from tests.graphs import conv_bn
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
@@ -38,7 +43,7 @@ def cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "onnxprune", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, preexec_fn=cap, env=env)
+                          timeout=timeout, preexec_fn=cap, env=env, check=False)
 
 
 def one_line(proc: subprocess.CompletedProcess[str], code: int, *words: str) -> str:

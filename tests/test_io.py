@@ -20,7 +20,8 @@ from tests.graphs import conv_bn, init, model, rand
 
 def test_external_data_round_trip(tmp_path):
     src = tmp_path / "ext.onnx"
-    onnx.save_model(conv_bn(), src, save_as_external_data=True, location="ext.weights", size_threshold=0)
+    onnx.save_model(conv_bn(cin=16, cout=32), src, save_as_external_data=True, location="ext.weights",
+                    size_threshold=0)
     m = onnxprune.load(src)
     assert all(t.HasField("raw_data") or t.float_data for t in m.graph.initializer)
     out = tmp_path / "out" / "folded.onnx"
@@ -36,7 +37,7 @@ def test_large_models_are_saved_with_external_data(tmp_path, monkeypatch):
     import onnxprune.io as io_mod
 
     monkeypatch.setattr(io_mod, "EXTERNAL_DATA_THRESHOLD", 100)
-    save_model(conv_bn(), tmp_path / "m.onnx")
+    save_model(conv_bn(cin=16, cout=32), tmp_path / "m.onnx")     # a weight over the 1 KB kept inline
     assert (tmp_path / "m.onnx.data").exists()
     assert read_model(tmp_path / "m.onnx").graph.initializer
 

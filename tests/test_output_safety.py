@@ -39,12 +39,12 @@ def spawn(*args: str, cwd: Path | None = None, umask: int | None = None) -> subp
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "onnxprune", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=env, preexec_fn=setup)
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, env=env, preexec_fn=setup)  # noqa: PLW1509
 
 
 def cli(*args: str, cwd: Path | None = None, umask: int | None = None, timeout: float = 300) -> tuple[int, str]:
     proc = spawn(*args, cwd=cwd, umask=umask)
-    out, err = proc.communicate(timeout=timeout)
+    _, err = proc.communicate(timeout=timeout)
     return proc.returncode, err
 
 

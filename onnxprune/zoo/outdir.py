@@ -36,7 +36,7 @@ def locked_outdir(outdir: Path) -> Iterator[Path]:
                               f"choose a new or empty output folder")
     try:
         outdir.mkdir(parents=True, exist_ok=True)
-        handle = open(outdir / MARKER, "a+")
+        handle = open(outdir / MARKER, "a+")  # noqa: SIM115 - held open (and locked) for the whole run
     except OSError as e:
         raise OutputPathError(f"{outdir}: cannot write the output folder: {e.strerror or e}") from None
     with handle:
