@@ -1,11 +1,13 @@
-"""Zoo throughput: models per minute for ``onnxprune zoo`` with --jobs 1 and 2 (local) and on a local Ray.
+"""Zoo throughput: models per minute for ``onnxprune zoo`` with --jobs 1 and 2 (local), and on a Ray cluster
+when one is given (``--ray-address``; onnxprune never starts a Ray of its own).
 
 The zoo: every reference architecture of ``models/`` in its ``legacy`` export form (ResNet-50 included) plus
-one truncated file (it must fail and not stop the run), listed in a manifest with each model's input shape. Recipe: fold, prune to 70% of the MACs, compress at 80%
-connection sparsity (no data). The three runs go one after another on the same machine; each row states
-its wall time, and the script checks that all three give the same per-model statuses and results.
+one truncated file (it must fail and not stop the run), listed in a manifest with each model's input shape.
+Recipe: fold, prune to 70% of the MACs, compress at 80% connection sparsity (no data). The runs go one after
+another on the same machine; each row states its wall time, and the script checks that all give the same
+per-model statuses and results.
 
-Usage: python -m benchmarks.bench_zoo [--out benchmarks/results]
+Usage: python -m benchmarks.bench_zoo [--out benchmarks/results] [--ray-address ADDR]
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0]["wall_seconds"]
     lines = ["# onnxprune zoo throughput", "", "Command: `python -m benchmarks.bench_zoo`  ", f"Machine: {machine()}  ",
              f"Zoo: {len(models)} models ({len(models) - 1} reference architectures, legacy export, plus a truncated "
-             f"file); recipe: fold, prune --target-flops 0.7, compress --sparsity 0.8. The three runs give the "
+             f"file); recipe: fold, prune --target-flops 0.7, compress --sparsity 0.8. The {len(runs)} runs give the "
              f"same per-model results: **{'yes' if agree else 'NO'}**.", "",
              "| backend | jobs | ok | failed | wall s | models/min | speedup vs jobs 1 |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
