@@ -115,6 +115,14 @@ def is_marked(folder: Path) -> bool:
     return (folder / MARKER).is_file()
 
 
+def marked_by(folder: Path) -> str | None:
+    """The command whose marker ``folder`` carries (``zoo`` for a zoo OUTDIR), or None when unmarked."""
+    try:
+        return str(json.loads((folder / MARKER).read_text()).get("command", ""))
+    except (OSError, ValueError, AttributeError):
+        return "" if is_marked(folder) else None
+
+
 def mark(folder: Path, command: str) -> None:
     """Mark ``folder`` as written by onnxprune (``command``)."""
     from onnxprune import __version__

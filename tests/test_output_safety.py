@@ -380,3 +380,12 @@ def test_files_get_the_users_umask(tmp_path):
     for p in tmp_path.rglob("*"):
         mode = stat.S_IMODE(p.stat().st_mode)
         assert mode == (0o755 if p.is_dir() else 0o644), (p, oct(mode))
+
+
+def test_another_zoo_outdir_inside_the_input_is_skipped_but_can_be_the_input(tmp_path):
+    zoo = small_zoo(tmp_path / "zoo")
+    assert main(["zoo", str(zoo), "-o", str(zoo / "out1")]) == 0
+    assert main(["zoo", str(zoo), "-o", str(zoo / "out2")]) == 0      # out1's outputs are not models to rewrite
+    assert json.loads((zoo / "out2" / "summary.json").read_text())["totals"]["models"] == 1
+    assert main(["zoo", str(zoo / "out1"), "-o", str(tmp_path / "chained")]) == 0   # on purpose: read
+    assert json.loads((tmp_path / "chained" / "summary.json").read_text())["totals"]["models"] == 1

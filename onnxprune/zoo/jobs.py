@@ -25,8 +25,11 @@ from typing import Any
 
 import onnxprune
 from onnxprune.errors import InputFileError, OutputPathError, UsageError
-from onnxprune.paths import is_marked, read_regular_file
+from onnxprune.paths import marked_by, read_regular_file
 from onnxprune.recipe import Recipe, RecipeError, load_yaml
+
+#: Where a zoo builds models before publishing them (under OUTDIR; only ever holds onnxprune's own folders).
+WORK_FOLDER = ".onnxprune-work"
 
 
 class ManifestError(UsageError):
@@ -91,18 +94,17 @@ def _shapes(value: Any, where: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
 
 
 def _skipped(path: Path, root: Path, exclude: Path | None) -> bool:
-    """Whether discovery skips ``path``: inside the run's OUTDIR, or in any folder onnxprune wrote (an output,
-    a work area), so a zoo never ingests its own outputs."""
+    """Whether discovery skips ``path``: inside the run's OUTDIR, another zoo run's OUTDIR below ``root``, or a
+    work area, so a zoo never ingests its own outputs. (A zoo OUTDIR given as the input itself is read.)"""
     real = Path(os.path.realpath(path))
     if exclude is not None and real.is_relative_to(exclude):
         return True
     folder = path.parent
-    while True:
-        if is_marked(folder):
+    while folder != root and folder != folder.parent:
+        if folder.name == WORK_FOLDER or marked_by(folder) == "zoo":
             return True
-        if folder == root or folder == folder.parent:
-            return False
         folder = folder.parent
+    return False
 
 
 def discover(source: str | Path, recipe: Recipe, exclude: str | Path | None = None) -> list[ModelJob]:

@@ -20,11 +20,9 @@ from pathlib import Path
 from onnxprune.errors import OnnxPruneError, OutputPathError
 from onnxprune.paths import is_marked, mark
 from onnxprune.recipe import Step, options_of, output_argv, step_argv
-from onnxprune.zoo.jobs import ModelJob
+from onnxprune.zoo.jobs import WORK_FOLDER, ModelJob
 
 RESULT = "result.json"
-#: Where models are built before they are published (under OUTDIR; only ever holds onnxprune's own folders).
-WORK_FOLDER = ".onnxprune-work"
 
 
 class StepFailed(Exception):
@@ -145,7 +143,7 @@ def run_model(job: ModelJob, outdir: str, key: str | None = None) -> dict[str, o
                            f"untouched", key=key or job.key()).to_dict()
     work = out / WORK_FOLDER / f"{job.name}.{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
-    mark(work, "zoo")
+    mark(work, "zoo-model")
     result = run_model_in(job, work, key)
     publish(work, final)
     return result

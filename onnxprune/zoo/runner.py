@@ -119,5 +119,5 @@ def _record_failure(outdir: Path, result: dict[str, object]) -> None:
     if folder.exists() and not is_marked(folder):
         return
     folder.mkdir(exist_ok=True)
-    mark(folder, "zoo")
+    mark(folder, "zoo-model")
     write_text_atomic(folder / "result.json", json.dumps(result, indent=2) + "\n")
