@@ -286,10 +286,11 @@ def test_sigterm_leaves_no_partial_output(tmp_path, command):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sigterm_stops_zoo_workers_and_writes_the_summary(tmp_path):
+def zoo_with_busy_workers(tmp_path: Path, models: int) -> tuple[subprocess.Popen[str], Path, list[int]]:
+    """A zoo run (2 workers, a sensitivity step of several seconds per model), once both workers are busy."""
     zoo = tmp_path / "zoo"
     zoo.mkdir()
-    for i in range(3):
+    for i in range(models):
         shutil.copy(DIGITS / "vgg16_bn.onnx", zoo / f"m{i}.onnx")
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"data: {CALIB}\nsteps:\n  - sensitivity: {{limit: 256}}\n")
@@ -299,6 +300,12 @@ def test_sigterm_stops_zoo_workers_and_writes_the_summary(tmp_path):
     wait_for(lambda: (work.is_dir() and len(list(work.iterdir())) >= 2) or proc.poll() is not None)
     workers = children(proc.pid)
     assert proc.poll() is None and workers
+    return proc, out, workers
+
+
+def test_sigterm_stops_zoo_workers_and_writes_the_summary(tmp_path):
+    proc, out, workers = zoo_with_busy_workers(tmp_path, 3)
+    work = out / ".onnxprune-work"
     proc.send_signal(signal.SIGTERM)                      # the parent only, as Kubernetes does
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
@@ -313,18 +320,7 @@ def test_sigterm_stops_zoo_workers_and_writes_the_summary(tmp_path):
 
 def test_zoo_workers_die_with_a_killed_parent(tmp_path):
     """Even SIGKILL (no cleanup possible in the parent): the kernel ends the workers, so no orphan publishes."""
-    zoo = tmp_path / "zoo"
-    zoo.mkdir()
-    for i in range(2):
-        shutil.copy(DIGITS / "vgg16_bn.onnx", zoo / f"m{i}.onnx")
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"data: {CALIB}\nsteps:\n  - sensitivity: {{limit: 256}}\n")
-    out = tmp_path / "out"
-    proc = spawn("zoo", str(zoo), "-o", str(out), "--recipe", str(recipe), "--jobs", "2")
-    work = out / ".onnxprune-work"
-    wait_for(lambda: (work.is_dir() and len(list(work.iterdir())) >= 2) or proc.poll() is not None)
-    workers = children(proc.pid)
-    assert proc.poll() is None and workers
+    proc, out, workers = zoo_with_busy_workers(tmp_path, 2)
     proc.kill()
     proc.communicate(timeout=60)
     wait_for(lambda: not any(alive(w) for w in workers), timeout=15)
