@@ -23,7 +23,7 @@ from onnxprune.errors import (
     OutputPathError,
 )
 from onnxprune.interface import repair_interface
-from onnxprune.paths import read_regular_file
+from onnxprune.paths import check_destination, make_folder, read_regular_file
 
 #: Protobuf cannot serialize a message of 2 GiB or more; above this many bytes of tensor data we write
 #: external data (with margin for the graph itself).
@@ -114,11 +114,7 @@ def ensure_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLik
     out = Path(output)
     if out.exists() and out.is_dir():
         raise OutputPathError(f"{out}: is a directory, expected a file path")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputPathError(f"{out}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputPathError(f"{out}: folder {parent} is not writable")
+    check_destination(out.parent if str(out.parent) else Path("."), out)
     for inp in inputs:
         ip = Path(inp)
         if ip.exists() and (out.resolve() == ip.resolve() or (out.exists() and os.path.samefile(out, ip))):
@@ -136,6 +132,7 @@ def save_model(model: onnx.ModelProto, output: str | os.PathLike[str], *, extern
     """
     out = ensure_output_path(output, *inputs)
     use_external = needs_external_data(model) if external_data is None else external_data
+    make_folder(out.parent, out)
     try:
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     except OSError as e:
@@ -186,6 +183,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *inputs: str | os
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *inputs: str | os.PathLike[str]) -> Path:
     """Write ``data`` to ``path`` through a temp file renamed into place."""
     out = ensure_output_path(path, *inputs)
+    make_folder(out.parent, out)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     except OSError as e:

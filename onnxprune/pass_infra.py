@@ -121,7 +121,7 @@ def prepare_dump_dir(folder: Path) -> None:
         raise OutputPathError(f"{folder}: --dump-dir exists and was not written by onnxprune; choose a new or empty "
                               f"folder")
     try:
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         if not is_marked(folder):
             mark(folder, "dump")
     except OSError as e:

@@ -110,6 +110,26 @@ def check_paths(inputs: Iterable[PathLike | None] = (), files: Iterable[tuple[st
                 raise OutputPathError(f"{shown}: {flag} and {other_flag} name the same path; give each its own")
 
 
+def check_destination(folder: Path, shown: PathLike) -> None:
+    """``folder`` can be written into: it exists as a writable folder, or its nearest existing ancestor does (the
+    missing folders are created when the output is written, as ``mkdir -p`` would)."""
+    ancestor = Path(os.path.abspath(folder))
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputPathError(f"{shown}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{shown}: folder {ancestor} is not writable")
+
+
+def make_folder(folder: Path, shown: PathLike) -> None:
+    """Create ``folder`` and any missing parents (OutputPathError when that fails)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputPathError(f"{shown}: cannot create folder {folder}: {e.strerror or e}") from None
+
+
 def is_marked(folder: Path) -> bool:
     """Whether ``folder`` carries onnxprune's marker (onnxprune wrote it and may replace it)."""
     return (folder / MARKER).is_file()

@@ -95,12 +95,20 @@ def test_bad_input_one_line_error(kind, command, tmp_path, capsys):
     assert snapshot(tmp_path) == before, "input untouched, nothing written"
 
 
-def test_output_in_missing_folder(tmp_path, capsys):
+def test_output_in_missing_folder_is_created(tmp_path, capsys):
+    src = good_model(tmp_path)
+    assert main(["fold", str(src), "-o", str(tmp_path / "dist" / "cpu" / "out.onnx")]) == 0
+    assert (tmp_path / "dist" / "cpu" / "out.onnx").is_file()
+    assert main(["emit", str(src), "--target", "cpu", "-o", str(tmp_path / "dist2" / "cpu")]) == 0
+    assert (tmp_path / "dist2" / "cpu" / "manifest.json").is_file()
+
+
+def test_output_under_a_file_is_refused(tmp_path, capsys):
     src = good_model(tmp_path)
     before = snapshot(tmp_path)
-    rc = main(["fold", str(src), "-o", str(tmp_path / "nope" / "out.onnx")])
+    rc = main(["fold", str(src), "-o", str(tmp_path / "good.onnx" / "sub" / "out.onnx")])
     assert rc == OutputPathError.exit_code
-    assert "does not exist" in capsys.readouterr().err
+    assert "is not a folder" in capsys.readouterr().err
     assert snapshot(tmp_path) == before
 
 

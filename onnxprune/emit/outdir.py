@@ -16,7 +16,7 @@ from pathlib import Path
 
 from onnxprune.errors import OutputPathError
 from onnxprune.io import current_umask
-from onnxprune.paths import check_replaceable, mark
+from onnxprune.paths import check_destination, check_replaceable, make_folder, mark
 
 
 def check_output_dir(path: Path, force: bool) -> Path:
@@ -24,12 +24,8 @@ def check_output_dir(path: Path, force: bool) -> Path:
     real = Path(os.path.realpath(path))
     if not real.name:
         raise OutputPathError(f"{path}: cannot use the filesystem root as an output folder")
-    parent = real.parent
-    if not parent.is_dir():
-        raise OutputPathError(f"{path}: folder {path.parent} does not exist")
+    check_destination(real.parent, path)
     check_replaceable(real, force)
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputPathError(f"{path}: folder {path.parent} is not writable")
     return real
 
 
@@ -37,6 +33,7 @@ def check_output_dir(path: Path, force: bool) -> Path:
 def staged_output_dir(path: Path, force: bool, command: str = "onnxprune") -> Iterator[Path]:
     """Yield a temp folder; on success it replaces ``path`` (the old one is removed only afterwards)."""
     real = check_output_dir(path, force)
+    make_folder(real.parent, path)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent))
     except OSError as e:
