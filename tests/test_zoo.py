@@ -240,3 +240,23 @@ def test_recipe_prunes_with_the_previous_sensitivity_run(tmp_path):
     early = recipe_file(tmp_path, "steps:\n  - prune: {sensitivity: previous}\n")
     assert main(["run", str(early), str(DIGITS / "vgg16_bn.onnx"), "-o", str(tmp_path / "o2")]) == 9
     assert "no sensitivity step ran before" in json.loads((tmp_path / "o2" / "result.json").read_text())["error"]
+
+
+def test_run_zoo_from_a_script_without_a_main_guard(tmp_path):
+    """Spawned workers do not run the calling script again, so a script needs no `if __name__ == "__main__":`."""
+    import subprocess
+    import sys
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    shutil.copy(DIGITS / "studentnet.onnx", zoo / "m.onnx")
+    script = tmp_path / "script.py"
+    script.write_text("import json\nfrom pathlib import Path\nfrom onnxprune.recipe import parse_recipe\n"
+                      "from onnxprune.zoo import ZooOptions, discover, run_zoo\n"
+                      f"jobs = discover({str(zoo)!r}, parse_recipe('steps: [fold]'))\n"
+                      f"run = run_zoo(jobs, Path({str(tmp_path / 'out')!r}), ZooOptions(jobs=2))\n"
+                      "print(json.dumps(run.totals))\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["ok"] == 1

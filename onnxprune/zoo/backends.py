@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from onnxprune.errors import UsageError
@@ -76,6 +78,25 @@ def _worker(job: ModelJob, outdir: str, key: str, memory_mb: int | None, parent_
         conn.close()
 
 
+@contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Start spawned workers without importing the caller's ``__main__`` again.
+
+    ``spawn`` normally re-runs the main script in every child, so a script calling ``run_zoo`` at its top level
+    (no ``if __name__ == "__main__":`` guard) would start a zoo inside each worker. Workers only run onnxprune's
+    own code, with arguments of onnxprune's own types, so the main module is hidden from multiprocessing while a
+    worker starts."""
+    main = sys.modules.get("__main__")
+    saved = {k: getattr(main, k) for k in ("__file__", "__spec__") if main is not None and hasattr(main, k)}
+    try:
+        for k in saved:
+            setattr(main, k, None)
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(main, k, v)
+
+
 def run_local(jobs: list[tuple[ModelJob, str]], outdir: str, workers: int, limits: Limits,
               on_start: Callable[[ModelJob], None] = lambda j: None) -> Iterator[Result]:
     """Run (job, key) pairs in worker processes; yields each result as it completes. On KeyboardInterrupt the
@@ -90,7 +111,8 @@ def run_local(jobs: list[tuple[ModelJob, str]], outdir: str, workers: int, limit
                 parent, child = ctx.Pipe(duplex=False)
                 proc = ctx.Process(target=_worker, args=(job, outdir, key, limits.memory_mb, os.getpid(), child),
                                    daemon=True)
-                proc.start()
+                with _main_not_reimported():
+                    proc.start()
                 child.close()
                 running[proc] = (job, key, parent, time.monotonic())
                 on_start(job)
