@@ -41,7 +41,7 @@ class PruneReport:
     max_abs_diff: float | None = None
     max_abs_output: float | None = None
     recovery: dict[str, object] | None = None
-    quality: dict[str, object] | None = None    # metrics on --data: original, pruned, recovered
+    quality: dict[str, object] | None = None    # metrics on --eval-data (else --data): original, pruned, recovered
     schedule: dict[str, object] | None = None   # rounds and, for layerwise, the order with each group's loss
 
     def to_json(self) -> dict[str, object]:
@@ -121,12 +121,14 @@ def _recovered(model: onnx.ModelProto, pruned: onnx.ModelProto, plan: PruningPla
 def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: PruningPlan | None = None,
           spec: InputSpec | None = None, checks: Checks | None = None, verify: bool = False,
           recover_with: Recover = Recover.NONE, data: Dataset | None = None,
-          schedule: ScheduleOptions | None = None) -> PruneResult:
+          schedule: ScheduleOptions | None = None, eval_data: Dataset | None = None) -> PruneResult:
     """Prune ``model`` (normalized) by ``plan`` or by a plan made from ``options``.
 
     ``data`` (calibration samples) enables the data-driven criteria, recovery (``bias`` or ``lsq``, see
     ``onnxprune.recover``), the ``layerwise`` schedule's sensitivity order, and metrics before/after in the report.
     ``schedule`` chooses which channels go in what order (``onnxprune.schedule``); the counts come from the plan.
+    ``eval_data`` (held-out samples) is what the report's metrics are measured on when given; otherwise they are
+    measured on ``data``, the set recovery was fitted on (the report says which).
     """
     options = options or PlanOptions()
     spec = spec or InputSpec()
@@ -156,8 +158,10 @@ def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: P
     comparison = verify_pruned(model, pruned, plan, InputSpec(spec.shapes, batch=max(spec.batch, 2)),
                                checks.rel_tol) if verify else None
     recovered, fixes = _recovered(model, pruned, plan, analysis, recover_with, data)
-    quality = _quality_report(model, pruned, recovered if recover_with is not Recover.NONE else None, data,
-                              schedule.metric)
+    quality = _quality_report(model, pruned, recovered if recover_with is not Recover.NONE else None,
+                              eval_data if eval_data is not None else data, schedule.metric)
+    if quality is not None:
+        quality["data"] = "eval" if eval_data is not None else "calibration"
     recovery = None
     if recover_with is not Recover.NONE:
         assert quality is not None

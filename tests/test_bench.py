@@ -56,7 +56,8 @@ def test_formats_and_failure_isolation(tmp_path, capsys):
     assert len(rows) == 6 and data["environment"]["runs"] == 15
     ok = [r for r in rows if r["error"] is None]
     assert len(ok) == 4 and all(r["latency"]["n"] == 15 for r in ok)
-    assert all(r["max_abs_diff"] < 1e-4 for r in ok) and all(r["top1_agreement"] == 1.0 for r in ok)
+    assert all(r["max_abs_diff"] < 1e-4 and r["rel_l2"] < 1e-5 for r in ok)
+    assert all(r["top1_agreement"] is None for r in ok)            # top-1 agreement only on real data
     assert ok[0]["speedup"]["ratio"] == 1.0
     assert len(list(csv.reader(files["csv"].read_text().splitlines()))) == 7
     assert files["markdown"].read_text().count("\n|") >= 7

@@ -85,6 +85,12 @@ def test_int8_dynamic(tmp_path):
     emit(src, tmp_path / "out", EmitOptions(Target.CPU, int8=Int8.DYNAMIC))
     m = check_manifest(tmp_path / "out", src)
     assert [f["name"] for f in m["files"]] == ["model.onnx", "model.int8.onnx"]
+    role = m["files"][1]["role"]                           # labelled by what the file holds, not "QDQ"
+    ops = {n.op_type for n in onnx.load(tmp_path / "out" / "model.int8.onnx").graph.node}
+    assert "QDQ" not in role and "QuantizeLinear" not in ops and {"MatMulInteger", "ConvInteger"} & ops
+    assert all(op in role for op in {"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear"} & ops)
+    random_check = m["files"][1]["agreement"][0]
+    assert random_check["top1_agreement"] is None and 0 < random_check["rel_l2"] < 0.5
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_se", "convtranspose_decoder", "resnet18", "densenet"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,19 @@ def test_lsq_with_convtranspose_consumers():
     recovery = result.report.recovery
     assert result.report.groups_pruned > 0 and recovery["layers"]
     assert recovery["after"]["rel-l2"] <= recovery["before"]["rel-l2"] + 1e-6
+
+
+def test_prune_reports_on_held_out_eval_data_and_says_which(tmp_path, capsys):
+    from onnxprune.cli.main import main
+
+    digits = Path(__file__).resolve().parents[1] / "models" / "digits"
+    report = tmp_path / "r.json"
+    assert main(["prune", str(digits / "resnet56.onnx"), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.3",
+                 "--recover", "lsq", "--data", str(digits / "digits_calib.npz"), "--limit", "64",
+                 "--eval-data", str(digits / "digits_test.npz"), "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "of --eval-data (held out)" in out
+    q = json.loads(report.read_text())["quality"]
+    assert q["data"] == "eval" and q["samples"] == 64 and "accuracy" in q["recovered"]
+    assert main(["prune", str(digits / "resnet56.onnx"), "-o", str(tmp_path / "q.onnx"), "--ratio", "0.3"]) == 0
+    assert "accuracy is unknown" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from onnxprune.errors import UsageError
 from onnxprune.io import write_text_atomic
 
 COLUMNS = ("model", "threads", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "min ms", "speedup (95% CI)",
-           "session s", "+mem MB", "file MB", "MACs", "params", "max|diff|", "top-1 agree", "accuracy")
+           "session s", "+mem MB", "file MB", "MACs", "params", "max|diff|", "rel L2", "top-1 agree", "accuracy")
 
 
 def _name(r: ModelResult) -> str:
@@ -40,13 +40,13 @@ def _cells(r: ModelResult) -> list[str]:
     return [_name(r), str(r.threads), ms(s.p50), ms(s.p90), ms(s.p99), ms(s.mean), ms(s.std), ms(s.min),
             f"{sp.ratio:.2f} ({sp.low:.2f}–{sp.high:.2f})", opt(r.session_s, ".3f"), opt(r.memory_mb, ".1f"),
             opt(r.file_mb, ".2f"), "" if r.macs is None else f"{r.macs / 1e6:.1f}M",
-            "" if r.params is None else f"{r.params / 1e6:.2f}M", opt(r.max_abs_diff, ".2g"),
+            "" if r.params is None else f"{r.params / 1e6:.2f}M", opt(r.max_abs_diff, ".2g"), opt(r.rel_l2, ".2g"),
             "" if r.top1_agreement is None else f"{r.top1_agreement:.1%}",
             "" if r.accuracy is None else f"{r.accuracy:.2%}"]
 
 
 TERMINAL = ("model", "threads", "p50 ms", "p90 ms", "p99 ms", "std ms", "speedup (95% CI)", "MACs", "file MB",
-            "top-1 agree", "accuracy")
+            "rel L2", "top-1 agree", "accuracy")
 
 
 def table(results: list[ModelResult]) -> Table:
@@ -82,13 +82,13 @@ def to_csv(results: list[ModelResult]) -> str:
     w = csv.writer(buf)
     w.writerow(["model", "threads", "error", "p50_s", "p90_s", "p99_s", "mean_s", "std_s", "min_s", "speedup",
                 "speedup_low", "speedup_high", "session_s", "memory_mb", "file_mb", "macs", "params", "max_abs_diff",
-                "top1_agreement", "accuracy"])
+                "rel_l2", "top1_agreement", "accuracy"])
     for r in results:
         s, sp = r.latency, r.speedup
         w.writerow([r.path, r.threads, r.error or "", *(("",) * 6 if s is None else
                                                           (s.p50, s.p90, s.p99, s.mean, s.std, s.min)),
                     *(("",) * 3 if sp is None else (sp.ratio, sp.low, sp.high)), r.session_s, r.memory_mb, r.file_mb,
-                    r.macs, r.params, r.max_abs_diff, r.top1_agreement, r.accuracy])
+                    r.macs, r.params, r.max_abs_diff, r.rel_l2, r.top1_agreement, r.accuracy])
     return buf.getvalue()
 
 

@@ -55,9 +55,10 @@ class ModelResult:
     macs: int | None = None
     params: int | None = None
     speedup: Speedup | None = None
-    max_abs_diff: float | None = None
-    top1_agreement: float | None = None
-    accuracy: float | None = None
+    max_abs_diff: float | None = None    # on the seeded random inputs, against the first model
+    rel_l2: float | None = None          # ||out - first|| / ||first|| on the same random inputs
+    top1_agreement: float | None = None  # with the first model's predictions on --data (None without data)
+    accuracy: float | None = None        # on --data with labels
 
 
 def _rss_mb() -> float:
@@ -184,10 +185,10 @@ def _compare(loaded: list[tuple[ModelResult, ort.InferenceSession, dict[str, np.
         try:
             out = sess.run(None, base_feeds)[0] if feeds.keys() == base_feeds.keys() and all(
                 feeds[k].shape == base_feeds[k].shape for k in feeds) else None
-            if out is not None and out.shape == base_out.shape:
-                r.max_abs_diff = float(np.abs(out.astype(np.float64) - base_out).max())
-                if out.ndim == 2:
-                    r.top1_agreement = float((out.argmax(1) == base_out.argmax(1)).mean())
+            if out is not None and out.shape == base_out.shape:  # random inputs: continuous measures only (a
+                diff = out.astype(np.float64) - base_out             # top-1 on one random sample is 0% or 100%)
+                r.max_abs_diff = float(np.abs(diff).max())
+                r.rel_l2 = float(np.linalg.norm(diff) / max(float(np.linalg.norm(base_out)), 1e-30))
             if data is not None and base_data is not None:
                 pred = _predict(sess, data)
                 if pred.shape == base_data.shape and pred.ndim == 2:

@@ -58,6 +58,8 @@ def _print(folder: Path, m: Manifest) -> None:
         console.print(line, markup=False, soft_wrap=True)
         for a in f.agreement:
             parts = [f"max abs diff {a.max_abs_diff:.3g} (max |out| {a.max_abs_output:.3g})"]
+            if a.rel_l2 is not None:
+                parts.append(f"relative L2 {a.rel_l2:.2g}")
             if a.top1_agreement is not None:
                 parts.append(f"top-1 agreement {a.top1_agreement:.2%}")
             if a.accuracy is not None:

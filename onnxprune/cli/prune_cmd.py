@@ -74,6 +74,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "labels, else top-1 agreement; cosine for outputs that are not (batch, classes))")
     add_data_args(p, "calibration data for --recover, data-driven criteria and schedules; the report then "
                      "shows the metrics before and after", limit=256)
+    p.add_argument("--eval-data", type=Path,
+                   help="held-out data the report's metrics are measured on (default: --data, the set recovery is "
+                        "fitted on; same forms and preprocessing as --data)")
     p.add_argument("--plan-out", type=Path, help="write the plan as JSON")
     p.add_argument("--report", type=Path, help="write a JSON report (MACs, params, groups, max_abs_diff)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
@@ -86,7 +89,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    guard_paths(args, inputs=("model", "data", "plan", "sensitivity"), files=("output", "plan_out", "report"),
+    guard_paths(args, inputs=("model", "data", "eval_data", "plan", "sensitivity"),
+                files=("output", "plan_out", "report"),
                 folders=("dump_dir",))
     ensure_output_path(args.output, args.model)
     for extra in (args.plan_out, args.report):
@@ -106,9 +110,10 @@ def run(args: argparse.Namespace) -> int:
     checks = Checks(CheckLevel.STRUCTURE if args.verify else CheckLevel.NONE, rel_tol=args.tolerance,
                     inputs=spec, dump_dir=args.dump_dir)
     data = data_from_args(args, model)
+    eval_data = data_from_args(args, model, "eval_data")
     schedule = ScheduleOptions(Schedule(args.schedule), args.steps, Metric(args.metric) if args.metric else None)
     result = prune(model, options, plan=plan, spec=spec, checks=checks, verify=args.verify,
-                   recover_with=Recover(args.recover), data=data, schedule=schedule)
+                   recover_with=Recover(args.recover), data=data, schedule=schedule, eval_data=eval_data)
     save(result.model, args.output, source=args.model)
     slow = result.plan.off_multiple(CHANNEL_MULTIPLE[args.target])
     if slow:
@@ -141,11 +146,19 @@ def run(args: argparse.Namespace) -> int:
         keys = list(dict.fromkeys([str(q["metric"])] + [k for k in ("accuracy", "agreement", "rel-l2")
                                                          if k in q["original"]]))
         label = " -> ".join(s if s != "recovered" else f"recovered ({r.recovery['method']})" for s in stages)
-        console.print(f"on {q['samples']} samples, {label}: "
+        source = "--eval-data (held out)" if q["data"] == "eval" else (
+            "--data (the calibration set recovery was fitted on; --eval-data gives a held-out figure)"
+            if r.recovery else "--data")
+        console.print(f"on {q['samples']} samples of {source}, {label}: "
                       + "; ".join(f"{k} " + " -> ".join(f"{q[s][k]:.4g}" for s in stages) for k in keys))
     if r.max_abs_diff is not None:
-        console.print(f"verified against the masked original: max abs diff {r.max_abs_diff:.3g} "
-                      f"(max |output| {r.max_abs_output:.3g})")
+        console.print(f"rewrite verified: equal to the masked original (the original with the removed channels' "
+                      f"weights zeroed), max abs diff {r.max_abs_diff:.3g} (max |output| {r.max_abs_output:.3g}); "
+                      f"this checks the rewrite, not accuracy")
+    if r.quality is None and r.groups_pruned:
+        err_console.print("onnxprune: warning: no --data: the pruned model's accuracy is unknown, and without "
+                          "recovery it usually collapses; measure it with --data (or --eval-data) and recover "
+                          "with --recover lsq --data CALIB", soft_wrap=True, markup=False)
     console.print(f"wrote {args.output}" + (f", plan {args.plan_out}" if args.plan_out else "")
                   + (f", report {args.report}" if args.report else ""))
     return 0

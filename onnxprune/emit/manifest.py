@@ -33,6 +33,8 @@ class Agreement:
     #: what max_abs_diff is checked against (tolerance x scale): max |output|, or more for an output behind a
     #: saturating activation (see onnxprune.verify)
     scale: float | None = None
+    #: ||artifact - source|| / ||source|| of the first output (on seeded random inputs: the continuous measure)
+    rel_l2: float | None = None
 
 
 @dataclass

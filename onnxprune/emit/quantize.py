@@ -98,3 +98,19 @@ def _unquantizable(model: onnx.ModelProto) -> list[str]:
         if n.op_type == "ConvTranspose" and group > 1:
             out.append(n.name)
     return out
+
+
+def int8_role(path: Path, mode: Int8) -> str:
+    """What the int8 file holds, read from its nodes (static: QDQ pairs; dynamic: DynamicQuantizeLinear feeding
+    ConvInteger/MatMulInteger), and whether its weight scales are per channel."""
+    model = onnx.load(path, load_external_data=False)
+    ops = {n.op_type for n in model.graph.node}
+    inits = {t.name: t for t in model.graph.initializer}
+    per_channel = any(n.op_type == "DequantizeLinear" and len(n.input) > 1 and n.input[1] in inits
+                      and len(inits[n.input[1]].dims) == 1 and inits[n.input[1]].dims[0] > 1
+                      for n in model.graph.node)
+    if mode is Int8.DYNAMIC:
+        kernels = "/".join(sorted(ops & {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}))
+        return f"int8 dynamic ({kernels or 'no quantized ops'}; activations quantized at run time)"
+    return f"int8 static (QDQ: QuantizeLinear/DequantizeLinear, {'per-channel' if per_channel else 'per-tensor'} " \
+           f"int8 weights, uint8 activations calibrated)"
