@@ -18,6 +18,7 @@ from onnxprune.normalize import normalize
 from onnxprune.pass_infra import Checks, PassManager, default_tolerance
 from onnxprune.passes import Cleanup, MaskRemovedChannels, PruneChannels
 from onnxprune.plan import CostModel, PlanOptions, PruningPlan, make_plan
+from onnxprune.progress import Stage, stage
 from onnxprune.recover import ConsumerFix, Recover, recover
 from onnxprune.schedule import (
     Schedule,
@@ -184,12 +185,21 @@ def _quality_report(model: onnx.ModelProto, pruned: onnx.ModelProto, recovered: 
     """Every metric of the original, the pruned and the recovered model on ``data`` (None without data)."""
     if data is None:
         return None
+    with stage(f"metrics on {len(data)} samples", total=3 if recovered is not None else 2, unit="models") as s:
+        return _measure(model, pruned, recovered, data, metric, s)
+
+
+def _measure(model: onnx.ModelProto, pruned: onnx.ModelProto, recovered: onnx.ModelProto | None, data: Dataset,
+             metric: Metric | None, progress: Stage) -> dict[str, object]:
     reference = outputs(model, data)
+    progress.advance("original")
     metric = metric or default_metric(data, reference)
     check_metric(metric, data, reference)
     q: dict[str, object] = {"metric": metric.value, "samples": len(data),
                             "original": metrics(reference, reference, data.labels),
                             "pruned": metrics(reference, outputs(pruned, data), data.labels)}
+    progress.advance("pruned")
     if recovered is not None:
         q["recovered"] = metrics(reference, outputs(recovered, data), data.labels)
+        progress.advance("recovered")
     return q

@@ -26,6 +26,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.data import Dataset
+from onnxprune.progress import Stage, stage
 from onnxprune.verify import session_with_outputs
 
 RIDGE = 1e-5  # relative to the mean diagonal of the Gram matrix: only a guard against singular systems
@@ -228,10 +229,12 @@ def recover(original: onnx.ModelProto, pruned: onnx.ModelProto,
     nodes = [n for n in out.graph.node if n.name in masks and not masks[n.name][0].all()]
     fixes: list[ConsumerFix] = []
     if method is Recover.BIAS:
-        inputs = collect(original, [n.input[0] for n in nodes], data)
-        for node in nodes:
-            ok = _bias_fix(original, out, node, masks[node.name], inputs[node.input[0]])
-            fixes.append(ConsumerFix(node.name, "bias" if ok else "none (unsupported consumer)"))
+        with stage("recover (bias)", total=len(nodes), unit="layers") as s:
+            inputs = collect(original, [n.input[0] for n in nodes], data)
+            for node in nodes:
+                ok = _bias_fix(original, out, node, masks[node.name], inputs[node.input[0]])
+                fixes.append(ConsumerFix(node.name, "bias" if ok else "none (unsupported consumer)"))
+                s.advance(node.name)
         _drop_unused_initializers(out)
         return out, fixes
     rng = np.random.default_rng(seed)
@@ -252,10 +255,18 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
 def _lsq_all(original: onnx.ModelProto, out: onnx.ModelProto, nodes: list[onnx.NodeProto],
              masks: dict[str, tuple[np.ndarray, np.ndarray | None]], data: Dataset, max_positions: int,
              rng: np.random.Generator) -> list[ConsumerFix]:
+    with stage(f"recover (lsq) on {len(data)} samples", total=len(nodes), unit="layers") as s:
+        return _lsq_loop(original, out, nodes, masks, data, max_positions, rng, s)
+
+
+def _lsq_loop(original: onnx.ModelProto, out: onnx.ModelProto, nodes: list[onnx.NodeProto],
+              masks: dict[str, tuple[np.ndarray, np.ndarray | None]], data: Dataset, max_positions: int,
+              rng: np.random.Generator, progress: Stage) -> list[ConsumerFix]:
     fixes: list[ConsumerFix] = []
     targets = collect(original, [n.output[0] for n in nodes], data)
     original_inputs = collect(original, [n.input[0] for n in nodes], data)
     for node in nodes:  # topological order: each refit sees the inputs produced by the refits before it
+        progress.advance(node.name, n=0)
         x = collect(out, [node.input[0]], data)[node.input[0]]
         y = targets[node.output[0]]
         keep_out = masks[node.name][1]
@@ -267,4 +278,5 @@ def _lsq_all(original: onnx.ModelProto, out: onnx.ModelProto, nodes: list[onnx.N
             fixes.append(ConsumerFix(node.name, "bias (lsq unsupported here)" if ok else "none"))
         else:
             fixes.append(ConsumerFix(node.name, "lsq", *result))
+        progress.advance(node.name)
     return fixes

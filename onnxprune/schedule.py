@@ -38,6 +38,7 @@ from onnxprune.metrics import (
     outputs,
 )
 from onnxprune.plan import GroupPlan, PruningPlan, _multiple, _select
+from onnxprune.progress import Stage, stage
 
 
 class Schedule(enum.Enum):
@@ -83,26 +84,33 @@ def sensitivity_order(model: onnx.ModelProto, plan: PruningPlan, data: Dataset, 
     check_metric(metric, data, reference)
     baseline = metrics(reference, reference, data.labels)
     losses = []
-    for g in plan.groups:
-        if not g.removed:
-            continue
-        alone = PruningPlan(tuple(x if x.id == g.id else GroupPlan(x.id, x.channels, tuple(range(x.channels)))
-                                  for x in plan.groups), plan.criterion)
-        value = metrics(reference, outputs(masked(model, alone), data), data.labels)
-        losses.append((g.id, loss(metric, baseline, value)))
+    pruned = [g for g in plan.groups if g.removed]
+    with stage(f"layerwise order on {len(data)} samples", total=len(pruned), unit="groups") as progress:
+        for g in pruned:
+            alone = PruningPlan(tuple(x if x.id == g.id else GroupPlan(x.id, x.channels, tuple(range(x.channels)))
+                                      for x in plan.groups), plan.criterion)
+            value = metrics(reference, outputs(masked(model, alone), data), data.labels)
+            losses.append((g.id, loss(metric, baseline, value)))
+            progress.advance(g.id)
     return sorted(losses, key=lambda t: t[1])
 
 
 def scheduled_plan(model: onnx.ModelProto, plan: PruningPlan, options: ScheduleOptions, criterion: Criterion,
                    seed: int, data: Dataset | None, rewrite: Rewrite, order: list[str]) -> PruningPlan:
     """The cumulative plan after every round; ``plan`` gives the counts (and the one-shot selection)."""
+    targets = round_targets(plan, options, order)
+    with stage(f"schedule {options.schedule.value}", total=len(targets), unit="rounds") as progress:
+        return _rounds(model, plan, targets, options.schedule, criterion, seed, data, rewrite, progress)
+
+
+def _rounds(model: onnx.ModelProto, plan: PruningPlan, targets: list[dict[str, int]], schedule: Schedule,
+            criterion: Criterion, seed: int, data: Dataset | None, rewrite: Rewrite, progress: Stage) -> PruningPlan:
     original = analyze(model)
     groups = {g.id: g for g in plan.groups}
     removed: dict[str, np.ndarray] = {g.id: np.zeros(0, dtype=np.int64) for g in plan.groups}
-    current = model
-    cumulative = plan
-    targets = round_targets(plan, options, order)
+    current, cumulative = model, plan
     for i, target in enumerate(targets):
+        progress.advance(f"round {i + 1}", n=0)
         analysis = analyze(current) if i else original
         scores = score_groups(analysis, criterion, seed, data, current)
         for gid, want in target.items():
@@ -113,9 +121,10 @@ def scheduled_plan(model: onnx.ModelProto, plan: PruningPlan, options: ScheduleO
         cumulative = PruningPlan(
             tuple(GroupPlan(g.id, g.channels, tuple(int(k) for k in np.setdiff1d(np.arange(g.channels), removed[g.id])))
                   for g in plan.groups), plan.criterion,
-            {**plan.options, "schedule": options.schedule.value, "steps": len(targets)})
+            {**plan.options, "schedule": schedule.value, "steps": len(targets)})
         if i < len(targets) - 1:
             current = rewrite(cumulative)
+        progress.advance(f"round {i + 1}")
     return cumulative
 
 

@@ -37,6 +37,7 @@ from onnxprune.plan import (
     _select,
     round_kept,
 )
+from onnxprune.progress import stage
 from onnxprune.prune import prune
 from onnxprune.verify import InputSpec, resolve_input_shapes
 
@@ -102,11 +103,18 @@ def run_sensitivity(model: onnx.ModelProto, data: Dataset, *, ratios: tuple[floa
     blob = model.SerializeToString()
     tasks = [(blob, g.id, ratios, criterion.value, seed, data, reference, data.labels, macs_before, shapes)
              for g in analysis.prunable]
-    if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            results = list(pool.map(_evaluate_group, tasks))
-    else:
-        results = [_evaluate_group(t) for t in tasks]
+    with stage(f"sensitivity: {len(ratios)} ratios on {len(data)} samples", total=len(tasks), unit="groups") as s:
+        if jobs > 1:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                results = []
+                for task, result in zip(tasks, pool.map(_evaluate_group, tasks)):
+                    results.append(result)
+                    s.advance(task[1])
+        else:
+            results = []
+            for task in tasks:
+                results.append(_evaluate_group(task))
+                s.advance(task[1])
     return SensitivityResult(baseline, tuple(p for r in results for p in r), metric, criterion)
 
 

@@ -6,13 +6,13 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from onnxprune.bench import BenchOptions, run_benchmark
 from onnxprune.bench.report import table, write_outputs
 from onnxprune.cli.common import add_data_args, console, guard_paths, image_preprocess
 from onnxprune.errors import InvalidModelError, UsageError
 from onnxprune.io import ensure_output_path
+from onnxprune.progress import stage
 from onnxprune.verify import parse_input_shapes
 
 
@@ -53,10 +53,14 @@ def run(args: argparse.Namespace) -> int:
     from onnxprune.bench.runner import providers_for
 
     providers_for(options.provider)  # fail early and clearly when CUDA is not there
-    with Progress(TextColumn("bench"), BarColumn(), TextColumn("{task.completed}/{task.total} rounds"),
-                  TimeRemainingColumn(), console=console, transient=True) as bar:
-        task = bar.add_task("bench", total=len(threads) * options.runs)
-        results = run_benchmark(list(args.models), options, lambda d, t: bar.update(task, completed=d, total=t))
+    with stage(f"bench: {len(args.models)} models interleaved", total=len(threads) * options.runs,
+               unit="rounds") as progress:
+
+        def advance(done: int, total: int) -> None:
+            progress.total = total
+            progress.advance(n=done - progress.done)
+
+        results = run_benchmark(list(args.models), options, advance)
     Console(width=max(console.width, 140)).print(table(results))
     write_outputs(results, options, json_path=outputs["json"], csv_path=outputs["csv"],
                   markdown_path=outputs["markdown"], plot_path=outputs["plot"], html_path=outputs["html"])

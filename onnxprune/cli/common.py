@@ -23,8 +23,10 @@ from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.paths import check_paths
 from onnxprune.verify import InputSpec, parse_input_shapes
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+#: Piped output (logs, CI, files) is not cut at 80 columns: tables and lines get the width they need.
+PIPED_WIDTH = 240
+console = Console(highlight=False, width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else PIPED_WIDTH)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -88,6 +90,11 @@ def _json_default(o: object) -> object:
 def report_error(prog: str, e: OnnxPruneError) -> int:
     err_console.print(f"{prog}: error: {e}", soft_wrap=True, markup=False)
     return e.exit_code
+
+
+def figure(metric: str, value: float) -> str:
+    """A metric as every command prints it: accuracy and agreement in percent, the others as numbers."""
+    return f"{value:.2%}" if metric in ("accuracy", "agreement", "top1_agreement") else f"{value:.4g}"
 
 
 def human(n: float) -> str:

@@ -12,6 +12,7 @@ from onnxprune.cli.common import (
     add_data_args,
     console,
     data_from_args,
+    figure,
     glob_values,
     guard_paths,
     human,
@@ -187,7 +188,7 @@ def _print(result: CompressResult, report: dict[str, object]) -> None:
     q = report["quality"]
     if q:
         keys = [k for k in ("accuracy", "agreement", "cosine") if k in q["compressed"]]  # type: ignore[index]
-        console.print(f"on {'--eval-data' if report['eval_data'] else '--data'}: " + ", ".join(f"{k} {q['original'][k]:.4g} -> {q['compressed'][k]:.4g}"  # type: ignore[index]
+        console.print(f"on {'--eval-data' if report['eval_data'] else '--data'}: " + ", ".join(f"{k} {figure(k, q['original'][k])} -> {figure(k, q['compressed'][k])}"  # type: ignore[index]
                                               for k in keys))
 
 

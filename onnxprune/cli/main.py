@@ -18,6 +18,7 @@ from onnxprune.cli import (
 )
 from onnxprune.cli.common import OneLineParser, report_error
 from onnxprune.errors import OnnxPruneError, UsageError
+from onnxprune.progress import Reporter, reporting
 from onnxprune.signals import Terminated, exit_status, termination_as_interrupt
 
 SUBCOMMANDS = (inspect_cmd, fold_cmd, prune_cmd, sensitivity_cmd, compress_cmd, emit_cmd, bench_cmd, zoo_cmd)
@@ -30,6 +31,9 @@ def build_parser() -> OneLineParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for module in SUBCOMMANDS:
         module.add_parser(sub)
+    for command in sub.choices.values():
+        command.add_argument("-q", "--quiet", action="store_true",
+                             help="no progress (a bar on a terminal, a line per stage otherwise)")
     return parser
 
 
@@ -41,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             if not getattr(args, "run", None):
                 raise UsageError("missing command (see 'onnxprune --help')")
-            return args.run(args)
+            with reporting(None if args.quiet else Reporter.for_stream(sys.stderr)):
+                return args.run(args)
     except OnnxPruneError as e:
         return report_error("onnxprune", e)
     except KeyboardInterrupt as e:

@@ -13,6 +13,7 @@ from onnxprune.cli.common import (
     console,
     data_from_args,
     err_console,
+    figure,
     glob_values,
     guard_paths,
     human,
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
             "--data (the calibration set recovery was fitted on; --eval-data gives a held-out figure)"
             if r.recovery else "--data")
         console.print(f"on {q['samples']} samples of {source}, {label}: "
-                      + "; ".join(f"{k} " + " -> ".join(f"{q[s][k]:.4g}" for s in stages) for k in keys))
+                      + "; ".join(f"{k} " + " -> ".join(figure(k, q[s][k]) for s in stages) for k in keys))
     if r.max_abs_diff is not None:
         console.print(f"rewrite verified: equal to the masked original (the original with the removed channels' "
                       f"weights zeroed), max abs diff {r.max_abs_diff:.3g} (max |output| {r.max_abs_output:.3g}); "

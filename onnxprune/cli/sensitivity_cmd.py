@@ -10,6 +10,7 @@ from onnxprune.cli.common import (
     add_input_shape_args,
     console,
     data_from_args,
+    figure,
     guard_paths,
     input_spec,
     load_model,
@@ -69,5 +70,5 @@ def run(args: argparse.Namespace) -> int:
             target_plan(model, result, args.target_flops, spec, data).save(tmp / "plan_target.json")
     groups = len({p.group for p in result.points})
     console.print(f"{groups} groups x {len(ratios)} ratios on {len(data)} samples ({result.metric.value}, original "
-                  f"{result.baseline[result.metric.value]:.4g}); wrote {args.output}/")
+                  f"{figure(result.metric.value, result.baseline[result.metric.value])}); wrote {args.output}/")
     return 0

@@ -25,6 +25,7 @@ from onnxprune.metrics import (
     outputs,
 )
 from onnxprune.passes.prune_connections import _keep_largest
+from onnxprune.progress import stage
 from onnxprune.recover import Recover, collect
 
 DEFAULT_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
@@ -46,23 +47,34 @@ def layer_curves(model: onnx.ModelProto, data: Dataset, metric: Metric | None = 
     metric = metric or default_metric(data, reference)
     check_metric(metric, data, reference)
     baseline = metrics(reference, reference, data.labels)
-    curves = []
+    curves: list[LayerCurve] = []
     readers = {n.input[1]: n for n in model.graph.node if len(n.input) > 1}
-    for name, (_, layer) in coded_weights(model).items():
-        index = next(i for i, t in enumerate(model.graph.initializer) if t.name == name)
-        w = numpy_helper.to_array(model.graph.initializer[index])
-        trial = onnx.ModelProto()
-        trial.CopyFrom(model)
-        points = []
-        node = readers[name]
-        # pruned alone, this layer's input and the original output are the same at every grid point
-        known = collect(model, [node.input[0], node.output[0]], data) if recover is not Recover.NONE else {}
-        for s in grid:
-            trial.graph.initializer[index].CopyFrom(numpy_helper.from_array(_keep_largest(w, s), name))
-            candidate = trial if recover is Recover.NONE else _refit_alone(model, trial, data, name, recover, known)
-            points.append((s, loss(metric, baseline, metrics(reference, outputs(candidate, data), data.labels))))
-        curves.append(LayerCurve(layer, int(w.size), tuple(points)))
+    coded = coded_weights(model)
+    with stage(f"layer sensitivity: {len(grid)} sparsities on {len(data)} samples", total=len(coded),
+               unit="layers") as progress:
+        for name, (_, layer) in coded.items():
+            curves.append(_curve(model, data, name, layer, readers[name], grid, recover, metric, baseline,
+                                 reference))
+            progress.advance(layer)
     return metric, curves
+
+
+def _curve(model: onnx.ModelProto, data: Dataset, name: str, layer: str, node: onnx.NodeProto,
+           grid: tuple[float, ...], recover: Recover, metric: Metric, baseline: dict[str, float],
+           reference: np.ndarray) -> LayerCurve:
+    """One layer's (sparsity, metric loss) points, the layer pruned alone."""
+    index = next(i for i, t in enumerate(model.graph.initializer) if t.name == name)
+    w = numpy_helper.to_array(model.graph.initializer[index])
+    trial = onnx.ModelProto()
+    trial.CopyFrom(model)
+    points = []
+    # pruned alone, this layer's input and the original output are the same at every grid point
+    known = collect(model, [node.input[0], node.output[0]], data) if recover is not Recover.NONE else {}
+    for s in grid:
+        trial.graph.initializer[index].CopyFrom(numpy_helper.from_array(_keep_largest(w, s), name))
+        candidate = trial if recover is Recover.NONE else _refit_alone(model, trial, data, name, recover, known)
+        points.append((s, loss(metric, baseline, metrics(reference, outputs(candidate, data), data.labels))))
+    return LayerCurve(layer, int(w.size), tuple(points))
 
 
 def _refit_alone(model: onnx.ModelProto, trial: onnx.ModelProto, data: Dataset, name: str,

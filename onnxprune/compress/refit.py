@@ -28,6 +28,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.data import Dataset
+from onnxprune.progress import Stage, stage
 from onnxprune.recover import (
     RIDGE,
     Recover,
@@ -217,8 +218,24 @@ def refit(reference: onnx.ModelProto, model: onnx.ModelProto, data: Dataset, wei
             fits.append(LayerFit(node.name or node.output[0], f"shared only ({reason or 'no refit asked'})"))
     missing = [layer.node.output[0] for layer in candidates if layer.node.output[0] not in known]
     targets = {**known, **(collect(reference, missing, data) if missing else {})}
+    with stage(f"refit ({method.value}) and share on {len(data)} samples", total=len(candidates),
+               unit="layers") as progress:
+        shared |= _refit_layers(candidates, model, data, known, targets, method, quantize, inits, max_positions,
+                                rng, fits, progress)
+    for name in weights - shared:
+        if name in inits:
+            inits[name].CopyFrom(numpy_helper.from_array(quantize(name, numpy_helper.to_array(inits[name])), name))
+    return fits
+
+
+def _refit_layers(candidates: list[_Layer], model: onnx.ModelProto, data: Dataset, known: dict[str, np.ndarray],
+                  targets: dict[str, np.ndarray], method: Recover, quantize: Quantize,
+                  inits: dict[str, onnx.TensorProto], max_positions: int, rng: np.random.Generator,
+                  fits: list[LayerFit], progress: Stage) -> set[str]:
+    shared: set[str] = set()
     for layer in candidates:
         node = layer.node
+        progress.advance(node.name or node.output[0], n=0)
         x = known[node.input[0]] if node.input[0] in known else collect(model, [node.input[0]], data)[node.input[0]]
         y = targets[node.output[0]]
         problems = layer.problems(x, y, max_positions, rng)
@@ -245,9 +262,8 @@ def refit(reference: onnx.ModelProto, model: onnx.ModelProto, data: Dataset, wei
         layer.write(w_shared, b_fit)
         fits.append(LayerFit(node.name or node.output[0], method.value, _stacked_error(before),
                              _stacked_error(after)))
-    for name in weights - shared:
-        if name in inits:
-            inits[name].CopyFrom(numpy_helper.from_array(quantize(name, numpy_helper.to_array(inits[name])), name))
+        progress.advance(node.name or node.output[0])
+    return shared
     _drop_unused_initializers(model)
     return fits
 

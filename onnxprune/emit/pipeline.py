@@ -35,6 +35,7 @@ from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.io import save_model
 from onnxprune.paths import check_paths
+from onnxprune.progress import stage
 from onnxprune.verify import (
     InputSpec,
     Reference,
@@ -161,7 +162,8 @@ def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
                               "float32"))
             notes.append(f"optimization level {scope}")
             if options.int8 is not Int8.NONE:
-                quantize(float_path, tmp / "model.int8.onnx", options.int8, calibration, work, notes)
+                with stage(f"int8 {options.int8.value} quantization"):
+                    quantize(float_path, tmp / "model.int8.onnx", options.int8, calibration, work, notes)
                 artifacts.append(("model.int8.onnx", int8_role(tmp / "model.int8.onnx", options.int8), "int8"))
         elif options.target is Target.CUDA:
             save_model(to_float16(folded), tmp / "model.fp16.onnx", full_check=True)
@@ -174,7 +176,8 @@ def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
             artifacts.append(("model.onnx", "float32 with fixed input shapes", "float32"))
             convert_from = tmp / "model.onnx"
             if options.int8 is not Int8.NONE:
-                quantize(tmp / "model.onnx", tmp / "model.int8.onnx", options.int8, calibration, work, notes)
+                with stage(f"int8 {options.int8.value} quantization"):
+                    quantize(tmp / "model.onnx", tmp / "model.int8.onnx", options.int8, calibration, work, notes)
                 artifacts.append(("model.int8.onnx", int8_role(tmp / "model.int8.onnx", options.int8), "int8"))
                 convert_from = tmp / "model.int8.onnx"
             ort_path, config = to_ort_format(convert_from, tmp, options.style)
@@ -188,7 +191,8 @@ def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
             manifest.mobile_usability = summary
             if options.style.value == "runtime":
                 manifest.session_options["session.enable_saved_runtime_optimizations"] = "1"
-        _check_artifacts(tmp, source, artifacts, shapes, data, manifest, options)
+        with stage("checking every artifact in ONNX Runtime", total=len(artifacts), unit="files"):
+            _check_artifacts(tmp, source, artifacts, shapes, data, manifest, options)
         shutil.rmtree(work)
         manifest.finalize(tmp)
         manifest.write(tmp)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from onnxprune.errors import OnnxPruneError, OutputPathError
 from onnxprune.paths import is_marked, mark
+from onnxprune.progress import Stage, stage
 from onnxprune.recipe import Step, options_of, output_argv, step_argv
 from onnxprune.zoo.jobs import WORK_FOLDER, ModelJob
 
@@ -89,10 +90,17 @@ def _common_args(step: Step, job: ModelJob) -> list[str]:
 
 def _steps(job: ModelJob, work: Path, result: ModelResult) -> str:
     """Run every step; returns the final model path. Raises on the first failing step (named)."""
+    with stage(job.name, total=len(job.recipe.steps), unit="steps") as progress:
+        return _run_steps(job, work, result, progress)
+
+
+def _run_steps(job: ModelJob, work: Path, result: ModelResult, progress: Stage) -> str:
     current = job.path
     sensitivity_dir: str | None = None
     for i, step in enumerate(job.recipe.steps):
         tag = f"{i + 1:02d}-{step.kind}"
+        started = time.perf_counter()
+        progress.advance(tag, n=0)
         extra = _common_args(step, job)
         try:
             if step.kind in ("fold", "prune"):
@@ -127,8 +135,11 @@ def _steps(job: ModelJob, work: Path, result: ModelResult) -> str:
                 speed = rows[1].get("speedup") if len(rows) > 1 else None
                 result.latency_ratio = speed["ratio"] if speed else None
         except (OnnxPruneError, StepFailed) as e:
+            progress.note(f"{job.name}: step {tag} failed after {time.perf_counter() - started:.1f} s")
             raise StepFailed(f"step {tag}: {e}") from None
         result.steps_done.append(step.kind)
+        progress.advance(tag)
+        progress.note(f"{job.name}: step {tag} done in {time.perf_counter() - started:.1f} s")
     return current
 
 
