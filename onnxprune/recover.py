@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.activations import ActivationStream
 from onnxprune.data import Dataset
 from onnxprune.progress import Stage, stage
 from onnxprune.verify import session_with_outputs
@@ -263,18 +264,19 @@ def _lsq_loop(original: onnx.ModelProto, out: onnx.ModelProto, nodes: list[onnx.
               masks: dict[str, tuple[np.ndarray, np.ndarray | None]], data: Dataset, max_positions: int,
               rng: np.random.Generator, progress: Stage) -> list[ConsumerFix]:
     fixes: list[ConsumerFix] = []
-    targets = collect(original, [n.output[0] for n in nodes], data)
-    original_inputs = collect(original, [n.input[0] for n in nodes], data)
+    reference = ActivationStream(original, data)   # the original's tensors, computed once
+    current = ActivationStream(out, data)          # the pruned model's, as the refits before each layer left it
     for node in nodes:  # topological order: each refit sees the inputs produced by the refits before it
         progress.advance(node.name, n=0)
-        x = collect(out, [node.input[0]], data)[node.input[0]]
-        y = targets[node.output[0]]
+        x = current.get(node.input[0])
+        original_input = reference.get(node.input[0])
+        y = reference.get(node.output[0])
         keep_out = masks[node.name][1]
         if keep_out is not None:
             y = np.compress(keep_out, y, axis=1 if node.op_type in ("Conv", "ConvTranspose") else -1)  # still has
         result = _lsq_fix(out, node, x, y, max_positions, rng)
         if result is None:
-            ok = _bias_fix(original, out, node, masks[node.name], original_inputs[node.input[0]])
+            ok = _bias_fix(original, out, node, masks[node.name], original_input)
             fixes.append(ConsumerFix(node.name, "bias (lsq unsupported here)" if ok else "none"))
         else:
             fixes.append(ConsumerFix(node.name, "lsq", *result))

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxprune.activations import ActivationStream
 from onnxprune.data import Dataset
 from onnxprune.progress import Stage, stage
 from onnxprune.recover import (
@@ -36,7 +37,6 @@ from onnxprune.recover import (
     _drop_unused_initializers,
     _im2col,
     _rel_err,
-    collect,
 )
 
 Quantize = Callable[[str, np.ndarray], np.ndarray]  # (weight name, values) -> shared values
@@ -216,28 +216,29 @@ def refit(reference: onnx.ModelProto, model: onnx.ModelProto, data: Dataset, wei
             candidates.append(layer)
         else:
             fits.append(LayerFit(node.name or node.output[0], f"shared only ({reason or 'no refit asked'})"))
-    missing = [layer.node.output[0] for layer in candidates if layer.node.output[0] not in known]
-    targets = {**known, **(collect(reference, missing, data) if missing else {})}
     with stage(f"refit ({method.value}) and share on {len(data)} samples", total=len(candidates),
                unit="layers") as progress:
-        shared |= _refit_layers(candidates, model, data, known, targets, method, quantize, inits, max_positions,
-                                rng, fits, progress)
+        shared |= _refit_layers(candidates, ActivationStream(model, data), ActivationStream(reference, data), known,
+                                method, quantize, inits, max_positions, rng, fits, progress)
     for name in weights - shared:
         if name in inits:
             inits[name].CopyFrom(numpy_helper.from_array(quantize(name, numpy_helper.to_array(inits[name])), name))
+    _drop_unused_initializers(model)
     return fits
 
 
-def _refit_layers(candidates: list[_Layer], model: onnx.ModelProto, data: Dataset, known: dict[str, np.ndarray],
-                  targets: dict[str, np.ndarray], method: Recover, quantize: Quantize,
+def _refit_layers(candidates: list[_Layer], current: ActivationStream, reference: ActivationStream,
+                  known: dict[str, np.ndarray], method: Recover, quantize: Quantize,
                   inits: dict[str, onnx.TensorProto], max_positions: int, rng: np.random.Generator,
                   fits: list[LayerFit], progress: Stage) -> set[str]:
+    """Refit, share and re-bias each candidate in topological order; ``current`` streams the model's own
+    tensors as the refits before each layer left them, ``reference`` the original's."""
     shared: set[str] = set()
     for layer in candidates:
         node = layer.node
         progress.advance(node.name or node.output[0], n=0)
-        x = known[node.input[0]] if node.input[0] in known else collect(model, [node.input[0]], data)[node.input[0]]
-        y = targets[node.output[0]]
+        x = known[node.input[0]] if node.input[0] in known else current.get(node.input[0])
+        y = known[node.output[0]] if node.output[0] in known else reference.get(node.output[0])
         problems = layer.problems(x, y, max_positions, rng)
         units = layer.rows(layer.weight).shape[0]
         w_fit = np.empty((units, problems[0][1].w.shape[1]))
@@ -264,8 +265,6 @@ def _refit_layers(candidates: list[_Layer], model: onnx.ModelProto, data: Datase
                              _stacked_error(after)))
         progress.advance(node.name or node.output[0])
     return shared
-    _drop_unused_initializers(model)
-    return fits
 
 
 def _stacked_error(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
