@@ -29,7 +29,9 @@ BATCH = 32
 class ActivationStream:
     """Values of ``model``'s tensors on ``data`` (sample axis first), see the module doc."""
 
-    def __init__(self, model: onnx.ModelProto, data: Dataset) -> None:
+    def __init__(self, model: onnx.ModelProto, data: Dataset, known: dict[str, np.ndarray] | None = None) -> None:
+        """``known``: values of tensors of ``model`` on ``data`` the caller already has (e.g. the input of the
+        only layer that differs from a model already streamed); the nodes that produce them are not run."""
         self.model = model
         self.data = data
         graph = model.graph
@@ -44,7 +46,7 @@ class ActivationStream:
             for name in node.input:
                 if name:
                     self._readers[name].append(i)
-        self._values: dict[str, np.ndarray] = dict(data.inputs)
+        self._values: dict[str, np.ndarray] = {**data.inputs, **(known or {})}
         self._ran: set[int] = set()
         self._outputs = {o.name for o in graph.output}
 

@@ -109,6 +109,21 @@ class Reporter:
 
 
 _reporter: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar("onnxprune_reporter", default=None)
+_timings: contextvars.ContextVar[tuple[list[dict[str, object]], int] | None] = contextvars.ContextVar(
+    "onnxprune_timings", default=None)
+_depth: contextvars.ContextVar[int] = contextvars.ContextVar("onnxprune_stage_depth", default=0)
+
+
+@contextmanager
+def timing() -> Iterator[list[dict[str, object]]]:
+    """Collect ``{"stage", "seconds", "items"}`` for every outermost stage that ends inside the block (for
+    reports; stages nested in them are part of their time)."""
+    records: list[dict[str, object]] = []
+    token = _timings.set((records, _depth.get()))
+    try:
+        yield records
+    finally:
+        _timings.reset(token)
 
 
 @contextmanager
@@ -125,14 +140,19 @@ def reporting(reporter: Reporter | None) -> Iterator[None]:
 def stage(name: str, total: int | None = None, unit: str = "steps") -> Iterator[Stage]:
     """A stage of work shown by the current reporter (see the module doc); free when nothing reports."""
     reporter = _reporter.get()
+    timings = _timings.get()
+    depth = _depth.get()
+    depth_token = _depth.set(depth + 1)
     s = Stage(reporter, name, total, unit)
-    if reporter is None:
-        yield s
-        return
-    reporter._open(s)
+    if reporter is not None:
+        reporter._open(s)
     failed = True
     try:
         yield s
         failed = False
     finally:
-        reporter._close(s, failed)
+        _depth.reset(depth_token)
+        if reporter is not None:
+            reporter._close(s, failed)
+        if timings is not None and not failed and depth == timings[1]:
+            timings[0].append({"stage": name, "seconds": round(time.perf_counter() - s.start, 3), "items": s.done})

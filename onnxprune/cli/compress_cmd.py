@@ -39,6 +39,7 @@ from onnxprune.io import ensure_output_path, write_bytes_atomic, write_text_atom
 from onnxprune.metrics import Metric, metrics, outputs
 from onnxprune.passes.prune_connections import ConnectionPruning
 from onnxprune.paths import read_regular_file
+from onnxprune.progress import timing
 from onnxprune.recover import Recover
 
 
@@ -104,34 +105,35 @@ def run(args: argparse.Namespace) -> int:
     notes = []
     sharing = Sharing(not args.no_sharing, args.conv_bits, args.fc_bits, args.conv_index_bits, args.fc_index_bits,
                       Init(args.init))
-    folded_model = model
-    recover = Recover(args.recover or ("lsq" if data is not None else "none"))
-    if recover is not Recover.NONE and data is None:
-        raise UsageError(f"--recover {recover.value} needs calibration data (--data)")
-    if args.tolerance is not None:
-        if data is None:
-            raise UsageError("--tolerance measures each layer's sensitivity: it needs --data")
-        if not args.no_fold:
-            import onnxprune
+    with timing() as stages:
+        folded_model = model
+        recover = Recover(args.recover or ("lsq" if data is not None else "none"))
+        if recover is not Recover.NONE and data is None:
+            raise UsageError(f"--recover {recover.value} needs calibration data (--data)")
+        if args.tolerance is not None:
+            if data is None:
+                raise UsageError("--tolerance measures each layer's sensitivity: it needs --data")
+            if not args.no_fold:
+                import onnxprune
 
-            folded_model = onnxprune.fold(model).model
-        metric, curves = layer_curves(folded_model, data, metric, DEFAULT_GRID, recover)
-        per_layer = per_layer + sparsity_for(curves, args.tolerance)
-        notes.append(f"sensitivity ({metric.value}, tolerance {args.tolerance}): {weighted_sparsity(curves, per_layer[-len(curves):]):.1%} of coded weights pruned")
-    pruning = ConnectionPruning(args.quality, args.sparsity, args.global_sparsity, per_layer, tuple(args.include),
-                                tuple(args.exclude))
-    start = time.perf_counter()
-    result = compress(model, CompressOptions(pruning, sharing, recover, fold=not args.no_fold), data)
-    seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    restored = decompress(result.container, str(args.output))
-    decode_seconds = time.perf_counter() - start
-    quality = None
-    eval_data = data_from_args(args, model, "eval_data") if args.eval_data is not None else data
-    if eval_data is not None:
-        reference = outputs(model, eval_data)
-        quality = {"original": metrics(reference, reference, eval_data.labels),
-                   "compressed": metrics(reference, outputs(restored, eval_data), eval_data.labels)}
+                folded_model = onnxprune.fold(model).model
+            metric, curves = layer_curves(folded_model, data, metric, DEFAULT_GRID, recover)
+            per_layer = per_layer + sparsity_for(curves, args.tolerance)
+            notes.append(f"sensitivity ({metric.value}, tolerance {args.tolerance}): {weighted_sparsity(curves, per_layer[-len(curves):]):.1%} of coded weights pruned")
+        pruning = ConnectionPruning(args.quality, args.sparsity, args.global_sparsity, per_layer, tuple(args.include),
+                                    tuple(args.exclude))
+        start = time.perf_counter()
+        result = compress(model, CompressOptions(pruning, sharing, recover, fold=not args.no_fold), data)
+        seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        restored = decompress(result.container, str(args.output))
+        decode_seconds = time.perf_counter() - start
+        quality = None
+        eval_data = data_from_args(args, model, "eval_data") if args.eval_data is not None else data
+        if eval_data is not None:
+            reference = outputs(model, eval_data)
+            quality = {"original": metrics(reference, reference, eval_data.labels),
+                       "compressed": metrics(reference, outputs(restored, eval_data), eval_data.labels)}
     write_bytes_atomic(args.output, result.container, args.model)
     runnable_bytes = None
     if args.runnable:
@@ -139,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         save(small, args.runnable, source=args.model)
         runnable_bytes = args.runnable.stat().st_size
     report = _report(result, recover, None if args.eval_data is None else str(args.eval_data), quality, seconds, decode_seconds, runnable_bytes, notes)
+    report["stages"] = stages
     if args.report:
         write_text_atomic(args.report, json.dumps(report, indent=2) + "\n", args.model)
     if args.json:

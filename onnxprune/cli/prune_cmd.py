@@ -27,6 +27,7 @@ from onnxprune.io import ensure_output_path, write_text_atomic
 from onnxprune.metrics import Metric
 from onnxprune.pass_infra import CheckLevel, Checks
 from onnxprune.plan import CHANNEL_MULTIPLE, PlanOptions, PruningPlan
+from onnxprune.progress import timing
 from onnxprune.prune import prune
 from onnxprune.recover import Recover
 from onnxprune.schedule import Schedule, ScheduleOptions
@@ -113,8 +114,9 @@ def run(args: argparse.Namespace) -> int:
     data = data_from_args(args, model)
     eval_data = data_from_args(args, model, "eval_data")
     schedule = ScheduleOptions(Schedule(args.schedule), args.steps, Metric(args.metric) if args.metric else None)
-    result = prune(model, options, plan=plan, spec=spec, checks=checks, verify=args.verify,
-                   recover_with=Recover(args.recover), data=data, schedule=schedule, eval_data=eval_data)
+    with timing() as stages:
+        result = prune(model, options, plan=plan, spec=spec, checks=checks, verify=args.verify,
+                       recover_with=Recover(args.recover), data=data, schedule=schedule, eval_data=eval_data)
     save(result.model, args.output, source=args.model)
     slow = result.plan.off_multiple(CHANNEL_MULTIPLE[args.target])
     if slow:
@@ -129,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     report = result.report.to_json()
     report["target"] = args.target
     report["off_multiple"] = [{"group": g, "kept": k} for g, k in slow]
+    report["stages"] = stages
     if args.report:
         write_text_atomic(args.report, json.dumps(report, indent=2) + "\n", args.model)
     if args.json:

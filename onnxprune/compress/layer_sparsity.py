@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxprune.activations import ActivationStream
 from onnxprune.compress.pipeline import coded_weights
 from onnxprune.compress.refit import refit
 from onnxprune.data import Dataset
@@ -26,7 +27,7 @@ from onnxprune.metrics import (
 )
 from onnxprune.passes.prune_connections import _keep_largest
 from onnxprune.progress import stage
-from onnxprune.recover import Recover, collect
+from onnxprune.recover import Recover
 
 DEFAULT_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 
@@ -50,30 +51,33 @@ def layer_curves(model: onnx.ModelProto, data: Dataset, metric: Metric | None = 
     curves: list[LayerCurve] = []
     readers = {n.input[1]: n for n in model.graph.node if len(n.input) > 1}
     coded = coded_weights(model)
+    stream = ActivationStream(model, data)       # each layer's input and output in the original, computed once
     with stage(f"layer sensitivity: {len(grid)} sparsities on {len(data)} samples", total=len(coded),
                unit="layers") as progress:
         for name, (_, layer) in coded.items():
-            curves.append(_curve(model, data, name, layer, readers[name], grid, recover, metric, baseline,
-                                 reference))
+            node = readers[name]
+            known = {node.input[0]: stream.get(node.input[0]), node.output[0]: stream.get(node.output[0])}
+            curves.append(_curve(model, data, name, layer, node, grid, recover, metric, baseline, reference, known))
             progress.advance(layer)
     return metric, curves
 
 
 def _curve(model: onnx.ModelProto, data: Dataset, name: str, layer: str, node: onnx.NodeProto,
            grid: tuple[float, ...], recover: Recover, metric: Metric, baseline: dict[str, float],
-           reference: np.ndarray) -> LayerCurve:
-    """One layer's (sparsity, metric loss) points, the layer pruned alone."""
+           reference: np.ndarray, known: dict[str, np.ndarray]) -> LayerCurve:
+    """One layer's (sparsity, metric loss) points, the layer pruned alone. ``known``: the layer's input and
+    original output (the same at every point); only the nodes from the layer on are run per point."""
     index = next(i for i, t in enumerate(model.graph.initializer) if t.name == name)
     w = numpy_helper.to_array(model.graph.initializer[index])
     trial = onnx.ModelProto()
     trial.CopyFrom(model)
     points = []
-    # pruned alone, this layer's input and the original output are the same at every grid point
-    known = collect(model, [node.input[0], node.output[0]], data) if recover is not Recover.NONE else {}
+    final = model.graph.output[0].name
     for s in grid:
         trial.graph.initializer[index].CopyFrom(numpy_helper.from_array(_keep_largest(w, s), name))
         candidate = trial if recover is Recover.NONE else _refit_alone(model, trial, data, name, recover, known)
-        points.append((s, loss(metric, baseline, metrics(reference, outputs(candidate, data), data.labels))))
+        got = ActivationStream(candidate, data, known={node.input[0]: known[node.input[0]]}).get(final)
+        points.append((s, loss(metric, baseline, metrics(reference, got, data.labels))))
     return LayerCurve(layer, int(w.size), tuple(points))
 
 
