@@ -7,6 +7,12 @@ the tensors that later nodes still need (the *frontier*), and for each request r
 frontier and the requested tensor — as a small ONNX model built from those nodes, with the frontier as its
 inputs. A whole pass therefore costs about one forward pass.
 
+Samples are run in batches, so every kept tensor must have a known *sample axis*: shape inference is run with
+the inputs' first axis named, and a tensor keeps the axis where that name lands (axis 1 for a sequence-first
+RNN input, for example). A tensor whose sample axis is unknown (a Reshape that merges it with another) is never
+kept: what needs it later recomputes it from its producers; asked for directly, it is computed in one run over
+all samples.
+
 Contract: the model may change while the stream is used, but only in nodes the stream has not run yet (a refit
 of the layer whose input was just asked for). Tensors are kept only while a node that has not run reads them.
 """
@@ -20,23 +26,48 @@ import onnx
 from onnx import helper
 
 from onnxprune.data import Dataset
+from onnxprune.safe_inference import infer_shapes
 from onnxprune.verify import make_session, run
 
 #: Samples per ONNX Runtime call: bounds the memory of a segment's intermediate tensors.
 BATCH = 32
+_SAMPLES = "__onnxprune_samples__"
+
+
+def sample_axes(model: onnx.ModelProto, inputs: set[str]) -> dict[str, int]:
+    """Tensor name -> its sample axis, for the tensors shape inference can follow from the inputs' first axis."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.value_info[:]
+    for vi in probe.graph.output:  # declared output dims would hide where the sample axis lands
+        vi.type.tensor_type.ClearField("shape")
+    for vi in probe.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name in inputs and len(dims):
+            dims[0].Clear()
+            dims[0].dim_param = _SAMPLES
+    try:
+        inferred = infer_shapes(probe)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError):
+        return {name: 0 for name in inputs}
+    axes = {name: 0 for name in inputs}
+    for vi in [*inferred.graph.value_info, *inferred.graph.output]:
+        dims = [d.dim_param for d in vi.type.tensor_type.shape.dim]
+        if dims.count(_SAMPLES) == 1:
+            axes[vi.name] = dims.index(_SAMPLES)
+    return axes
 
 
 class ActivationStream:
-    """Values of ``model``'s tensors on ``data`` (sample axis first), see the module doc."""
+    """Values of ``model``'s tensors on ``data``, see the module doc."""
 
     def __init__(self, model: onnx.ModelProto, data: Dataset, known: dict[str, np.ndarray] | None = None) -> None:
         """``known``: values of tensors of ``model`` on ``data`` the caller already has (e.g. the input of the
-        only layer that differs from a model already streamed); the nodes that produce them are not run."""
+        only layer that differs from a model already streamed); their producers are not run."""
         self.model = model
         self.data = data
         graph = model.graph
-        self._inputs = {vi.name for vi in graph.input}
-        self._constants = {t.name for t in graph.initializer}
+        self._inputs = {vi.name for vi in graph.input} - {t.name for t in graph.initializer}
         self._producer: dict[str, int] = {}
         self._readers: dict[str, list[int]] = defaultdict(list)
         for i, node in enumerate(graph.node):
@@ -46,9 +77,14 @@ class ActivationStream:
             for name in node.input:
                 if name:
                     self._readers[name].append(i)
+        self._axis = sample_axes(model, self._inputs)  # a known value keeps the axis inferred for it
         self._values: dict[str, np.ndarray] = {**data.inputs, **(known or {})}
         self._ran: set[int] = set()
         self._outputs = {o.name for o in graph.output}
+
+    def sample_axis(self, name: str) -> int | None:
+        """The axis of ``name`` that indexes the samples (None when shape inference cannot tell)."""
+        return self._axis.get(name)
 
     def get(self, name: str) -> np.ndarray:
         """The value of tensor ``name`` on every sample (running the nodes it needs that have not run yet)."""
@@ -62,13 +98,12 @@ class ActivationStream:
         stack = [target]
         while stack:
             name = stack.pop()
-            if name in self._values or name in self._constants or name not in self._producer:
-                continue
+            if name in self._values or name not in self._producer:
+                continue  # kept, a graph input, or a constant (initializers have no producer)
             i = self._producer[name]
             if i in needed:
                 continue
-            if i in self._ran:  # computed before and dropped: the model is unchanged upstream, run it again
-                self._ran.discard(i)
+            self._ran.discard(i)  # computed before and dropped: the model is unchanged upstream, run it again
             needed.add(i)
             stack.extend(x for x in self.model.graph.node[i].input if x)
         return sorted(needed)
@@ -80,20 +115,33 @@ class ActivationStream:
         read = {x for i in nodes for x in graph.node[i].input if x}
         feeds = sorted(x for x in read if x in self._values and x not in produced)
         done = self._ran | set(nodes)
-        keep = sorted(o for o in produced if o == target or o in self._outputs
-                      or any(r not in done for r in self._readers.get(o, ())))
-        segment = self._segment_model(nodes, feeds, keep, read)
-        session = make_session(segment, optimize=True)
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in keep}
-        size = self.data.fixed_batch or BATCH
-        for start in range(0, len(self.data), size):
-            batch = {x: self._values[x][start:start + size] for x in feeds}
+        keep = sorted(o for o in produced if o in self._axis and (
+            o == target or o in self._outputs or any(r not in done for r in self._readers.get(o, ()))))
+        outputs = keep if target in keep else [*keep, target]
+        session = make_session(self._segment_model(nodes, feeds, outputs, read), optimize=True)
+        total = len(self.data)
+        batchable = target in self._axis and all(x in self._axis for x in feeds)
+        size = (self.data.fixed_batch or BATCH) if batchable else total  # an unknown sample axis: one run
+        values: dict[str, np.ndarray] = {}
+        whole: dict[str, list[np.ndarray]] = {}
+        for start in range(0, total, size):
+            batch = {x: np.take(self._values[x], np.arange(start, min(start + size, total)), axis=self._axis[x])
+                     if size < total else self._values[x] for x in feeds}
             out = run(session, batch)
-            for k in keep:
-                parts[k].append(out[k])
-        for k in keep:
-            self._values[k] = np.concatenate(parts[k])
-        value = self._values[target]
+            for k in outputs:
+                if k not in self._axis:
+                    whole.setdefault(k, []).append(out[k])
+                    continue
+                axis = self._axis[k]
+                if k not in values:  # filled in place: no list of parts concatenated (a copy) at the end
+                    shape = list(out[k].shape)
+                    shape[axis] = total
+                    values[k] = np.empty(shape, dtype=out[k].dtype)
+                index = [slice(None)] * out[k].ndim
+                index[axis] = slice(start, start + out[k].shape[axis])
+                values[k][tuple(index)] = out[k]
+        value = values[target] if target in values else whole[target][0]
+        self._values.update({k: v for k, v in values.items() if k in keep})
         self._ran = done
         self._forget()
         return value
@@ -101,8 +149,12 @@ class ActivationStream:
     def _segment_model(self, nodes: list[int], feeds: list[str], outputs: list[str], read: set[str]
                        ) -> onnx.ModelProto:
         graph = self.model.graph
-        inputs = [helper.make_tensor_value_info(x, helper.np_dtype_to_tensor_dtype(self._values[x].dtype),
-                                                ["n", *self._values[x].shape[1:]]) for x in feeds]
+        inputs = []
+        for x in feeds:
+            shape: list[int | str] = list(self._values[x].shape)
+            shape[self._axis[x]] = "n"
+            inputs.append(helper.make_tensor_value_info(x, helper.np_dtype_to_tensor_dtype(self._values[x].dtype),
+                                                        shape))
         inits = [t for t in graph.initializer if t.name in read]
         g = helper.make_graph([graph.node[i] for i in nodes], "segment", inputs,
                               [helper.make_empty_tensor_value_info(o) for o in outputs], inits)
@@ -117,9 +169,3 @@ class ActivationStream:
                 continue
             if all(r in self._ran for r in self._readers.get(name, ())):
                 del self._values[name]
-
-    def release(self, name: str) -> None:
-        """The caller is done with ``name`` (its value may be dropped once nothing that has not run reads it)."""
-        if name in self._values and name not in self._inputs and all(r in self._ran
-                                                                      for r in self._readers.get(name, ())):
-            del self._values[name]

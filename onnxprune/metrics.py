@@ -15,7 +15,6 @@ import onnx
 
 from onnxprune.data import Dataset
 from onnxprune.errors import UsageError
-from onnxprune.verify import make_session
 
 
 class Metric(enum.Enum):
@@ -30,9 +29,17 @@ LOWER_IS_BETTER = {Metric.REL_L2, Metric.KL}
 
 
 def outputs(model: onnx.ModelProto, data: Dataset) -> np.ndarray:
-    session = make_session(model)
-    name = session.get_outputs()[0].name
-    return np.concatenate([session.run([name], batch)[0] for batch in data.batches(64)])
+    """The first output on every sample, with ONNX Runtime's graph optimizations on (as deployed: metrics compare
+    models evaluated the same way, and are twice as fast as with optimizations off)."""
+    from onnxprune.activations import ActivationStream
+
+    stream = ActivationStream(model, data)
+    name = model.graph.output[0].name
+    value = stream.get(name)
+    axis = stream.sample_axis(name)
+    if axis is None and value.shape[:1] != (len(data),):
+        raise UsageError(f"cannot tell which axis of output {name!r} {list(value.shape)} indexes the samples")
+    return np.moveaxis(value, axis or 0, 0)   # samples first (a sequence-first output is (T, N, C))
 
 
 def metrics(reference: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:

@@ -28,7 +28,6 @@ from onnx import helper, numpy_helper
 from onnxprune.activations import ActivationStream
 from onnxprune.data import Dataset
 from onnxprune.progress import Stage, stage
-from onnxprune.verify import session_with_outputs
 
 RIDGE = 1e-5  # relative to the mean diagonal of the Gram matrix: only a guard against singular systems
 
@@ -47,13 +46,10 @@ class ConsumerFix:
     error_after: float | None = None
 
 
-def collect(model: onnx.ModelProto, names: list[str], data: Dataset, batch: int = 32) -> dict[str, np.ndarray]:
-    sess = session_with_outputs(model, names)
-    outs: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for feeds in data.batches(batch):
-        for name, value in zip(names, sess.run(names, feeds)):
-            outs[name].append(value)
-    return {n: np.concatenate(v) for n, v in outs.items()}
+def collect(model: onnx.ModelProto, names: list[str], data: Dataset) -> dict[str, np.ndarray]:
+    """The values of ``names`` on every sample, each in its own layout (a sequence-first tensor stays (T, N, C))."""
+    stream = ActivationStream(model, data)
+    return {n: stream.get(n) for n in names}
 
 
 def _init(model: onnx.ModelProto, name: str) -> onnx.TensorProto | None:
@@ -124,17 +120,21 @@ def _dense_channel_sums(w: np.ndarray, group: int) -> np.ndarray:
 
 def _im2col(x: np.ndarray, node: onnx.NodeProto, w_shape: tuple[int, ...], positions: np.ndarray
             ) -> np.ndarray:
-    """Patches of a 2-D conv input at sampled output positions (n, oy, ox): (M, Cin * kh * kw)."""
+    """Patches of a 2-D conv input at sampled output positions (n, oy, ox): (M, Cin * kh * kw), float64.
+
+    Only the sampled patches are gathered (no padded or float64 copy of the whole input: it can be gigabytes);
+    taps that fall in the zero padding read 0."""
     kh, kw = w_shape[2], w_shape[3]
     sy, sx = _attr(node, "strides", [1, 1])
     dy, dx = _attr(node, "dilations", [1, 1])
     pads = _attr(node, "pads", [0, 0, 0, 0])
-    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     n, oy, ox = positions.T
     ky, kx = np.meshgrid(np.arange(kh), np.arange(kw), indexing="ij")
-    rows = oy[:, None] * sy + ky.reshape(-1)[None, :] * dy
-    cols = ox[:, None] * sx + kx.reshape(-1)[None, :] * dx
-    patches = xp[n[:, None], :, rows, cols]          # (M, K, Cin)
+    rows = oy[:, None] * sy + ky.reshape(-1)[None, :] * dy - pads[0]
+    cols = ox[:, None] * sx + kx.reshape(-1)[None, :] * dx - pads[1]
+    inside = (rows >= 0) & (rows < x.shape[2]) & (cols >= 0) & (cols < x.shape[3])
+    patches = x[n[:, None], :, np.clip(rows, 0, x.shape[2] - 1), np.clip(cols, 0, x.shape[3] - 1)]  # (M, K, C)
+    patches = np.where(inside[:, :, None], patches, 0).astype(np.float64)
     return patches.transpose(0, 2, 1).reshape(len(n), -1)
 
 
@@ -142,21 +142,27 @@ def _ridge(a: np.ndarray, y: np.ndarray, intercept: bool = True) -> np.ndarray:
     """Ridge solution of ``a @ sol ~ y``; with ``intercept`` the last row of ``sol`` is the bias."""
     if intercept:
         a = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1)
-    gram = a.T @ a
+    # the Gram matrix in float32 when it is large (a 3x3 conv over 512 channels: ~4600 columns, 90 GFLOP in
+    # float64); the ridge term below dominates its rounding, and the solve stays in float64
+    gram = (a.T @ a) if a.shape[1] < 1024 else (a.astype(np.float32).T @ a.astype(np.float32)).astype(np.float64)
     lam = RIDGE * np.trace(gram) / gram.shape[0]
     gram[np.diag_indices_from(gram)] += lam
     return np.linalg.solve(gram, a.T @ y)
 
 
 def _lsq_fix(pruned: onnx.ModelProto, node: onnx.NodeProto, x: np.ndarray, y: np.ndarray,
-             max_positions: int, rng: np.random.Generator) -> tuple[float, float] | None:
-    """Refit ``node`` (in ``pruned``) from its pruned input ``x`` to the original output ``y``."""
+             max_positions: int, rng: np.random.Generator, keep_out: np.ndarray | None = None
+             ) -> tuple[float, float] | None:
+    """Refit ``node`` (in ``pruned``) from its pruned input ``x`` to the original output ``y`` (``keep_out``: the
+    output channels the pruned node still produces, when it lost some)."""
     w = numpy_helper.to_array(_init(pruned, node.input[1]))
     if node.op_type == "Conv":
         if w.ndim != 4 or x.ndim != 4:
             return None
-        return _lsq_conv(pruned, node, w, x, y, max_positions, rng)
-    elif node.op_type == "Gemm" and not _attr(node, "transA", 0):
+        return _lsq_conv(pruned, node, w, x, y, max_positions, rng, keep_out)
+    if keep_out is not None and node.op_type in ("Gemm", "MatMul"):
+        y = np.compress(keep_out, y, axis=-1)
+    if node.op_type == "Gemm" and not _attr(node, "transA", 0):
         a = x.reshape(-1, x.shape[-1]).astype(np.float64)
         target = y.reshape(-1, y.shape[-1]).astype(np.float64)
         wt = (w.T if _attr(node, "transB", 0) else w).astype(np.float64)
@@ -182,7 +188,7 @@ def _lsq_fix(pruned: onnx.ModelProto, node: onnx.NodeProto, x: np.ndarray, y: np
 
 
 def _lsq_conv(pruned: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, x: np.ndarray, y: np.ndarray,
-              max_positions: int, rng: np.random.Generator) -> tuple[float, float]:
+              max_positions: int, rng: np.random.Generator, keep_out: np.ndarray | None) -> tuple[float, float]:
     """2-D Conv refit, one least-squares system per group (depthwise: one small system per channel), all on the
     same sampled output positions."""
     group = _attr(node, "group", 1)
@@ -191,6 +197,8 @@ def _lsq_conv(pruned: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, x: n
     pick = rng.choice(total, size=min(max_positions, total), replace=False)
     positions = np.stack(np.unravel_index(pick, (n, oh, ow)), axis=1)
     target = y[positions[:, 0], :, positions[:, 1], positions[:, 2]].astype(np.float64)
+    if keep_out is not None:  # the original output still has the channels this layer no longer produces
+        target = target[:, keep_out]
     b_old = numpy_helper.to_array(_init(pruned, node.input[2])).astype(np.float64) \
         if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0])
     cin_g, per = w.shape[1], w.shape[0] // group
@@ -198,10 +206,9 @@ def _lsq_conv(pruned: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, x: n
     b_new = np.empty(w.shape[0], dtype=np.float64)
     before = np.empty_like(target)
     after = np.empty_like(target)
-    xf = x.astype(np.float64)
     for g in range(group):
         outs = slice(g * per, (g + 1) * per)
-        a = _im2col(xf[:, g * cin_g:(g + 1) * cin_g], node, (per, cin_g, *w.shape[2:]), positions)
+        a = _im2col(x[:, g * cin_g:(g + 1) * cin_g], node, (per, cin_g, *w.shape[2:]), positions)
         wg = w[outs].reshape(per, -1).astype(np.float64)
         before[:, outs] = a @ wg.T + b_old[outs]
         sol = _ridge(a, target[:, outs])
@@ -272,9 +279,7 @@ def _lsq_loop(original: onnx.ModelProto, out: onnx.ModelProto, nodes: list[onnx.
         original_input = reference.get(node.input[0])
         y = reference.get(node.output[0])
         keep_out = masks[node.name][1]
-        if keep_out is not None:
-            y = np.compress(keep_out, y, axis=1 if node.op_type in ("Conv", "ConvTranspose") else -1)  # still has
-        result = _lsq_fix(out, node, x, y, max_positions, rng)
+        result = _lsq_fix(out, node, x, y, max_positions, rng, keep_out)
         if result is None:
             ok = _bias_fix(original, out, node, masks[node.name], original_input)
             fixes.append(ConsumerFix(node.name, "bias (lsq unsupported here)" if ok else "none"))

@@ -101,6 +101,7 @@ def test_run_one_model_through_a_recipe(tmp_path, capsys):
     assert result["latency_ratio"] > 0 and (out / result["final_model"]).is_file()
     assert {p.name for p in out.iterdir()} >= {"01-fold.onnx", "02-prune.onnx", "03-compress.onnxz", "log.txt"}
     assert not list(tmp_path.glob(".out.staging*"))
+    capsys.readouterr()
     bad = recipe_file(tmp_path, "steps:\n  - prune: {ratoi: 0.3}\n")
     assert main(["run", str(bad), str(DIGITS / "studentnet.onnx"), "-o", str(tmp_path / "o2")]) == 2
     err = capsys.readouterr().err

@@ -10,7 +10,6 @@ from onnxprune.cli.common import console
 from onnxprune.emit.outdir import check_output_dir, staged_output_dir
 from onnxprune.errors import OnnxPruneError, OutputPathError, UsageError
 from onnxprune.paths import check_paths, regular_file
-from onnxprune.progress import stage
 from onnxprune.recipe import Recipe, Step, load_recipe
 from onnxprune.verify import parse_input_shapes
 from onnxprune.zoo import Backend, Limits, ModelJob, ZooOptions, discover, run_zoo
@@ -99,17 +98,7 @@ def run_many(args: argparse.Namespace) -> int:
     check_zoo_paths(args.input, args.recipe, jobs, args.output)
     options = ZooOptions(Backend(args.backend), args.jobs,
                          Limits(args.timeout or None, args.memory_limit), args.resume, args.address)
-    with stage("zoo", total=len(jobs), unit="models") as progress:
-
-        def on_event(kind: str, job, result) -> None:
-            if kind != "done":
-                return
-            progress.advance(f"{result['name']}: {result['status']}")
-            line = f"[{progress.done}/{len(jobs)}] {result['name']}: {result['status']} ({result['seconds']:.1f} s)"
-            failed = result["status"] not in ("ok", "resumed")
-            progress.note(line + (f": {result['error']}" if failed else ""), always=failed)
-
-        run = run_zoo(jobs, args.output, options, on_event)
+    run = run_zoo(jobs, args.output, options)
     t = run.totals
     if args.json:
         print(json.dumps({"totals": t, "models": run.rows}, indent=2))

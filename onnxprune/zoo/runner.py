@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onnxprune.paths import is_marked, mark
+from onnxprune.progress import stage
 from onnxprune.zoo.backends import Limits, run_local, run_ray
 from onnxprune.zoo.jobs import ModelJob
 from onnxprune.zoo.model_run import ModelResult, previous_result
@@ -51,8 +52,18 @@ def run_zoo(jobs: list[ModelJob], outdir: Path, options: ZooOptions,
             on_event: Callable[[str, ModelJob | None, dict[str, object] | None], None] = lambda *a: None) -> ZooRun:
     """Run every job; ``on_event(kind, job, result)`` with kind ``start`` / ``done`` (for a progress bar).
     ``outdir`` is locked for the run (see :mod:`onnxprune.zoo.outdir`)."""
-    with locked_outdir(outdir):
-        return _run(jobs, outdir, options, on_event)
+    with locked_outdir(outdir), stage("zoo", total=len(jobs), unit="models") as progress:
+
+        def report(kind: str, job: ModelJob | None, result: dict[str, object] | None) -> None:
+            if kind == "done" and result is not None:
+                progress.advance(f"{result['name']}: {result['status']}")
+                failed = result["status"] not in ("ok", "resumed")
+                progress.note(f"[{progress.done}/{len(jobs)}] {result['name']}: {result['status']} "
+                              f"({float(result['seconds']):.1f} s)" + (f": {result['error']}" if failed else ""),
+                              always=failed)
+            on_event(kind, job, result)
+
+        return _run(jobs, outdir, options, report)
 
 
 def _run(jobs: list[ModelJob], outdir: Path, options: ZooOptions,
