@@ -2,6 +2,7 @@
 
 ```yaml
 data: calib.npz                 # optional: --data for every step that takes it (a manifest may override)
+eval-data: heldout.npz          # optional: --eval-data for prune/compress/emit, and the data bench measures on
 steps:
   - fold
   - prune: {target-flops: 0.7, criterion: l1, round-to: 8, recover: lsq}
@@ -61,20 +62,22 @@ class Recipe:
     steps: tuple[Step, ...]
     data: str | None = None
     source: str = "recipe"
+    eval_data: str | None = None   # held-out data: --eval-data, and what bench measures on
 
     def fingerprint(self) -> str:
         """A hash of what the recipe does (for --resume)."""
         canonical = json.dumps({"steps": [[s.kind, list(map(list, s.options))] for s in self.steps],
-                                "data": self.data}, sort_keys=True, default=str)
+                                "data": self.data, "eval_data": self.eval_data}, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
-    def with_overrides(self, overrides: dict[str, dict[str, Any]], data: str | None) -> "Recipe":
+    def with_overrides(self, overrides: dict[str, dict[str, Any]], data: str | None,
+                       eval_data: str | None = None) -> "Recipe":
         """Per-model overrides from a manifest: ``{step kind: {option: value}}`` applied to every such step."""
         unknown = set(overrides) - {s.kind for s in self.steps}
         if unknown:
             raise RecipeError(f"{self.source}: override for step(s) not in the recipe: {', '.join(sorted(unknown))}")
         steps = tuple(s.with_overrides(overrides.get(s.kind, {})) for s in self.steps)
-        recipe = Recipe(steps, data or self.data, self.source)
+        recipe = Recipe(steps, data or self.data, self.source, eval_data or self.eval_data)
         for i, step in enumerate(recipe.steps):
             _check_step(step, f"{self.source}: steps[{i}].{step.kind}")
         return recipe
@@ -176,9 +179,10 @@ def parse_recipe(text: str | bytes, source: str = "recipe") -> Recipe:
     raw = load_yaml(text, source, RecipeError)
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: expected a mapping with 'steps'")
-    unknown = set(raw) - {"steps", "data"}
+    raw = {("eval-data" if k == "eval_data" else k): v for k, v in raw.items()}
+    unknown = set(raw) - {"steps", "data", "eval-data"}
     if unknown:
-        raise RecipeError(f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (expected steps, data)")
+        raise RecipeError(f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (expected steps, data, eval-data)")
     raw_steps = raw.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise RecipeError(f"{source}: 'steps' must be a non-empty list")
@@ -198,10 +202,10 @@ def parse_recipe(text: str | bytes, source: str = "recipe") -> Recipe:
         step = Step(kind, tuple((_dashed(k), v) for k, v in opts.items()))
         _check_step(step, f"{source}: steps[{i}].{kind}")
         steps.append(step)
-    data = raw.get("data")
-    if data is not None and not isinstance(data, str):
-        raise RecipeError(f"{source}: data: expected a path")
-    return Recipe(tuple(steps), data, source)
+    for key in ("data", "eval-data"):
+        if raw.get(key) is not None and not isinstance(raw[key], str):
+            raise RecipeError(f"{source}: {key}: expected a path")
+    return Recipe(tuple(steps), raw.get("data"), source, raw.get("eval-data"))
 
 
 def load_recipe(path: str | Path) -> Recipe:

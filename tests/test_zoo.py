@@ -261,3 +261,16 @@ def test_run_zoo_from_a_script_without_a_main_guard(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["ok"] == 1
+
+
+def test_recipe_eval_data_reaches_prune_and_bench(tmp_path):
+    """Held-out data: prune reports on it, bench measures on it, the calibration set only fits."""
+    recipe = recipe_file(tmp_path, f"data: {DIGITS / 'digits_calib.npz'}\neval-data: {DIGITS / 'digits_test.npz'}\n"
+                                   "steps:\n  - prune: {ratio: 0.3, recover: lsq, limit: 32}\n  - bench: {runs: 3}\n")
+    out = tmp_path / "out"
+    assert main(["run", str(recipe), str(DIGITS / "studentnet.onnx"), "-o", str(out)]) == 0
+    quality = json.loads((out / "01-prune.json").read_text())["quality"]
+    assert quality["data"] == "eval" and quality["samples"] == 32
+    bench = json.loads((out / "02-bench.json").read_text())
+    assert str(DIGITS / "digits_test.npz") in json.dumps(bench["environment"])
+    assert all(r["accuracy"] is not None for r in bench["results"])     # digits_test has labels

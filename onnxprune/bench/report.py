@@ -65,7 +65,9 @@ def table(results: list[ModelResult]) -> Table:
 def environment(options: BenchOptions) -> dict[str, object]:
     return {"machine": platform.machine(), "system": platform.system(), "python": platform.python_version(),
             "onnxruntime": ort.__version__, "provider": options.provider, "runs": options.runs,
-            "seconds": options.seconds, "batch": options.batch, "cpu_count": __import__("os").cpu_count()}
+            "seconds": options.seconds, "batch": options.batch, "cpu_count": __import__("os").cpu_count(),
+            # what agreement and accuracy were measured on (max|diff| and rel L2: seeded random inputs)
+            "data": None if options.data is None else str(options.data), "data_limit": options.data_limit}
 
 
 def to_json(results: list[ModelResult], options: BenchOptions) -> str:

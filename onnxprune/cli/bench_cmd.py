@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
 
         results = run_benchmark(list(args.models), options, advance)
     Console(width=max(console.width, 140)).print(table(results))
+    console.print("rel L2: outputs vs the first model on seeded random inputs"
+                  + (f"; top-1 agree and accuracy: on {args.data}" if args.data else
+                     " (--data gives top-1 agreement and accuracy on real inputs)"), soft_wrap=True, markup=False)
     write_outputs(results, options, json_path=outputs["json"], csv_path=outputs["csv"],
                   markdown_path=outputs["markdown"], plot_path=outputs["plot"], html_path=outputs["html"])
     failed = [r for r in results if r.latency is None]

@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("-o", "--output", type=Path, required=True,
                    help="output folder: new, empty, or one onnxprune wrote before (then replaced)")
     r.add_argument("--data", help="--data for every step that takes it (overrides the recipe's)")
+    r.add_argument("--eval-data", help="held-out data: --eval-data for prune/compress/emit and the data bench "
+                                       "measures on (overrides the recipe's)")
     r.add_argument("--input-shape", action="append", default=[], metavar="NAME=1x3x224x224")
     r.add_argument("--json", action="store_true", help="print result.json")
     r.set_defaults(run=run_one)
@@ -60,9 +62,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_one(args: argparse.Namespace) -> int:
     regular_file(args.model, "ONNX model")
     recipe = load_recipe(args.recipe)
-    if args.data:
-        recipe = Recipe(recipe.steps, args.data, recipe.source)
-    check_paths(inputs=[args.recipe, args.model, recipe.data], folders=[("-o", args.output)])
+    if args.data or args.eval_data:
+        recipe = Recipe(recipe.steps, args.data or recipe.data, recipe.source, args.eval_data or recipe.eval_data)
+    check_paths(inputs=[args.recipe, args.model, recipe.data, recipe.eval_data], folders=[("-o", args.output)])
     check_output_dir(args.output, force=True)
     shapes = tuple((k, tuple(v)) for k, v in parse_input_shapes(args.input_shape).items())
     job = ModelJob(args.output.name, str(args.model), recipe, shapes)

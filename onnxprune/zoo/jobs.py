@@ -6,9 +6,10 @@ Manifest YAML::
       - path: resnet50.onnx                 # relative to the manifest
         input_shapes: {input: [1, 3, 224, 224]}
         data: calib/                        # --data for this model's steps
+        eval_data: heldout/                 # --eval-data (and what bench measures on)
         overrides: {prune: {target-flops: 0.5}}
 
-Manifest CSV: columns ``path`` (required), ``input_shapes`` (``input=1x3x224x224;other=1x10``), ``data``,
+Manifest CSV: columns ``path`` (required), ``input_shapes`` (``input=1x3x224x224;other=1x10``), ``data``, ``eval_data``,
 ``overrides`` (YAML/JSON inline, e.g. ``{prune: {target-flops: 0.5}}``).
 """
 
@@ -130,7 +131,7 @@ def discover(source: str | Path, recipe: Recipe, exclude: str | Path | None = No
         where = f"{src}: models[{i}]"
         if not isinstance(entry, dict) or not entry.get("path"):
             raise ManifestError(f"{where}: each entry needs a 'path'")
-        unknown = set(entry) - {"path", "input_shapes", "data", "overrides", "name"}
+        unknown = set(entry) - {"path", "input_shapes", "data", "eval_data", "overrides", "name"}
         if unknown:
             raise ManifestError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
         path = (src.parent / str(entry["path"])).resolve() if not Path(str(entry["path"])).is_absolute() \
@@ -140,11 +141,9 @@ def discover(source: str | Path, recipe: Recipe, exclude: str | Path | None = No
             overrides = _inline_yaml(overrides, f"{where}.overrides")
         if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
             raise ManifestError(f"{where}.overrides: expected {{step: {{option: value}}}}")
-        data = entry.get("data") or None
-        if data:
-            data = str((src.parent / str(data)).resolve()) if not Path(str(data)).is_absolute() else str(data)
+        data, eval_data = (_relative_to(src, entry.get(k)) for k in ("data", "eval_data"))
         try:
-            job_recipe = recipe.with_overrides(overrides, data)
+            job_recipe = recipe.with_overrides(overrides, data, eval_data)
         except RecipeError as e:
             raise ManifestError(f"{where}: {e}") from None
         if entry.get("name") is not None and not isinstance(entry.get("name"), (str, int)):
@@ -154,6 +153,13 @@ def discover(source: str | Path, recipe: Recipe, exclude: str | Path | None = No
     if not jobs:
         raise ManifestError(f"{src}: no models listed")
     return _unique(jobs)
+
+
+def _relative_to(manifest: Path, value: Any) -> str | None:
+    """A manifest path, relative to the manifest's folder unless absolute."""
+    if not value:
+        return None
+    return str((manifest.parent / str(value)).resolve()) if not Path(str(value)).is_absolute() else str(value)
 
 
 def _unique(jobs: list[ModelJob]) -> list[ModelJob]:
@@ -200,7 +206,8 @@ def check_zoo_paths(source: str | Path, recipe: str | Path | None, jobs: list[Mo
     manifest, the recipe, a model or its data."""
     out = Path(os.path.realpath(outdir))
     inputs = [("input", source), ("recipe", recipe)] + [(job.name, job.path) for job in jobs] + \
-        [(f"{job.name} data", job.recipe.data) for job in jobs]
+        [(f"{job.name} data", job.recipe.data) for job in jobs] + \
+        [(f"{job.name} eval data", job.recipe.eval_data) for job in jobs]
     for what, path in inputs:
         if path is not None and Path(os.path.realpath(path)).is_relative_to(out):
             raise OutputPathError(f"{outdir}: output folder holds an input ({what}: {path}); choose a folder apart "

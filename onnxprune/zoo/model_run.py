@@ -77,11 +77,15 @@ def _run_cli(argv: list[str]) -> None:
 
 
 def _common_args(step: Step, job: ModelJob) -> list[str]:
-    """--data and --input-shape from the manifest/recipe, for steps that take them and did not set them."""
+    """--data, --eval-data and --input-shape from the manifest/recipe, for steps that take them and did not set
+    them. ``bench`` measures on the held-out data when there is some (it reports accuracy), else on --data."""
     known = options_of(step.kind)
     argv: list[str] = []
-    if job.recipe.data and "data" in known and step.option("data") is None:
-        argv += ["--data", job.recipe.data]
+    data = job.recipe.eval_data if step.kind == "bench" and job.recipe.eval_data else job.recipe.data
+    if data and "data" in known and step.option("data") is None:
+        argv += ["--data", data]
+    if job.recipe.eval_data and "eval-data" in known and step.option("eval-data") is None:
+        argv += ["--eval-data", job.recipe.eval_data]
     if job.input_shapes and "input-shape" in known and step.option("input-shape") is None:
         for name, dims in job.input_shapes:
             argv += ["--input-shape", f"{name}={'x'.join(map(str, dims))}"]
