@@ -166,6 +166,7 @@ def test_zoo_timeout_and_memory_cap(tmp_path):
     row = summary(out)["a"]
     assert row["status"] == "timeout" and "timed out after 3 s" in row["error"]
     assert json.loads((out / "a" / "result.json").read_text())["status"] == "timeout"
+    assert (out / "a" / "log.txt").read_text().startswith("$ onnxprune")        # what it did until killed
     assert main(["zoo", str(tmp_path / "zoo"), "-o", str(out), "--memory-limit", "100"]) == 9
     row = summary(out)["a"]
     assert row["status"] == "failed" and ("out of memory" in row["error"] or "worker" in row["error"])

@@ -17,7 +17,7 @@ from pathlib import Path
 from onnxprune.paths import is_marked, mark
 from onnxprune.progress import stage
 from onnxprune.zoo.backends import Limits, run_local, run_ray
-from onnxprune.zoo.jobs import ModelJob
+from onnxprune.zoo.jobs import WORK_FOLDER, ModelJob
 from onnxprune.zoo.model_run import ModelResult, previous_result
 from onnxprune.zoo.outdir import locked_outdir
 from onnxprune.zoo.summary import totals, write_summary
@@ -121,7 +121,8 @@ def _published_since(outdir: Path, name: str, key: str, since: float) -> dict[st
 
 
 def _record_failure(outdir: Path, result: dict[str, object]) -> None:
-    """A model whose worker was killed wrote nothing: leave its result.json so the folder explains itself."""
+    """A model whose worker was killed published nothing: leave its result.json, and the log the worker had
+    written so far, so the folder explains itself."""
     import json
 
     from onnxprune.io import write_text_atomic
@@ -132,3 +133,8 @@ def _record_failure(outdir: Path, result: dict[str, object]) -> None:
     folder.mkdir(exist_ok=True)
     mark(folder, "zoo-model")
     write_text_atomic(folder / "result.json", json.dumps(result, indent=2) + "\n")
+    logs = sorted((outdir / WORK_FOLDER).glob(f"{result['name']}.*/log.txt"), key=lambda p: p.stat().st_mtime)
+    if logs:
+        import shutil
+
+        shutil.copyfile(logs[-1], folder / "log.txt")
