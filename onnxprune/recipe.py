@@ -247,3 +247,37 @@ def output_argv(step: Step, folder: Path, tag: str) -> list[str]:
         if step.option(key) is True and key in options_of(step.kind):
             argv += [f"--{key}", str(folder / f"{tag}.{suffix}")]
     return argv
+
+
+def _needs_data(step: Step) -> str | None:
+    """Why ``step`` needs calibration data with the options it has (None when it does not)."""
+    recover = step.option("recover")
+    if step.kind == "sensitivity":
+        return "it measures each group on data"
+    if step.kind == "prune":
+        if recover in ("bias", "lsq"):
+            return f"recover {recover}"
+        if step.option("criterion") in ("activation", "apoz"):
+            return f"criterion {step.option('criterion')}"
+        if step.option("schedule") == "layerwise":
+            return "schedule layerwise"
+    if step.kind == "compress" and (step.option("tolerance") is not None or recover in ("bias", "lsq")):
+        return "tolerance" if step.option("tolerance") is not None else f"recover {recover}"
+    if step.kind == "emit" and step.option("int8") in ("static", True) and step.option("calibration") != "random":
+        return "int8 static calibration"
+    return None
+
+
+def check_requirements(recipe: Recipe, where: str = "") -> None:
+    """What can be known before any model runs: a step that needs data has some (from the recipe, the manifest
+    entry or --data), and ``sensitivity: previous`` follows a sensitivity step. Raises RecipeError."""
+    seen_sensitivity = False
+    for i, step in enumerate(recipe.steps):
+        at = f"{where or recipe.source}: steps[{i}].{step.kind}"
+        reason = _needs_data(step)
+        if reason and recipe.data is None and step.option("data") is None:
+            raise RecipeError(f"{at}: needs data ({reason}); give data: in the recipe, in the manifest entry, "
+                              f"or --data")
+        if step.kind == "prune" and step.option("sensitivity") == "previous" and not seen_sensitivity:
+            raise RecipeError(f"{at}: sensitivity: previous, but no sensitivity step comes before it")
+        seen_sensitivity = seen_sensitivity or step.kind == "sensitivity"

@@ -275,3 +275,19 @@ def test_recipe_eval_data_reaches_prune_and_bench(tmp_path):
     bench = json.loads((out / "02-bench.json").read_text())
     assert str(DIGITS / "digits_test.npz") in json.dumps(bench["environment"])
     assert all(r["accuracy"] is not None for r in bench["results"])     # digits_test has labels
+
+
+def test_recipe_requirements_fail_before_any_step_runs(tmp_path, capsys):
+    model = str(DIGITS / "studentnet.onnx")
+    no_data = recipe_file(tmp_path, "steps:\n  - fold\n  - prune: {ratio: 0.3, recover: lsq}\n")
+    assert main(["run", str(no_data), model, "-o", str(tmp_path / "a")]) == 2
+    assert "steps[1].prune: needs data (recover lsq)" in capsys.readouterr().err
+    previous = recipe_file(tmp_path, f"data: {DIGITS / 'digits_calib.npz'}\nsteps:\n"
+                                     "  - prune: {sensitivity: previous}\n  - sensitivity: {limit: 8}\n")
+    assert main(["run", str(previous), model, "-o", str(tmp_path / "b")]) == 2
+    assert "no sensitivity step comes before it" in capsys.readouterr().err
+    mobile = recipe_file(tmp_path, "steps:\n  - fold\n  - prune: {ratio: 0.3}\n  - emit: {target: [cpu, mobile]}\n")
+    assert main(["run", str(mobile), model, "-o", str(tmp_path / "c")]) == 2
+    assert "--target mobile needs fixed input shapes" in capsys.readouterr().err
+    assert not any((tmp_path / x).exists() for x in "abc")
+    assert main(["run", str(mobile), model, "-o", str(tmp_path / "c"), "--input-shape", "input=1x3x32x32"]) == 0

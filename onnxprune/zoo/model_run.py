@@ -98,7 +98,37 @@ def _steps(job: ModelJob, work: Path, result: ModelResult) -> str:
         return _run_steps(job, work, result, progress)
 
 
+def preflight(job: ModelJob) -> str | None:
+    """What would fail late and can be told from the model now: ``emit --target mobile`` needs every input's
+    shape fixed (static in the model, ``input_shapes`` in the manifest, or ``input-shape`` in the step)."""
+    mobile = [(i, s) for i, s in enumerate(job.recipe.steps) if s.kind == "emit" and "mobile" in
+              (s.option("target") if isinstance(s.option("target"), list) else [s.option("target") or "cpu"])]
+    if not mobile:
+        return None
+    import onnx
+
+    try:
+        model = onnx.load(job.path, load_external_data=False)
+    except Exception:  # noqa: BLE001 - an unreadable model fails in its first step, with the reader's message
+        return None
+    given = {name for name, _ in job.input_shapes}
+    initializers = {t.name for t in model.graph.initializer}
+    for i, step in mobile:
+        given_here = given | {str(v).split("=")[0] for v in (step.option("input-shape") or [])}
+        for vi in model.graph.input:
+            dims = vi.type.tensor_type.shape.dim
+            dynamic = [d.dim_param or "?" for d in dims if not d.dim_value]
+            if vi.name not in initializers and vi.name not in given_here and dynamic:
+                return (f"step {i + 1:02d}-emit: --target mobile needs fixed input shapes; input {vi.name!r} has "
+                        f"dynamic dims ({', '.join(dynamic)}): give input_shapes in the manifest, --input-shape to "
+                        f"run, or input-shape in the step")
+    return None
+
+
 def _run_steps(job: ModelJob, work: Path, result: ModelResult, progress: Stage) -> str:
+    problem = preflight(job)
+    if problem:
+        raise StepFailed(problem)
     current = job.path
     sensitivity_dir: str | None = None
     for i, step in enumerate(job.recipe.steps):
