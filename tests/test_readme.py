@@ -19,7 +19,7 @@ DIGITS = ROOT / "models" / "digits"
 def readme_block(section: str) -> str:
     text = (ROOT / "README.md").read_text()
     part = text[text.index(f"## {section}"):]
-    return re.search(r"```python\n(.*?)```", part, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", part, re.DOTALL).group(1)
 
 
 def test_python_api_example_runs_as_written(tmp_path):
