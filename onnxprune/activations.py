@@ -58,6 +58,11 @@ def sample_axes(model: onnx.ModelProto, inputs: set[str]) -> dict[str, int]:
     return axes
 
 
+def _along(axis: int, start: int, size: int) -> tuple[slice, ...]:
+    """Index of samples ``start:start+size`` on ``axis`` (a view, not a copy)."""
+    return (slice(None),) * axis + (slice(start, start + size),)
+
+
 class ActivationStream:
     """Values of ``model``'s tensors on ``data``, see the module doc."""
 
@@ -125,8 +130,8 @@ class ActivationStream:
         values: dict[str, np.ndarray] = {}
         whole: dict[str, list[np.ndarray]] = {}
         for start in range(0, total, size):
-            batch = {x: np.take(self._values[x], np.arange(start, min(start + size, total)), axis=self._axis[x])
-                     if size < total else self._values[x] for x in feeds}
+            batch = {x: self._values[x][_along(self._axis[x], start, size)] if size < total else self._values[x]
+                     for x in feeds}
             out = run(session, batch)
             for k in outputs:
                 if k not in self._axis:
@@ -137,9 +142,7 @@ class ActivationStream:
                     shape = list(out[k].shape)
                     shape[axis] = total
                     values[k] = np.empty(shape, dtype=out[k].dtype)
-                index = [slice(None)] * out[k].ndim
-                index[axis] = slice(start, start + out[k].shape[axis])
-                values[k][tuple(index)] = out[k]
+                values[k][_along(axis, start, out[k].shape[axis])] = out[k]
         value = values[target] if target in values else whole[target][0]
         self._values.update({k: v for k, v in values.items() if k in keep})
         self._ran = done
