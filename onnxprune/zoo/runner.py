@@ -9,6 +9,7 @@ folder: each model is published by a rename only when it is finished.
 from __future__ import annotations
 
 import enum
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,6 +136,4 @@ def _record_failure(outdir: Path, result: dict[str, object]) -> None:
     write_text_atomic(folder / "result.json", json.dumps(result, indent=2) + "\n")
     logs = sorted((outdir / WORK_FOLDER).glob(f"{result['name']}.*/log.txt"), key=lambda p: p.stat().st_mtime)
     if logs:
-        import shutil
-
         shutil.copyfile(logs[-1], folder / "log.txt")
