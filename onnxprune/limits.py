@@ -65,3 +65,11 @@ def ensure_memory(nbytes: int, what: str, error: type[Exception] = ResourceLimit
     if nbytes * copies > budget:
         raise error(f"{what} needs {gib(nbytes)}, more than this process can allocate "
                     f"({gib(budget)} available)")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for Python's ``MemoryError`` and for an OS error ``ENOMEM`` (what an import, ``mmap`` or a thread
+    start raises under an address-space limit instead of ``MemoryError``)."""
+    import errno
+
+    return isinstance(error, MemoryError) or (isinstance(error, OSError) and error.errno == errno.ENOMEM)

@@ -199,6 +199,24 @@ def test_huge_static_input_is_refused_before_allocating(tmp_path):
     assert not (tmp_path / "o.onnx").exists()
 
 
+def test_os_out_of_memory_is_one_line_exit_10(tmp_path, monkeypatch, capsys):
+    """Under an address-space limit an import or mmap fails with OSError ENOMEM, not MemoryError."""
+    import errno
+
+    from onnxprune.cli import fold_cmd
+    from onnxprune.cli.main import main
+
+    def no_memory(args):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory", "/somewhere")
+
+    monkeypatch.setattr(fold_cmd, "run", no_memory)
+    path = tmp_path / "m.onnx"
+    onnx.save(conv_bn(), path)
+    assert main(["fold", str(path), "-o", str(tmp_path / "o.onnx"), "-q"]) == ResourceLimitError.exit_code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["onnxprune: error: out of memory (OSError: [Errno 12] Cannot allocate memory: '/somewhere')"]
+
+
 # --- recipes, devices, pipes -----------------------------------------------------------------------------------
 
 def test_yaml_alias_bomb_is_refused_fast(tmp_path):

@@ -17,7 +17,8 @@ from onnxprune.cli import (
     zoo_cmd,
 )
 from onnxprune.cli.common import OneLineParser, report_error
-from onnxprune.errors import OnnxPruneError, UsageError
+from onnxprune.errors import OnnxPruneError, ResourceLimitError, UsageError
+from onnxprune.limits import is_out_of_memory
 from onnxprune.progress import Reporter, reporting
 from onnxprune.signals import Terminated, exit_status, termination_as_interrupt
 
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug: still one line unless --debug
         if debug:
             raise
+        if is_out_of_memory(e):
+            return report_error("onnxprune", ResourceLimitError(
+                f"out of memory ({type(e).__name__}: {' '.join(str(e).split())[:200]})"))
         print(f"onnxprune: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
               f"(rerun with --debug for a traceback)", file=sys.stderr)
         return 1

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from onnxprune.errors import OnnxPruneError, OutputPathError
 from onnxprune.paths import is_marked, mark
+from onnxprune.limits import is_out_of_memory
 from onnxprune.progress import Stage, stage
 from onnxprune.recipe import Step, options_of, output_argv, step_argv
 from onnxprune.zoo.jobs import WORK_FOLDER, ModelJob
@@ -216,10 +217,9 @@ def run_model_in(job: ModelJob, work: Path, key: str | None = None) -> dict[str,
                     result.bytes_before, result.macs_before, result.params_before
         except StepFailed as e:
             result.error = str(e)
-        except MemoryError:
-            result.error = "out of memory"
         except Exception as e:  # a bug in a step: recorded, the zoo goes on
-            result.error = f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            detail = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            result.error = f"out of memory ({detail})" if is_out_of_memory(e) else f"internal error: {detail}"
             traceback.print_exc()
     result.seconds = time.perf_counter() - start
     (work / RESULT).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
