@@ -75,7 +75,7 @@ def bench_model(name: str, digits: bool, runs: int) -> list[dict[str, object]]:
         row = {"model": f"{name} (digits)" if digits else name, "variant": variant, "input": "x".join(map(str, shape)),
                "error": r.error, "file_mb": r.file_mb, "macs": macs}
         if r.latency is not None:
-            row.update(p50_ms=r.latency.p50 * 1e3, speedup=r.speedup.ratio, speedup_low=r.speedup.low,
+            row.update(p50_ms=r.latency.p50_ms, speedup=r.speedup.ratio, speedup_low=r.speedup.low,
                        speedup_high=r.speedup.high,
                        efficiency=r.speedup.ratio / (base_macs / macs) if base_macs and macs else None,
                        accuracy=r.accuracy)

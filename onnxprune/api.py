@@ -11,7 +11,7 @@ from onnxprune.inspect import ModelSummary, summarize
 from onnxprune.io import read_model, save_model
 from onnxprune.normalize import normalize
 from onnxprune.pass_infra import Checks, Finding, GraphPass, PassManager, PipelineResult
-from onnxprune.passes import Cleanup, FoldBatchNorm, FoldChannelAffine
+from onnxprune.passes import Cleanup, FoldBatchNorm, FoldChannelAffine, Simplify
 from onnxprune.verify import InputSpec
 
 
@@ -32,24 +32,36 @@ class FoldResult:
     model: onnx.ModelProto
     pipeline: PipelineResult
 
+    def _findings(self, simplify: bool) -> tuple[Finding, ...]:
+        return tuple(f for r in self.pipeline.records if (r.name == Simplify.name) == simplify for f in r.findings)
+
     @property
     def folded(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.pipeline.findings if f.applied)
+        """Ops folded into a layer (BatchNormalization, per-channel Mul/Add/Sub/Div)."""
+        return tuple(f for f in self._findings(False) if f.applied)
 
     @property
     def skipped(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.pipeline.findings if not f.applied)
+        """Fold candidates left as they were, with the reason."""
+        return tuple(f for f in self._findings(False) if not f.applied)
+
+    @property
+    def simplified(self) -> tuple[Finding, ...]:
+        """What the exact simplifications changed (a merged or removed node, a constant Reshape target...)."""
+        return tuple(f for f in self._findings(True) if f.applied)
 
 
-def fold_passes() -> list[GraphPass]:
-    """The fold pipeline: BatchNorms first (into the layer, or the layer and its bias Add), then per-channel
-    affine ops (a bias Add, a scale after a BN) into the layer they follow."""
-    return [FoldBatchNorm(), FoldChannelAffine(), Cleanup()]
+def fold_passes(simplify: bool = True) -> list[GraphPass]:
+    """The fold pipeline: exact simplifications (``simplify``: shared constants, common subexpressions, no-op
+    nodes, Reshape targets, Slice chains), then BatchNorms (into the layer, or the layer and its bias Add), then
+    per-channel affine ops (a bias Add, a scale after a BN) into the layer they follow."""
+    return [*([Simplify()] if simplify else []), FoldBatchNorm(), FoldChannelAffine(), Cleanup()]
 
 
-def fold(model: onnx.ModelProto, checks: Checks = Checks()) -> FoldResult:
-    """Fold BatchNormalization and per-channel constant affine ops into the preceding layers."""
-    result = PassManager(fold_passes(), checks).run(model)
+def fold(model: onnx.ModelProto, checks: Checks = Checks(), *, simplify: bool = True) -> FoldResult:
+    """Fold BatchNormalization and per-channel constant affine ops into the preceding layers, after the exact
+    simplifications of :class:`onnxprune.passes.Simplify` (``simplify=False``: folding only)."""
+    result = PassManager(fold_passes(simplify), checks).run(model)
     return FoldResult(result.model, result)
 
 

@@ -190,8 +190,10 @@ def plan_for_prune(directory: Path) -> PruningPlan:
     raise UsageError(f"{directory}: no plan_target.json or plan_tolerance.json (run onnxprune sensitivity first)")
 
 
-def write_results(directory: Path, result: SensitivityResult) -> None:
-    (directory / "sensitivity.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
+def write_results(directory: Path, result: SensitivityResult, stages: list[dict[str, object]] | None = None) -> None:
+    """sensitivity.{json,csv,md,png} into ``directory``; ``stages`` (per-stage times) go into the JSON."""
+    report = result.to_json() | ({"stages": stages} if stages is not None else {})
+    (directory / "sensitivity.json").write_text(json.dumps(report, indent=1) + "\n")
     keys = sorted(result.baseline)
     lines = ["group,ratio,channels_kept,macs_kept," + ",".join(keys)]
     lines += [f"{p.group},{p.ratio},{p.channels_kept},{p.macs_kept:.4f}," + ",".join(f"{p.values.get(k, '')}"

@@ -34,7 +34,7 @@ def test_bootstrap_interval_covers_a_known_ratio(true_ratio):
 
 def test_summary_percentiles():
     s = Summary.of(np.arange(1, 101) / 1000)
-    assert (s.min, s.n) == (0.001, 100) and s.p50 == pytest.approx(0.0505) and s.p99 == pytest.approx(0.09901)
+    assert (s.min_ms, s.n) == (1.0, 100) and s.p50_ms == pytest.approx(50.5) and s.p99_ms == pytest.approx(99.01)
 
 
 def test_formats_and_failure_isolation(tmp_path, capsys):

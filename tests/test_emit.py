@@ -44,7 +44,9 @@ def test_cpu_portable_and_for_this_machine(name, tmp_path):
     assert entry["name"] == "model.onnx" and "EXTENDED" in entry["role"]
     agreement = entry["agreement"][0]
     assert agreement["max_abs_diff"] <= 1e-4 * agreement["max_abs_output"]
-    assert m["passes"] == ["fold-batchnorm", "fold-channel-affine", "cleanup"]
+    assert m["passes"] == ["simplify", "fold-batchnorm", "fold-channel-affine", "cleanup"]
+    assert [s["stage"] for s in m["stages"]][:2] == ["loading the model", "loading data"]
+    assert all(s["seconds"] >= 0 for s in m["stages"]) and m["stages"][-1]["stage"].startswith("checking every")
     emit(src, tmp_path / "native", EmitOptions(Target.CPU, for_this_machine=True))
     assert "ALL" in manifest(tmp_path / "native")["files"][0]["role"]
 

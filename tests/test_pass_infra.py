@@ -55,8 +55,9 @@ def test_fold_cli_json_and_verify(tmp_path, zoo_path, capsys):
     assert rc == 0 and out.is_file()
     assert report["batchnorm_before"] == 55 and report["batchnorm_after"] == 0
     assert report["folded"] == {"BatchNormalization": 55}
+    assert report["simplified"] == {"Slice": 2}      # the option-A shortcuts' two Slices each, merged
     assert report["verified"] and report["max_abs_diff"] <= 1e-5 * report["max_abs_output"]
-    assert (tmp_path / "dumps" / "01-fold-batchnorm.onnx").is_file()
+    assert (tmp_path / "dumps" / "01-simplify.onnx").is_file() and (tmp_path / "dumps" / "02-fold-batchnorm.onnx").is_file()
 
 
 def test_fold_cli_text_explains_what_remains(tmp_path, zoo_path, capsys):

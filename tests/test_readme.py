@@ -42,3 +42,24 @@ def test_python_api_example_runs_as_written(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "model.folded.onnx").is_file() and (tmp_path / "dist" / "cpu" / "manifest.json").is_file()
     assert (tmp_path / "model.onnxz").is_file() and (tmp_path / "out" / "summary.json").is_file()
+
+
+def test_recipe_example_runs_as_written(tmp_path, monkeypatch):
+    """The README's recipe and its 'On the bundled model' command, run as written (output folder aside)."""
+    import shlex
+
+    from onnxprune.cli.main import main
+
+    text = (ROOT / "README.md").read_text()
+    part = text[text.index("A **recipe** (YAML)"):]
+    (tmp_path / "recipe.yaml").write_text(re.search(r"```yaml\n(.*?)```", part, re.DOTALL).group(1))
+    command = " ".join(re.search(r"On the bundled model: `(onnxprune run .*?)`", part, re.DOTALL).group(1).split())
+    argv = shlex.split(command)[1:]
+    argv[argv.index("recipe.yaml")] = str(tmp_path / "recipe.yaml")
+    out = tmp_path / "run"
+    argv[argv.index("-o") + 1] = str(out)
+    monkeypatch.chdir(ROOT)
+    assert main(argv + ["-q"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"01-fold.onnx", "02-prune.onnx", "03-compress.onnxz", "04-emit-cpu", "04-emit-mobile", "05-bench.json",
+            "log.txt", "result.json"} <= names, names

@@ -62,6 +62,9 @@ def test_cli_sensitivity_then_prune(tmp_path, capsys):
                                                       "sensitivity.json", "sensitivity.md", "sensitivity.png"]
     data = json.loads((out / "sensitivity.json").read_text())
     assert data["metric"] == "accuracy" and len(data["points"]) == 16
+    assert [s["stage"] for s in data["stages"]][0] == "loading the model and data"
+    assert any(s["stage"].startswith("sensitivity: 2 ratios") for s in data["stages"])
+    assert data["stages"][-1]["stage"] == "deriving plans" and all(s["seconds"] >= 0 for s in data["stages"])
     assert main(["prune", str(DIGITS / "studentnet.onnx"), "-o", str(tmp_path / "p.onnx"), "--sensitivity", str(out),
                  "--input-shape", "input=1x3x32x32", "--report", str(tmp_path / "r.json")]) == 0
     report = json.loads((tmp_path / "r.json").read_text())

@@ -32,12 +32,12 @@ def _cells(r: ModelResult) -> list[str]:
     s, sp = r.latency, r.speedup
 
     def ms(x: float) -> str:
-        return f"{x * 1e3:.3f}"
+        return f"{x:.3f}"
 
     def opt(v, fmt: str) -> str:
         return "" if v is None else format(v, fmt)
 
-    return [_name(r), str(r.threads), ms(s.p50), ms(s.p90), ms(s.p99), ms(s.mean), ms(s.std), ms(s.min),
+    return [_name(r), str(r.threads), ms(s.p50_ms), ms(s.p90_ms), ms(s.p99_ms), ms(s.mean_ms), ms(s.std_ms), ms(s.min_ms),
             f"{sp.ratio:.2f} ({sp.low:.2f}–{sp.high:.2f})", opt(r.session_s, ".3f"), opt(r.memory_mb, ".1f"),
             opt(r.file_mb, ".2f"), "" if r.macs is None else f"{r.macs / 1e6:.1f}M",
             "" if r.params is None else f"{r.params / 1e6:.2f}M", opt(r.max_abs_diff, ".2g"), opt(r.rel_l2, ".2g"),
@@ -82,13 +82,13 @@ def to_json(results: list[ModelResult], options: BenchOptions) -> str:
 def to_csv(results: list[ModelResult]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["model", "threads", "error", "p50_s", "p90_s", "p99_s", "mean_s", "std_s", "min_s", "speedup",
+    w.writerow(["model", "threads", "error", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "speedup",
                 "speedup_low", "speedup_high", "session_s", "memory_mb", "file_mb", "macs", "params", "max_abs_diff",
                 "rel_l2", "top1_agreement", "accuracy"])
     for r in results:
         s, sp = r.latency, r.speedup
         w.writerow([r.path, r.threads, r.error or "", *(("",) * 6 if s is None else
-                                                          (s.p50, s.p90, s.p99, s.mean, s.std, s.min)),
+                                                          (s.p50_ms, s.p90_ms, s.p99_ms, s.mean_ms, s.std_ms, s.min_ms)),
                     *(("",) * 3 if sp is None else (sp.ratio, sp.low, sp.high)), r.session_s, r.memory_mb, r.file_mb,
                     r.macs, r.params, r.max_abs_diff, r.rel_l2, r.top1_agreement, r.accuracy])
     return buf.getvalue()
@@ -114,15 +114,15 @@ def plot_png(results: list[ModelResult]) -> bytes:
     ok = [r for r in results if r.latency is not None]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     labels = [f"{_name(r)}\n{r.threads} thr" for r in ok]
-    p50 = [r.latency.p50 * 1e3 for r in ok]
-    err = [[(r.latency.p50 - r.latency.min) * 1e3 for r in ok], [(r.latency.p90 - r.latency.p50) * 1e3 for r in ok]]
+    p50 = [r.latency.p50_ms for r in ok]
+    err = [[r.latency.p50_ms - r.latency.min_ms for r in ok], [r.latency.p90_ms - r.latency.p50_ms for r in ok]]
     ax1.bar(range(len(ok)), p50, yerr=err, capsize=3, color="#4c72b0")
     ax1.set_xticks(range(len(ok)), labels, rotation=30, ha="right", fontsize=8)
     ax1.set_ylabel("latency ms (bar p50, whiskers min..p90)")
     with_macs = [r for r in ok if r.macs]
-    ax2.scatter([r.macs / 1e6 for r in with_macs], [r.latency.p50 * 1e3 for r in with_macs])
+    ax2.scatter([r.macs / 1e6 for r in with_macs], [r.latency.p50_ms for r in with_macs])
     for r in with_macs:
-        ax2.annotate(_name(r), (r.macs / 1e6, r.latency.p50 * 1e3), fontsize=7)
+        ax2.annotate(_name(r), (r.macs / 1e6, r.latency.p50_ms), fontsize=7)
     ax2.set_xlabel("MACs (M)")
     ax2.set_ylabel("p50 latency ms")
     ax2.set_title("latency vs MACs")

@@ -9,17 +9,20 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Summary:
-    p50: float
-    p90: float
-    p99: float
-    mean: float
-    std: float
-    min: float
+    """Latency percentiles in milliseconds (as every command prints them) over ``n`` runs."""
+
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
     n: int
 
     @classmethod
-    def of(cls, times: list[float] | np.ndarray) -> "Summary":
-        t = np.asarray(times, dtype=np.float64)
+    def of(cls, seconds: list[float] | np.ndarray) -> "Summary":
+        """Summarize run times given in seconds."""
+        t = np.asarray(seconds, dtype=np.float64) * 1e3
         p50, p90, p99 = np.percentile(t, [50, 90, 99])
         return cls(float(p50), float(p90), float(p99), float(t.mean()), float(t.std(ddof=1)) if len(t) > 1 else 0.0,
                    float(t.min()), int(len(t)))

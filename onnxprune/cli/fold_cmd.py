@@ -32,6 +32,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tolerance", type=float,
                    help="--verify fails when max abs diff > TOLERANCE x max |output| "
                         "(default 1e-5 for float32 outputs, 4e-3 for float16)")
+    p.add_argument("--no-simplify", dest="simplify", action="store_false",
+                   help="fold only: skip the exact simplifications (shared constants, common subexpressions, no-op "
+                        "Identity/Dropout/Cast/Mul-by-1, Reshape targets computed from the input's own shape, "
+                        "Slice chains) that run by default")
     p.add_argument("--dump-dir", type=Path, help="save the model after each pass into this folder")
     p.add_argument("--external-data", choices=("auto", "yes", "no"), default="auto",
                    help="write weights to OUT.data (auto: only when the model is over ~1.8 GB)")
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     checks = Checks(CheckLevel.NUMERIC if args.verify else CheckLevel.NONE, rel_tol=args.tolerance,
                     inputs=spec, dump_dir=args.dump_dir)
-    result = fold(model, checks)
+    result = fold(model, checks, simplify=args.simplify)
     save(result.model, args.output, source=args.model,
          external_data={"auto": None, "yes": True, "no": False}[args.external_data])
 
@@ -60,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         "batchnorm_before": bn_before, "batchnorm_after": bn_after,
         "folded": {op: n for op, n in by_op.items()},
         "not_folded": [{"node": f.node, "op": f.op, "reason": f.reason} for f in result.skipped],
+        "simplified": dict(Counter(f.op for f in result.simplified)),
         "nodes_before": len(model.graph.node), "nodes_after": len(result.model.graph.node),
         "verified": args.verify,
         "max_abs_diff": comparison.max_abs_diff if comparison else None,
@@ -72,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"folded {by_op.get('BatchNormalization', 0)} of {bn_before} BatchNormalization node(s)"
                   + "".join(f", {n} {op}" for op, n in by_op.items() if op != "BatchNormalization")
                   + f"; {bn_after} remain; nodes {report['nodes_before']} -> {report['nodes_after']}")
+    if result.simplified:
+        console.print("simplified: " + ", ".join(f"{n} {op}" for op, n in report["simplified"].items())
+                      + " (merged, removed or given a constant target)")
     for f in skipped_bn:
         console.print(f"  kept {f.node}: {f.reason}", markup=False)
     for f in result.skipped:

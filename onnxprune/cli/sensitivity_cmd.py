@@ -19,6 +19,7 @@ from onnxprune.emit.outdir import check_output_dir, staged_output_dir
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
 from onnxprune.metrics import Metric
+from onnxprune.progress import stage, timing
 from onnxprune.sensitivity import (
     DEFAULT_RATIOS,
     run_sensitivity,
@@ -58,16 +59,21 @@ def run(args: argparse.Namespace) -> int:
     guard_paths(args, inputs=("model", "data"), folders=("output",))
     check_output_dir(args.output, args.force)
     spec = input_spec(args)
-    model = load_model(args.model)
-    data = data_from_args(args, model)
-    metric = Metric(args.metric) if args.metric else None
-    with staged_output_dir(args.output, args.force, "sensitivity") as tmp:
+    with timing() as stages:
+        with stage("loading the model and data"):
+            model = load_model(args.model)
+            data = data_from_args(args, model)
+        metric = Metric(args.metric) if args.metric else None
         result = run_sensitivity(model, data, ratios=ratios, metric=metric, criterion=Criterion(args.criterion),
                                  jobs=args.jobs, spec=spec)
-        write_results(tmp, result)
-        tolerance_plan(model, result, args.tolerance, data).save(tmp / "plan_tolerance.json")
-        if args.target_flops:
-            target_plan(model, result, args.target_flops, spec, data).save(tmp / "plan_target.json")
+        with stage("deriving plans"):
+            plans = {"plan_tolerance.json": tolerance_plan(model, result, args.tolerance, data)}
+            if args.target_flops:
+                plans["plan_target.json"] = target_plan(model, result, args.target_flops, spec, data)
+    with staged_output_dir(args.output, args.force, "sensitivity") as tmp:
+        write_results(tmp, result, stages)
+        for name, plan in plans.items():
+            plan.save(tmp / name)
     groups = len({p.group for p in result.points})
     console.print(f"{groups} groups x {len(ratios)} ratios on {len(data)} samples ({result.metric.value}, original "
                   f"{figure(result.metric.value, result.baseline[result.metric.value])}); wrote {args.output}/")

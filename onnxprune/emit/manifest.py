@@ -62,6 +62,8 @@ class Manifest:
     files: list[FileEntry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     mobile_usability: dict[str, object] | None = None
+    #: ``{"stage", "seconds", "items"}`` for each step of the emit run
+    stages: list[dict[str, object]] = field(default_factory=list)
 
     def finalize(self, folder: Path) -> None:
         for f in self.files:

@@ -35,7 +35,7 @@ from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.io import save_model
 from onnxprune.paths import check_paths
-from onnxprune.progress import stage
+from onnxprune.progress import stage, timing
 from onnxprune.verify import (
     InputSpec,
     Reference,
@@ -112,20 +112,29 @@ def _agreement_data(source_out: np.ndarray, artifact_out: np.ndarray, data: Data
 
 
 def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
+    """Write the artifacts of ``options.target`` into ``out_dir`` with a manifest (per-stage times included)."""
+    with timing() as stages:
+        return _emit(source_path, out_dir, options, stages)
+
+
+def _emit(source_path: Path, out_dir: Path, options: EmitOptions, stages: list[dict[str, object]]) -> EmitResult:
     _check_options(options)
     check_paths(inputs=[source_path, options.data, options.eval_data], folders=[("-o", out_dir)])
     check_output_dir(out_dir, options.force)
     notes: list[str] = []
-    source = load(source_path, notes)
+    with stage("loading the model"):
+        source = load(source_path, notes)
     notes[:] = [f"repaired on load: {n}" for n in notes]
     shapes = resolve_input_shapes(source, InputSpec(options.input_shapes, batch=1))
     if options.target is Target.MOBILE:
         fixed_source = fix_shapes(source, options.input_shapes)  # raises when shapes are missing
         shapes = {vi.name: tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
                   for vi in fixed_source.graph.input if vi.name in shapes}
-    calibration = load_data(options.data, source, options.preprocess, options.calibration_samples) if options.data else None
-    eval_path = options.eval_data or options.data
-    data = load_data(eval_path, source, options.preprocess, DATA_SAMPLES) if eval_path else None
+    with stage("loading data"):
+        calibration = load_data(options.data, source, options.preprocess, options.calibration_samples) \
+            if options.data else None
+        eval_path = options.eval_data or options.data
+        data = load_data(eval_path, source, options.preprocess, DATA_SAMPLES) if eval_path else None
     if options.int8 is Int8.STATIC and calibration is None:
         print("onnxprune: warning: calibrating int8 on random inputs; accuracy will be poor", file=sys.stderr)
         notes.append("int8 calibrated on random inputs (--calibration random)")
@@ -133,7 +142,8 @@ def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
     elif calibration is not None:
         calibration = calibration.limit(options.calibration_samples)
 
-    folded = fold(source).model
+    with stage("folding"):
+        folded = fold(source).model
     passes = [p.name for p in fold_passes()]
     costs = count_costs(folded, shapes)
     manifest = Manifest(
@@ -155,7 +165,8 @@ def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
         if options.target is Target.CPU:
             level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if options.for_this_machine \
                 else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-            _ort_optimize(float_path, tmp / "model.onnx", level)
+            with stage("ONNX Runtime offline optimization"):
+                _ort_optimize(float_path, tmp / "model.onnx", level)
             scope = "ALL, including the NCHWc layout of this machine's CPU: do not ship to other CPUs" \
                 if options.for_this_machine else "EXTENDED: portable to any x86/ARM CPU"
             artifacts.append(("model.onnx", f"float32, optimized offline by ONNX Runtime at level {scope}",
@@ -166,7 +177,8 @@ def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
                     quantize(float_path, tmp / "model.int8.onnx", options.int8, calibration, work, notes)
                 artifacts.append(("model.int8.onnx", int8_role(tmp / "model.int8.onnx", options.int8), "int8"))
         elif options.target is Target.CUDA:
-            save_model(to_float16(folded), tmp / "model.fp16.onnx", full_check=True)
+            with stage("float16 conversion"):
+                save_model(to_float16(folded), tmp / "model.fp16.onnx", full_check=True)
             artifacts.append(("model.fp16.onnx", "float16 weights and math, float32 inputs/outputs; kept float32: "
                               + ", ".join(FP16_BLOCK_LIST), "float16"))
             notes.append("checked numerically on ONNX Runtime CPU (float16 kernels or casts)")
@@ -180,12 +192,14 @@ def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
                     quantize(tmp / "model.onnx", tmp / "model.int8.onnx", options.int8, calibration, work, notes)
                 artifacts.append(("model.int8.onnx", int8_role(tmp / "model.int8.onnx", options.int8), "int8"))
                 convert_from = tmp / "model.int8.onnx"
-            ort_path, config = to_ort_format(convert_from, tmp, options.style)
+            with stage("ORT format conversion"):
+                ort_path, config = to_ort_format(convert_from, tmp, options.style)
             artifacts.append((ort_path.name, f"ORT format ({options.style.value} optimization style)",
                               "int8" if options.int8 is not Int8.NONE else "float32"))
             artifacts.append((config.name, "required operators for a reduced ORT build (--include_ops_by_config)",
                               "config"))
-            text, summary = usability_report(tmp / "model.onnx")
+            with stage("mobile usability report"):
+                text, summary = usability_report(tmp / "model.onnx")
             (tmp / "mobile_usability.txt").write_text(text)
             artifacts.append(("mobile_usability.txt", "ORT mobile usability report (NNAPI / CoreML)", "report"))
             manifest.mobile_usability = summary
@@ -195,6 +209,7 @@ def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
             _check_artifacts(tmp, source, artifacts, shapes, data, manifest, options)
         shutil.rmtree(work)
         manifest.finalize(tmp)
+        manifest.stages = list(stages)
         manifest.write(tmp)
     return EmitResult(out_dir, manifest)
 
