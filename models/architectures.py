@@ -236,6 +236,28 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
+class GlyphResNet(nn.Module):
+    """A ResNet for small images with most parameters in the late, cheap stages: a 3x3 stem, then one stride-2
+    BasicBlock stage per width in ``widths`` (``blocks`` each), global average pool, Linear. At 32x32 and the
+    default widths: 1.5 M parameters, 20 M MACs."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1, widths: tuple[int, ...] = (32, 64, 128, 256),
+                 blocks: tuple[int, ...] = (1, 1, 2, 1)) -> None:
+        super().__init__()
+        self.stem = conv_bn_act(in_channels, widths[0], 3)
+        stages: list[nn.Module] = []
+        cin = widths[0]
+        for planes, n in zip(widths, blocks):
+            stages += [BasicBlock(cin if j == 0 else planes, planes, 2 if j == 0 else 1) for j in range(n)]
+            cin = planes
+        self.stages = nn.Sequential(*stages)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 def resnet18(**kw) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], **kw)
 
@@ -704,6 +726,62 @@ class CRNNSmall(nn.Module):
         f = self.cnn(x).squeeze(2).permute(2, 0, 1)  # (T, N, C)
         f = self.rnn(f)[0] if self.rnn is not None else F.relu(self.proj(f))
         return self.fc(f)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over (N, T, D) written with plain Linear / MatMul / Softmax, as production
+    recognizers export it (no fused op)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        att = torch.softmax(q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5, dim=-1)
+        return self.out((att @ v).transpose(1, 2).reshape(n, t, d))
+
+
+class NeckLayer(nn.Module):
+    """Pre-LayerNorm transformer layer: x + attn(LN(x)), then x + FFN(LN(x))."""
+
+    def __init__(self, dim: int, heads: int, hidden: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads)
+        self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x))
+        return x + self.ffn(self.norm2(x))
+
+
+class TextLineRecognizer(nn.Module):
+    """A text-line recognizer shaped like production ones: a VGG-style conv backbone (BN, ReLU) that collapses
+    the height (32) to 1, the width (/4) becomes the sequence; a Linear projection into a small pre-LN
+    attention neck (LayerNorm, MatMul attention, GELU FFN) and a per-step CTC classifier. Output: (N, T,
+    classes) logits, batch first; dynamic batch and width."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1, dim: int = 192, layers: int = 2,
+                 heads: int = 4) -> None:
+        super().__init__()
+        self.cnn = nn.Sequential(
+            conv_bn_act(in_channels, 32, 3), nn.MaxPool2d(2, 2),
+            conv_bn_act(32, 64, 3), nn.MaxPool2d(2, 2),
+            conv_bn_act(64, 96, 3), conv_bn_act(96, 96, 3), nn.MaxPool2d((2, 1), (2, 1)),
+            conv_bn_act(96, 128, 3), conv_bn_act(128, 128, 3), nn.MaxPool2d((2, 1), (2, 1)),
+            nn.Conv2d(128, 192, (2, 1), bias=False), nn.BatchNorm2d(192), nn.ReLU())   # height 2 -> 1
+        self.proj = nn.Linear(192, dim)
+        self.neck = nn.Sequential(*[NeckLayer(dim, heads, 3 * dim) for _ in range(layers)])
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.cnn(x).squeeze(2).permute(0, 2, 1)          # (N, T, C)
+        return self.fc(self.norm(self.neck(self.proj(f))))
 
 
 # --------------------------------------------------------------------------- U-Net / FPN

@@ -15,10 +15,12 @@ from onnxprune.passes import Cleanup, FoldBatchNorm, FoldChannelAffine, Simplify
 from onnxprune.verify import InputSpec
 
 
-def load(path: str | os.PathLike[str], notes: list[str] | None = None) -> onnx.ModelProto:
+def load(path: str | os.PathLike[str], notes: list[str] | None = None, *,
+         ort_artifact: bool = False) -> onnx.ModelProto:
     """Read, check and normalize an ONNX file (interface repaired, Constant weights lifted, constant
-    subexpressions folded, topologically sorted, shapes inferred); repairs are appended to ``notes``."""
-    return normalize(read_model(path, notes), copy=False)
+    subexpressions folded, topologically sorted, shapes inferred); repairs are appended to ``notes``.
+    ``ort_artifact``: also read a model ONNX Runtime optimized (see :func:`onnxprune.io.read_model`)."""
+    return normalize(read_model(path, notes, ort_artifact=ort_artifact), copy=False)
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None,

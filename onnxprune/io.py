@@ -21,6 +21,7 @@ from onnxprune.errors import (
     InputFileError,
     InvalidModelError,
     OutputPathError,
+    UnsupportedModelError,
 )
 from onnxprune.interface import repair_interface
 from onnxprune.paths import check_destination, make_folder, read_regular_file
@@ -33,10 +34,47 @@ EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 EXTERNAL_DATA_MIN_TENSOR_BYTES = 1024
 
 
-def read_model(path: str | os.PathLike[str], notes: list[str] | None = None) -> onnx.ModelProto:
+#: Ops ONNX Runtime's graph optimizer writes into the ONNX domain at opsets where ONNX does not define them
+#: (what ``emit --target cpu`` ships): op -> the first ONNX opset that defines it (None: none does).
+ORT_ONNX_DOMAIN_OPS: dict[str, int | None] = {"LayerNormalization": 17, "SimplifiedLayerNormalization": None}
+#: The domain such nodes are moved to when a read-only command reads an ONNX Runtime artifact.
+ORT_ARTIFACT_DOMAIN = "onnxprune.onnxruntime"
+
+
+def ort_only_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Nodes of ``model`` that only ONNX Runtime understands: see :data:`ORT_ONNX_DOMAIN_OPS`."""
+    version = next((op.version for op in model.opset_import if op.domain in ("", "ai.onnx")), None)
+    if version is None:
+        return []
+    return [n for n in model.graph.node if n.domain in ("", "ai.onnx") and n.op_type in ORT_ONNX_DOMAIN_OPS
+            and (ORT_ONNX_DOMAIN_OPS[n.op_type] is None or version < ORT_ONNX_DOMAIN_OPS[n.op_type])]
+
+
+def _accept_ort_artifact(model: onnx.ModelProto, p: Path, ort_artifact: bool, notes: list[str] | None) -> None:
+    nodes = ort_only_nodes(model)
+    if not nodes:
+        return
+    ops = sorted({n.op_type for n in nodes})
+    version = next(op.version for op in model.opset_import if op.domain in ("", "ai.onnx"))
+    if not ort_artifact:
+        raise UnsupportedModelError(
+            f"{p}: an ONNX Runtime-optimized model ({', '.join(ops)} at opset {version} exist only in ONNX "
+            f"Runtime); rewrite the model your framework exported instead (inspect and bench read this one)")
+    for n in nodes:
+        n.domain = ORT_ARTIFACT_DOMAIN
+    model.opset_import.append(onnx.helper.make_opsetid(ORT_ARTIFACT_DOMAIN, 1))
+    if notes is not None:
+        notes.append(f"read as an ONNX Runtime artifact: {', '.join(ops)} (ONNX Runtime's own ops) are kept opaque")
+
+
+def read_model(path: str | os.PathLike[str], notes: list[str] | None = None, *,
+               ort_artifact: bool = False) -> onnx.ModelProto:
     """Read an ONNX file, with its external data, repair its interface and check it with the ONNX checker.
 
     The interface repairs (:func:`onnxprune.interface.repair_interface`) are appended to ``notes`` when given.
+    A model with ops that only ONNX Runtime defines in the ONNX domain (an ORT-optimized artifact) is refused
+    with UnsupportedModelError unless ``ort_artifact`` (read-only use: inspect, bench): those nodes are then
+    moved to :data:`ORT_ARTIFACT_DOMAIN`, so the checker and shape inference treat them as opaque.
     Raises InputFileError (missing / directory / empty / unreadable), InvalidModelError (not an ONNX
     protobuf, truncated, fails the checker) or ExternalDataError.
     """
@@ -56,6 +94,7 @@ def read_model(path: str | os.PathLike[str], notes: list[str] | None = None) -> 
     repairs = repair_interface(model)
     if notes is not None:
         notes.extend(repairs)
+    _accept_ort_artifact(model, p, ort_artifact, notes)
     check_model(model, p, path=p if needs_external_data(model) and not repairs else None)
     return model
 

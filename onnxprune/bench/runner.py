@@ -103,7 +103,7 @@ def _describe(path: str, options: BenchOptions) -> tuple[onnx.ModelProto | None,
             else:
                 shapes[i.name] = tuple(options.batch if d is None else d for d in dims)
         return None, shapes
-    model = normalize(read_model(path), copy=False)
+    model = normalize(read_model(path, ort_artifact=True), copy=False)
     return model, resolve_input_shapes(model, InputSpec(options.input_shapes, options.batch), default_other=None)
 
 
@@ -176,7 +176,7 @@ def _compare(loaded: list[tuple[ModelResult, ort.InferenceSession, dict[str, np.
     base, base_sess, base_feeds = loaded[0]
     data: Dataset | None = None
     if options.data is not None:
-        model = None if base.path.endswith(".ort") else normalize(read_model(base.path), copy=False)
+        model = None if base.path.endswith(".ort") else normalize(read_model(base.path, ort_artifact=True), copy=False)
         data = load_data(options.data, model, options.preprocess, options.data_limit) if model is not None else None
     base_out = base_sess.run(None, base_feeds)[0]
     base_data = _predict(base_sess, data) if data is not None else None

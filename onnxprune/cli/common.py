@@ -48,12 +48,12 @@ def input_spec(args: argparse.Namespace, batch: int | None = None) -> InputSpec:
     return InputSpec(parse_input_shapes(args.input_shape), batch if batch is not None else args.batch)
 
 
-def load_model(path: str | Path) -> onnx.ModelProto:
+def load_model(path: str | Path, *, ort_artifact: bool = False) -> onnx.ModelProto:
     """``onnxprune.load`` that tells the user, on stderr, what was repaired in the file's interface."""
     from onnxprune.api import load
 
     notes: list[str] = []
-    model = load(path, notes)
+    model = load(path, notes, ort_artifact=ort_artifact)
     for note in notes:
         err_console.print(f"onnxprune: note: {path}: {note}", soft_wrap=True, markup=False)
     return model

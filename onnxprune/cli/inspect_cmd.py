@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     spec = input_spec(args)
-    summary = inspect(load_model(args.model), spec)
+    summary = inspect(load_model(args.model, ort_artifact=True), spec)
     if args.json:
         print_json(summary.to_json())
         return 0
