@@ -2,13 +2,28 @@
 
 Metrics: ``accuracy`` (top-1 vs labels), ``agreement`` (top-1 agreement with the original), ``cosine`` (mean cosine
 similarity of the outputs), ``rel-l2`` (relative L2 error), ``kl`` (KL(original softmax || rewritten softmax)).
-The top-1 metrics and KL need 2-D (N, classes) outputs. Default metric: accuracy with labels, agreement without,
-cosine for outputs that are not 2-D. Only the model's first output is compared.
+The top-1 metrics and KL need 2-D (N, classes) outputs.
+
+Sequence recognizers (3-D ``(N, T, classes)`` CTC outputs, blank = class 0, decoded greedily: best path, repeats
+merged, blanks dropped): ``line-accuracy`` (decoded line equals the label row; labels are ``(N, L)`` int targets
+padded with negative values or 0), ``cer`` (character error rate: edit distance / label length), and
+``line-agreement`` (decoded line equals the original model's).
+
+A user metric: ``--metric MODULE:FUNCTION`` names ``FUNCTION(outputs, labels) -> float`` (higher is better;
+``outputs`` the model's first output with samples first, ``labels`` the data's labels or None), imported from
+MODULE (on ``sys.path``, or a ``.py`` file path).
+
+Default metric: accuracy with labels, agreement without, for 2-D outputs; line-accuracy / line-agreement for
+3-D outputs with / without 2-D labels; cosine otherwise. Only the model's first output is compared.
 """
 
 from __future__ import annotations
 
 import enum
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -23,9 +38,99 @@ class Metric(enum.Enum):
     COSINE = "cosine"            # mean cosine similarity of outputs with the original's
     REL_L2 = "rel-l2"            # relative L2 error vs the original's outputs (lower is better)
     KL = "kl"                    # KL(original softmax || pruned softmax) (lower is better)
+    LINE_ACCURACY = "line-accuracy"    # CTC greedy decoding equals the label (higher is better)
+    LINE_AGREEMENT = "line-agreement"  # CTC greedy decoding equals the original model's
+    CER = "cer"                        # character error rate vs the label (lower is better)
 
 
-LOWER_IS_BETTER = {Metric.REL_L2, Metric.KL}
+@dataclass(frozen=True)
+class UserMetric:
+    """``MODULE:FUNCTION`` given to ``--metric``: ``FUNCTION(outputs, labels) -> float``, higher is better."""
+
+    value: str
+    function: Callable[[np.ndarray, np.ndarray | None], float] = field(compare=False, repr=False)
+
+
+LOWER_IS_BETTER = {Metric.REL_L2, Metric.KL, Metric.CER}
+METRIC_HELP = (f"{', '.join(m.value for m in Metric)} or MODULE:FUNCTION (FUNCTION(outputs, labels) -> float, higher is "
+               f"better); default: accuracy with labels, else top-1 agreement, for (batch, classes) outputs; "
+               f"line-accuracy / line-agreement for (batch, steps, classes) CTC outputs; cosine otherwise")
+#: user metrics computed by :func:`metrics` in this process (registered by :func:`parse_metric`)
+_USER_METRICS: dict[str, UserMetric] = {}
+
+
+def parse_metric(text: str | None) -> Metric | UserMetric | None:
+    """``--metric``: a built-in name, or ``MODULE:FUNCTION`` (imported now; UsageError when it cannot be)."""
+    if text is None:
+        return None
+    try:
+        return Metric(text)
+    except ValueError:
+        pass
+    module_name, sep, function_name = text.rpartition(":")
+    if not sep or not module_name or not function_name.isidentifier():
+        raise UsageError(f"--metric {text!r}: expected one of {', '.join(m.value for m in Metric)} or "
+                         f"MODULE:FUNCTION")
+    try:
+        if module_name.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(f"onnxprune_user_metric_{len(_USER_METRICS)}", module_name)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {module_name}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+        function = getattr(module, function_name)
+    except (ImportError, AttributeError, OSError, SyntaxError) as e:
+        raise UsageError(f"--metric {text!r}: cannot import it: {type(e).__name__}: {e}") from None
+    if not callable(function):
+        raise UsageError(f"--metric {text!r}: {function_name} is not callable")
+    metric = UserMetric(text, function)
+    _USER_METRICS[text] = metric
+    return metric
+
+
+def _user_value(metric: UserMetric, got: np.ndarray, labels: np.ndarray | None) -> float:
+    try:
+        value = float(metric.function(got, labels))
+    except Exception as e:  # the user's code: its failure is reported as theirs, in one line
+        raise UsageError(f"--metric {metric.value} failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}") \
+            from None
+    if not np.isfinite(value):
+        raise UsageError(f"--metric {metric.value} returned {value}")
+    return value
+
+
+def ctc_greedy(logits: np.ndarray) -> list[tuple[int, ...]]:
+    """Best-path decoding of ``(N, T, classes)`` scores: argmax per step, repeats merged, blanks (0) dropped."""
+    best = logits.argmax(-1)
+    keep = (best != 0) & np.concatenate([np.ones((len(best), 1), bool), best[:, 1:] != best[:, :-1]], axis=1)
+    return [tuple(int(c) for c in row[k]) for row, k in zip(best, keep)]
+
+
+def edit_distance(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
+        prev = cur
+    return prev[-1]
+
+
+def _label_rows(labels: np.ndarray) -> list[tuple[int, ...]]:
+    return [tuple(int(c) for c in row if c > 0) for row in labels]
+
+
+def sequence_metrics(reference: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
+    """line-agreement, and with ``(N, L)`` labels line-accuracy and cer, of CTC outputs ``(N, T, classes)``."""
+    decoded = ctc_greedy(got)
+    m = {Metric.LINE_AGREEMENT.value: float(np.mean([a == b for a, b in zip(decoded, ctc_greedy(reference))]))}
+    if labels is not None and labels.ndim == 2:
+        truth = _label_rows(labels)
+        m[Metric.LINE_ACCURACY.value] = float(np.mean([a == b for a, b in zip(decoded, truth)]))
+        m[Metric.CER.value] = sum(edit_distance(a, b) for a, b in zip(decoded, truth)) / max(sum(map(len, truth)), 1)
+    return m
 
 
 def outputs(model: onnx.ModelProto, data: Dataset) -> np.ndarray:
@@ -56,24 +161,39 @@ def metrics(reference: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -
         q = np.exp(out - out.max(1, keepdims=True))
         q /= q.sum(1, keepdims=True)
         m[Metric.KL.value] = float(np.mean((p * (np.log(p + 1e-12) - np.log(q + 1e-12))).sum(1)))
-        if labels is not None:
+        if labels is not None and labels.ndim == 1:
             m[Metric.ACCURACY.value] = float((out.argmax(1) == labels).mean())
+    elif reference.ndim == 3:
+        m.update(sequence_metrics(reference, got, labels))
+    for user in _USER_METRICS.values():
+        m[user.value] = _user_value(user, got, labels)
     return m
 
 
-def loss(metric: Metric, baseline: dict[str, float], value: dict[str, float]) -> float:
+def loss(metric: Metric | UserMetric, baseline: dict[str, float], value: dict[str, float]) -> float:
     """How much worse ``value`` is than ``baseline`` (>= 0 means worse)."""
     b, v = baseline[metric.value], value[metric.value]
     return v - b if metric in LOWER_IS_BETTER else b - v
 
 
 def default_metric(data: Dataset, reference: np.ndarray) -> Metric:
+    if reference.ndim == 3:
+        labelled = data.labels is not None and data.labels.ndim == 2
+        return Metric.LINE_ACCURACY if labelled else Metric.LINE_AGREEMENT
     if reference.ndim != 2:
         return Metric.COSINE
-    return Metric.ACCURACY if data.labels is not None else Metric.AGREEMENT
+    return Metric.ACCURACY if data.labels is not None and data.labels.ndim == 1 else Metric.AGREEMENT
 
 
-def check_metric(metric: Metric, data: Dataset, reference: np.ndarray) -> None:
+def check_metric(metric: Metric | UserMetric, data: Dataset, reference: np.ndarray) -> None:
+    if isinstance(metric, UserMetric):
+        return
+    if metric in (Metric.LINE_ACCURACY, Metric.CER) and (data.labels is None or data.labels.ndim != 2):
+        raise UsageError(f"--metric {metric.value} needs (samples, length) label rows in the data (CTC targets, "
+                         f"padded with -1 or 0)")
+    if metric in (Metric.LINE_ACCURACY, Metric.CER, Metric.LINE_AGREEMENT) and reference.ndim != 3:
+        raise UsageError(f"--metric {metric.value} needs a 3-D (batch, steps, classes) CTC output; this one has "
+                         f"shape {list(reference.shape)}")
     if metric is Metric.ACCURACY and data.labels is None:
         raise UsageError("--metric accuracy needs labels in the data ('labels' array or class subfolders)")
     if metric in (Metric.ACCURACY, Metric.AGREEMENT, Metric.KL) and reference.ndim != 2:

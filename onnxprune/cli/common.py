@@ -94,7 +94,8 @@ def report_error(prog: str, e: OnnxPruneError) -> int:
 
 def figure(metric: str, value: float) -> str:
     """A metric as every command prints it: accuracy and agreement in percent, the others as numbers."""
-    return f"{value:.2%}" if metric in ("accuracy", "agreement", "top1_agreement") else f"{value:.4g}"
+    percent = ("accuracy", "agreement", "top1_agreement", "line-accuracy", "line-agreement", "cer")
+    return f"{value:.2%}" if metric in percent else f"{value:.4g}"
 
 
 def human(n: float) -> str:

@@ -36,7 +36,7 @@ from onnxprune.compress.pipeline import (
 from onnxprune.compress.runnable import runnable
 from onnxprune.errors import UsageError
 from onnxprune.io import ensure_output_path, write_bytes_atomic, write_text_atomic
-from onnxprune.metrics import Metric, metrics, outputs
+from onnxprune.metrics import METRIC_HELP, metrics, outputs, parse_metric
 from onnxprune.passes.prune_connections import ConnectionPruning
 from onnxprune.paths import read_regular_file
 from onnxprune.progress import timing
@@ -72,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-data", type=Path, help="data the report measures accuracy/agreement on (default: --data; "
                                                   "same forms and preprocessing); keep it apart from the calibration "
                                                   "data for an honest figure")
-    p.add_argument("--metric", choices=[m.value for m in Metric], help="metric for --tolerance and the report")
+    p.add_argument("--metric", metavar="METRIC", help="metric for --tolerance and the report: " + METRIC_HELP)
     p.add_argument("--runnable", type=Path, metavar="FILE.onnx",
                    help="also write an ONNX file ORT runs directly (index tensors + codebooks, sparse tensors)")
     p.add_argument("--recover", choices=[r.value for r in Recover],
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             ensure_output_path(path, args.model)
     model = load_model(args.model)
     data = data_from_args(args, model)
-    metric = Metric(args.metric) if args.metric else None
+    metric = parse_metric(args.metric)
     per_layer = glob_values("--sparsity-for", args.sparsity_for, "/features*=0.8")
     notes = []
     sharing = Sharing(not args.no_sharing, args.conv_bits, args.fc_bits, args.conv_index_bits, args.fc_index_bits,

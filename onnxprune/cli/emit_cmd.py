@@ -64,6 +64,9 @@ def _print(folder: Path, m: Manifest) -> None:
                 parts.append(f"top-1 agreement {a.top1_agreement:.2%}")
             if a.accuracy is not None:
                 parts.append(f"accuracy {a.accuracy:.2%} (source {a.source_accuracy:.2%})")
+            for key, value in (a.metrics or {}).items():
+                source = (a.source_metrics or {}).get(key)
+                parts.append(f"{key} {value:.2%}" + (f" (source {source:.2%})" if source is not None else ""))
             console.print(f"      vs source on {a.inputs}: " + ", ".join(parts), markup=False, soft_wrap=True)
     for note in m.notes:
         console.print(f"  note: {note}", markup=False, soft_wrap=True)

@@ -24,7 +24,7 @@ from onnxprune.cli.common import (
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
 from onnxprune.io import ensure_output_path, write_text_atomic
-from onnxprune.metrics import Metric
+from onnxprune.metrics import METRIC_HELP, parse_metric
 from onnxprune.pass_infra import CheckLevel, Checks
 from onnxprune.plan import CHANNEL_MULTIPLE, PlanOptions, PruningPlan
 from onnxprune.progress import timing
@@ -71,9 +71,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="oneshot (default); iterative: --steps rounds, re-scoring (and recovering) between them; "
                         "layerwise: one group per round, least sensitive on --data first. Same channel counts.")
     g.add_argument("--steps", type=int, default=4, help="rounds of --schedule iterative (default 4)")
-    g.add_argument("--metric", choices=[m.value for m in Metric],
-                   help="metric reported on --data and used to order layerwise rounds (default: accuracy with "
-                        "labels, else top-1 agreement; cosine for outputs that are not (batch, classes))")
+    g.add_argument("--metric", metavar="METRIC",
+                   help="metric reported on --data and used to order layerwise rounds: " + METRIC_HELP)
     add_data_args(p, "calibration data for --recover, data-driven criteria and schedules; the report then "
                      "shows the metrics before and after", limit=256)
     p.add_argument("--eval-data", type=Path,
@@ -113,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                     inputs=spec, dump_dir=args.dump_dir)
     data = data_from_args(args, model)
     eval_data = data_from_args(args, model, "eval_data")
-    schedule = ScheduleOptions(Schedule(args.schedule), args.steps, Metric(args.metric) if args.metric else None)
+    schedule = ScheduleOptions(Schedule(args.schedule), args.steps, parse_metric(args.metric))
     with timing() as stages:
         result = prune(model, options, plan=plan, spec=spec, checks=checks, verify=args.verify,
                        recover_with=Recover(args.recover), data=data, schedule=schedule, eval_data=eval_data)

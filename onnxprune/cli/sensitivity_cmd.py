@@ -18,7 +18,7 @@ from onnxprune.cli.common import (
 from onnxprune.emit.outdir import check_output_dir, staged_output_dir
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
-from onnxprune.metrics import Metric
+from onnxprune.metrics import METRIC_HELP, parse_metric
 from onnxprune.progress import stage, timing
 from onnxprune.sensitivity import (
     DEFAULT_RATIOS,
@@ -39,8 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (new or empty)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--ratios", default=",".join(str(r) for r in DEFAULT_RATIOS))
-    p.add_argument("--metric", choices=[m.value for m in Metric],
-                   help="default: accuracy with labels, else agreement with the original")
+    p.add_argument("--metric", metavar="METRIC", help=METRIC_HELP)
     p.add_argument("--criterion", choices=[c.value for c in Criterion], default="l1")
     p.add_argument("--tolerance", type=float, default=0.01, help="metric loss allowed per group (default 0.01)")
     p.add_argument("--target-flops", type=float, help="also derive a plan with MACs <= F x original")
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         with stage("loading the model and data"):
             model = load_model(args.model)
             data = data_from_args(args, model)
-        metric = Metric(args.metric) if args.metric else None
+        metric = parse_metric(args.metric)
         result = run_sensitivity(model, data, ratios=ratios, metric=metric, criterion=Criterion(args.criterion),
                                  jobs=args.jobs, spec=spec)
         with stage("deriving plans"):

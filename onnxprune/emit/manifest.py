@@ -35,6 +35,9 @@ class Agreement:
     scale: float | None = None
     #: ||artifact - source|| / ||source|| of the first output (on seeded random inputs: the continuous measure)
     rel_l2: float | None = None
+    #: sequence (CTC) outputs on data: line-agreement, line-accuracy and cer of the artifact, and of the source
+    metrics: dict[str, float] | None = None
+    source_metrics: dict[str, float] | None = None
 
 
 @dataclass

@@ -34,6 +34,7 @@ from onnxprune.emit.quantize import int8_role, quantize
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.io import save_model
+from onnxprune.metrics import sequence_metrics
 from onnxprune.paths import check_paths
 from onnxprune.progress import stage, timing
 from onnxprune.verify import (
@@ -108,6 +109,10 @@ def _agreement_data(source_out: np.ndarray, artifact_out: np.ndarray, data: Data
             acc = float((artifact_out.argmax(1) == data.labels[:n]).mean())
             src_acc = float((src.argmax(1) == data.labels[:n]).mean())
         agreement = Agreement(label, agreement.max_abs_diff, agreement.max_abs_output, top1, acc, src_acc, n)
+    elif src.ndim == 3:
+        labels = data.labels[:n] if data.labels is not None else None
+        agreement.metrics = sequence_metrics(src, artifact_out, labels)
+        agreement.source_metrics = sequence_metrics(src, src, labels)
     return agreement
 
 
