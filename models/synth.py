@@ -16,7 +16,7 @@ overwhelming probability).
 from __future__ import annotations
 
 import string
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ _FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf"
                "cmtt10.ttf", "cmb10.ttf")
 
 
-@lru_cache(maxsize=None)
+@cache
 def fonts() -> tuple[Path, ...]:
     """The TrueType files of matplotlib's own fonts (installed with matplotlib; no system fonts used)."""
     import matplotlib

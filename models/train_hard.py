@@ -21,9 +21,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -33,7 +33,15 @@ from torch import nn
 
 from models.architectures import GlyphResNet, TextLineRecognizer, ZooEntry
 from models.export_zoo import export
-from models.synth import GLYPH_CLASSES, LINE_HEIGHT, LINE_WIDTH, TEXT_ALPHABET, encode_labels, glyphs, text_lines
+from models.synth import (
+    GLYPH_CLASSES,
+    LINE_HEIGHT,
+    LINE_WIDTH,
+    TEXT_ALPHABET,
+    encode_labels,
+    glyphs,
+    text_lines,
+)
 
 OUT_DIR = Path(__file__).parent / "hard"
 TRAIN_SEED, CALIB_SEED, TEST_SEED = 1, 2, 3

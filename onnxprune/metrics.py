@@ -22,8 +22,8 @@ from __future__ import annotations
 import enum
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -93,7 +93,7 @@ def parse_metric(text: str | None) -> Metric | UserMetric | None:
 def _user_value(metric: UserMetric, got: np.ndarray, labels: np.ndarray | None) -> float:
     try:
         value = float(metric.function(got, labels))
-    except Exception as e:  # the user's code: its failure is reported as theirs, in one line
+    except Exception as e:  # noqa: BLE001 - the user's code: its failure is reported as theirs, in one line
         raise UsageError(f"--metric {metric.value} failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}") \
             from None
     if not np.isfinite(value):

@@ -33,7 +33,13 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from onnx import helper
 
-from onnxprune.graph import NameAllocator, constant_value, is_default_domain, is_graph_output, producer
+from onnxprune.graph import (
+    NameAllocator,
+    constant_value,
+    is_default_domain,
+    is_graph_output,
+    producer,
+)
 from onnxprune.pass_infra import Finding, GraphPass, PassResult
 
 #: constants up to this many elements are de-duplicated (shape vectors, axes, scalars; never layer weights)

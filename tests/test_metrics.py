@@ -88,8 +88,8 @@ def test_cli_metric_plugin_reported_by_prune(tmp_path, capsys):
     import json
     from pathlib import Path
 
-    from onnxprune.cli.main import main
     from onnxprune import metrics as module
+    from onnxprune.cli.main import main
 
     digits = Path(__file__).resolve().parents[1] / "models" / "digits"
     plugin = tmp_path / "m.py"

@@ -9,6 +9,7 @@ from pathlib import Path
 from onnxprune.cli.common import add_data_args, console, image_preprocess, print_json
 from onnxprune.emit import EmitOptions, Int8, Style, Target, emit
 from onnxprune.emit.manifest import Manifest
+from onnxprune.metrics import METRIC_HELP, parse_metric
 from onnxprune.verify import parse_input_shapes
 
 
@@ -25,6 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_data_args(p, "int8 calibration data, also used for the manifest's accuracy/agreement", limit=256)
     p.add_argument("--eval-data", type=Path, help="data for the manifest's accuracy/agreement (default: --data; "
                                                   "same forms and preprocessing as --data)")
+    p.add_argument("--max-drop", type=float, metavar="POINTS",
+                   help="static int8, accuracy-driven: measure the metric on --eval-data (else --data) and keep the "
+                        "nodes that cost most in float until it drops by at most POINTS (percentage points)")
+    p.add_argument("--metric", metavar="METRIC", help="metric for --max-drop: " + METRIC_HELP)
     p.add_argument("--calibration", choices=["data", "random"], default="data",
                    help="'random' calibrates int8 on random inputs when no --data exists (poor accuracy)")
     p.add_argument("--for-this-machine", action="store_true",
@@ -38,11 +43,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    parse_metric(args.metric)              # a bad --metric fails now, before any work
     options = EmitOptions(target=Target(args.target), int8=Int8(args.int8) if args.int8 else Int8.NONE,
                           data=args.data, eval_data=args.eval_data, random_calibration=args.calibration == "random",
                           for_this_machine=args.for_this_machine, input_shapes=parse_input_shapes(args.input_shape),
                           style=Style(args.style), force=args.force,
-                          calibration_samples=args.limit or 256, preprocess=image_preprocess(args))
+                          calibration_samples=args.limit or 256, preprocess=image_preprocess(args),
+                          max_drop=args.max_drop, metric=args.metric)
     result = emit(Path(args.model), args.output, options)
     if args.json:
         print_json(json.loads((result.folder / "manifest.json").read_text()))

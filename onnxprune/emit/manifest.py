@@ -65,6 +65,8 @@ class Manifest:
     files: list[FileEntry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     mobile_usability: dict[str, object] | None = None
+    #: static int8: the nodes kept float and why, and the metric before/after (see emit.int8_search)
+    int8: dict[str, object] | None = None
     #: ``{"stage", "seconds", "items"}`` for each step of the emit run
     stages: list[dict[str, object]] = field(default_factory=list)
 

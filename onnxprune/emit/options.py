@@ -39,3 +39,7 @@ class EmitOptions:
     force: bool = False
     calibration_samples: int = 256
     preprocess: ImagePreprocess = ImagePreprocess()  # for folders of images
+    #: static int8: keep the costliest nodes float until the metric drops by at most this many points on the
+    #: evaluation data (None: one shot, only the default float nodes)
+    max_drop: float | None = None
+    metric: str | None = None        # for max_drop: a built-in metric name or MODULE:FUNCTION (default by output)

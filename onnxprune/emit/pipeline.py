@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +30,12 @@ from onnxprune.emit.manifest import Agreement, FileEntry, Manifest, sha256
 from onnxprune.emit.mobile import fix_shapes, to_ort_format, usability_report
 from onnxprune.emit.options import EmitOptions, Int8, Target
 from onnxprune.emit.outdir import check_output_dir, staged_output_dir
-from onnxprune.emit.quantize import int8_role, quantize
+from onnxprune.emit.int8_search import default_float_nodes, search
+from onnxprune.emit.quantize import int8_role, prepare, quantize, quantize_prepared
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.io import save_model
-from onnxprune.metrics import sequence_metrics
+from onnxprune.metrics import default_metric, outputs, parse_metric, sequence_metrics
 from onnxprune.paths import check_paths
 from onnxprune.progress import stage, timing
 from onnxprune.verify import (
@@ -62,6 +63,12 @@ class EmitResult:
 def _check_options(options: EmitOptions) -> None:
     if options.int8 is not Int8.NONE and options.target is Target.CUDA:
         raise UsageError("--int8 is for --target cpu or mobile (CUDA int8 needs TensorRT, not emitted here)")
+    if options.max_drop is not None and options.int8 is not Int8.STATIC:
+        raise UsageError("--max-drop is for --int8 static")
+    if options.max_drop is not None and options.data is None and options.eval_data is None:
+        raise UsageError("--max-drop needs data to measure on: --eval-data (held-out) or --data")
+    if options.max_drop is not None and options.max_drop < 0:
+        raise UsageError(f"--max-drop {options.max_drop}: expected points >= 0")
     if options.int8 is Int8.STATIC and options.data is None and not options.random_calibration:
         raise UsageError("--int8 static needs calibration data: --data FILE.npz (arrays keyed by input name), "
                          "or --calibration random to calibrate on random inputs (not recommended)")
@@ -178,8 +185,7 @@ def _emit(source_path: Path, out_dir: Path, options: EmitOptions, stages: list[d
                               "float32"))
             notes.append(f"optimization level {scope}")
             if options.int8 is not Int8.NONE:
-                with stage(f"int8 {options.int8.value} quantization"):
-                    quantize(float_path, tmp / "model.int8.onnx", options.int8, calibration, work, notes)
+                _int8(float_path, tmp / "model.int8.onnx", options, calibration, data, work, notes, manifest)
                 artifacts.append(("model.int8.onnx", int8_role(tmp / "model.int8.onnx", options.int8), "int8"))
         elif options.target is Target.CUDA:
             with stage("float16 conversion"):
@@ -193,8 +199,7 @@ def _emit(source_path: Path, out_dir: Path, options: EmitOptions, stages: list[d
             artifacts.append(("model.onnx", "float32 with fixed input shapes", "float32"))
             convert_from = tmp / "model.onnx"
             if options.int8 is not Int8.NONE:
-                with stage(f"int8 {options.int8.value} quantization"):
-                    quantize(tmp / "model.onnx", tmp / "model.int8.onnx", options.int8, calibration, work, notes)
+                _int8(tmp / "model.onnx", tmp / "model.int8.onnx", options, calibration, data, work, notes, manifest)
                 artifacts.append(("model.int8.onnx", int8_role(tmp / "model.int8.onnx", options.int8), "int8"))
                 convert_from = tmp / "model.int8.onnx"
             with stage("ORT format conversion"):
@@ -217,6 +222,46 @@ def _emit(source_path: Path, out_dir: Path, options: EmitOptions, stages: list[d
         manifest.stages = list(stages)
         manifest.write(tmp)
     return EmitResult(out_dir, manifest)
+
+
+def _int8(src: Path, dst: Path, options: EmitOptions, calibration: Dataset | None, data: Dataset | None,
+          work: Path, notes: list[str], manifest: Manifest) -> None:
+    """int8 of ``src`` into ``dst``: dynamic as ORT does it; static with the default float nodes, and with
+    ``--max-drop`` the accuracy-driven search of :mod:`onnxprune.emit.int8_search`."""
+    if options.int8 is Int8.DYNAMIC:
+        with stage("int8 dynamic quantization"):
+            quantize(src, dst, options.int8, calibration, work, notes)
+        return
+    with stage("int8 static: preparing"):
+        pre = prepare(src, work, notes)
+    float_model = onnx.load(pre)
+    if options.max_drop is None:
+        defaults = default_float_nodes(float_model)
+        with stage("int8 static quantization"):
+            quantize_prepared(pre, dst, options.int8, calibration, notes, [f.name for f in defaults])
+        manifest.int8 = {"kept_float": [asdict(f) for f in defaults]}
+        return
+    assert data is not None and calibration is not None
+    tries = iter(range(1, 1 << 30))
+
+    def quantize_excluding(names: list[str]) -> Path:
+        path = work / f"int8_try{next(tries)}.onnx"
+        quantize_prepared(pre, path, options.int8, calibration, notes, names)
+        return path
+
+    metric = parse_metric(options.metric) or default_metric(data, outputs(float_model, data.limit(2)))
+    found, chosen = search(quantize_excluding, float_model, data, calibration, metric, options.max_drop,
+                           str(options.eval_data or options.data))
+    shutil.copyfile(chosen, dst)
+    manifest.int8 = {"metric": found.metric, "max_drop_points": found.max_drop, "data": found.data,
+                     "samples": found.samples, "float": found.float_value, "default_float_nodes_only": found.first_value,
+                     "final": found.final_value, "drop_points": round(found.drop, 4),
+                     "within_budget": found.within_budget, "tries": found.tries,
+                     "kept_float": [asdict(f) for f in found.kept_float]}
+    verdict = "within" if found.within_budget else "NOT within"
+    notes.append(f"int8 --max-drop {found.max_drop:g}: {found.metric} {found.float_value:.4g} float -> "
+                 f"{found.final_value:.4g} int8 ({found.drop:.2f} points, {verdict} budget) on {found.samples} "
+                 f"samples of {found.data}; {len(found.kept_float)} node(s) kept float ({found.tries} tries)")
 
 
 def _ort_optimize(src: Path, dst: Path, level: ort.GraphOptimizationLevel) -> None:

@@ -4,7 +4,9 @@ int8 weights, uint8 activations calibrated with MinMax) or ``quantize_dynamic``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +35,23 @@ class _Reader:
         pass
 
 
+@contextlib.contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """ORT's quantization tools log through the root logger: ERROR only inside the block, restored after."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def preprocess(src: Path, dst: Path, notes: list[str]) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    logging.getLogger().setLevel(logging.ERROR)
     src, dst = src.resolve(), dst.resolve()
-    with private_cwd():  # symbolic shape inference writes sym_shape_infer_temp.onnx into the cwd on failure
+    with private_cwd(), quiet_root_logger():  # symbolic shape inference writes sym_shape_infer_temp.onnx into the cwd on failure
         try:
             quant_pre_process(str(src), str(dst))
         except Exception as e:  # symbolic shape inference fails on some graphs: retry without it
@@ -56,6 +69,30 @@ def upgrade_opset(path: Path, notes: list[str]) -> None:
 
 
 def quantize(src: Path, dst: Path, mode: Int8, data: Dataset | None, workdir: Path, notes: list[str]) -> None:
+    """Quantize ``src`` into ``dst`` (one shot: every quantizable node)."""
+    quantize_prepared(prepare(src, workdir, notes), dst, mode, data, notes)
+
+
+def prepare(src: Path, workdir: Path, notes: list[str]) -> Path:
+    """ORT's pre-processing, the opset upgrade for per-channel QDQ, and a unique name on every node (the
+    quantizer excludes nodes by name); returns the prepared model's path in ``workdir``."""
+    from onnxprune.emit.int8_search import name_nodes
+
+    pre = workdir / "preprocessed.onnx"
+    preprocess(src, pre, notes)
+    upgrade_opset(pre, notes)
+    model = onnx.load(pre)
+    name_nodes(model)
+    onnx.save(model, pre)
+    return pre
+
+
+def quantize_prepared(pre: Path, dst: Path, mode: Int8, data: Dataset | None, notes: list[str],
+                      keep_float: list[str] | None = None) -> None:
+    """Quantize a :func:`prepare` d model, leaving the nodes named in ``keep_float`` in float32: ORT leaves
+    them unquantized but still quantizes a tensor they read when its producer is quantized, so their
+    activation inputs are then rewired to the float tensor before its QuantizeLinear (with Relu/Clip kept
+    explicit, ``QDQKeepRemovableActivations``, so that tensor is the activation's output)."""
     from onnxruntime.quantization import (
         QuantFormat,
         QuantType,
@@ -63,31 +100,83 @@ def quantize(src: Path, dst: Path, mode: Int8, data: Dataset | None, workdir: Pa
         quantize_static,
     )
 
-    pre = workdir / "preprocessed.onnx"
-    preprocess(src, pre, notes)
-    upgrade_opset(pre, notes)
-    exclude = _unquantizable(onnx.load(pre, load_external_data=False))
-    if exclude:
-        notes.append(f"left in float32: {len(exclude)} grouped ConvTranspose node(s) (ORT's per-channel quantizer "
-                     f"cannot handle them)")
+    unquantizable = _unquantizable(onnx.load(pre, load_external_data=False))
+    if unquantizable and not any("grouped ConvTranspose" in n for n in notes):
+        notes.append(f"left in float32: {len(unquantizable)} grouped ConvTranspose node(s) (ORT's per-channel "
+                     f"quantizer cannot handle them)")
+    exclude = sorted(set(unquantizable) | set(keep_float or ()))
+    extra = {"QDQKeepRemovableActivations": True} if keep_float is not None else {}
 
     def run(per_channel: bool) -> None:
         if mode is Int8.STATIC:
             assert data is not None
             quantize_static(str(pre), str(dst), _Reader(data), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                            extra_options=extra)
         else:
             quantize_dynamic(str(pre), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8,
                              nodes_to_exclude=exclude)
 
     try:
-        run(per_channel=True)
+        with quiet_root_logger():
+            run(per_channel=True)
     except Exception as first:  # noqa: BLE001 - ORT's quantizer raises plain exceptions
         notes.append(f"per-channel quantization failed ({' '.join(str(first).split())[:120]}); used per-tensor")
         try:
-            run(per_channel=False)
-        except Exception as e:  # noqa: BLE001
+            with quiet_root_logger():
+                run(per_channel=False)
+        except Exception as e:
             raise VerificationError(f"int8 quantization failed: {' '.join(str(e).split())[:300]}") from e
+    if mode is Int8.STATIC and keep_float is not None:
+        model = onnx.load(dst)
+        if float_inputs_for(model, set(keep_float)):
+            onnx.save(model, dst)
+
+
+#: ops between a computing layer and the node kept float whose inputs are made float too
+_FLOAT_THROUGH = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "MaxPool",
+                            "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+
+
+def float_inputs_for(model: onnx.ModelProto, names: set[str]) -> int:
+    """Rewire the activation inputs of the nodes in ``names`` from ``DequantizeLinear(QuantizeLinear(x))`` to
+    ``x`` — and, where ``x`` comes from an activation or data-movement op (Relu, Clip, MaxPool, Reshape...),
+    that op's inputs too, back to the previous computing layer's float output — then drop Q/DQ nodes nothing
+    reads any more; returns how many inputs were rewired."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name for t in model.graph.initializer}
+    rewired = 0
+    pending = [n for n in model.graph.node if n.name in names]
+    seen: set[int] = set()
+    while pending:
+        node = pending.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for i, x in enumerate(node.input):
+            dq = producer.get(x)
+            if dq is not None and dq.op_type == "DequantizeLinear":
+                q = producer.get(dq.input[0])
+                if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in inits:
+                    node.input[i] = x = q.input[0]
+                    rewired += 1
+            source = producer.get(x)
+            if source is not None and source.op_type in _FLOAT_THROUGH:
+                pending.append(source)
+    if rewired:
+        outputs = {o.name for o in model.graph.output}
+        while True:
+            read = {x for n in model.graph.node for x in n.input} | outputs
+            dead = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                    and not any(o in read for o in n.output)]
+            if not dead:
+                break
+            for n in dead:
+                model.graph.node.remove(n)
+        used = {x for n in model.graph.node for x in n.input}
+        for t in [t for t in model.graph.initializer if t.name not in used]:
+            model.graph.initializer.remove(t)
+    return rewired
 
 
 def _unquantizable(model: onnx.ModelProto) -> list[str]:
