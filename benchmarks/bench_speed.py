@@ -6,6 +6,10 @@ Cases (each a fresh measurement in this process, one after another):
   calibration digits (32x32);
 - ``lsq-crnn``: the same on the zoo's CRNN (conv backbone, BiLSTM, CTC-style head) at 32x320 with 256 generated
   lines (random normal pixels: timing only) — the shape of a text-line recognizer;
+- ``lsq-textline``: the same on the trained text-line recognizer of ``models/hard`` (conv backbone, attention
+  neck, CTC head; 1.26 M parameters) with its 256 calibration lines (32x128);
+- ``lsq-textline-320``: the same recognizer on 256 generated lines of 32x320 (timing only: the input size of
+  production recognizers);
 - ``lsq-resnet50``: the same on ResNet-50 at 224x224 with 256 generated images (timing only);
 - ``compress-readme``: README's compress example, ``compress vgg16_bn --tolerance 0.005 --metric kl --data
   digits_calib`` (per-layer sensitivity with refit, then refit and share).
@@ -25,7 +29,8 @@ import numpy as np
 
 from benchmarks.common import DIGITS, machine
 
-CASES = ("lsq-resnet56", "lsq-crnn", "lsq-resnet50", "compress-readme")
+CASES = ("lsq-resnet56", "lsq-crnn", "lsq-textline", "lsq-textline-320", "lsq-resnet50", "compress-readme")
+HARD = Path(__file__).resolve().parents[1] / "models" / "hard"
 
 
 def _timing():
@@ -76,6 +81,12 @@ def run_case(case: str) -> dict[str, object]:
                     (1, 3, 32, 32))
     if case == "lsq-crnn":
         return _lsq(zoo_model("crnn", "legacy"), lambda m: _generated(m, (1, 1, 32, 320), 256), (1, 1, 32, 320))
+    if case == "lsq-textline":
+        from onnxprune.data import load_data
+
+        return _lsq(HARD / "textline.onnx", lambda m: load_data(HARD / "textline_calib.npz", m), (1, 1, 32, 128))
+    if case == "lsq-textline-320":
+        return _lsq(HARD / "textline.onnx", lambda m: _generated(m, (1, 1, 32, 320), 256), (1, 1, 32, 320))
     if case == "lsq-resnet50":
         return _lsq(zoo_model("resnet50", "legacy"), lambda m: _generated(m, (1, 3, 224, 224), 256),
                     (1, 3, 224, 224))

@@ -190,7 +190,19 @@ def _checked(source: Path, arrays: dict[str, np.ndarray], labels: np.ndarray | N
         raise UsageError(f"{source}: holds no samples")
     if batch and batch > 1 and n % batch:
         raise UsageError(f"{source}: {n} samples do not split into the model's fixed batch of {batch}")
-    return Dataset(inputs, None if labels is None else np.asarray(labels).reshape(-1), batch)
+    return Dataset(inputs, None if labels is None else _label_array(source, labels, n), batch)
+
+
+def _label_array(source: Path, labels: np.ndarray, n: int) -> np.ndarray:
+    """Class ids ``(N,)`` (an ``(N, 1)`` column too), or ``(N, L)`` rows (sequence targets, e.g. CTC labels
+    padded with -1) kept as they are."""
+    labels = np.asarray(labels)
+    if labels.ndim > 1 and int(np.prod(labels.shape[1:])) == 1:
+        return labels.reshape(-1)
+    if labels.ndim > 2:
+        raise UsageError(f"{source}: labels of shape {list(labels.shape)}: expected (samples,) class ids or "
+                         f"(samples, length) sequences")
+    return labels
 
 
 #: Deflate cannot expand data more than ~1032x; a member declaring more is not a real zip entry.

@@ -63,6 +63,19 @@ def test_npz_folder_per_input_and_per_sample_agree(tmp_path):
     assert len(load_data(tmp_path / "samples", m, limit=4)) == 4
 
 
+def test_label_shapes(tmp_path):
+    """(N,) and (N, 1) are class ids; (N, L) rows (CTC targets padded with -1) are kept; more dims refused."""
+    m = model()
+    x = np.zeros((4, 3, 8, 8), np.float32)
+    for labels, want in ((np.arange(4)[:, None], (4,)), (np.full((4, 6), -1), (4, 6))):
+        np.savez(tmp_path / "d.npz", x=x, labels=labels)
+        data = load_data(tmp_path / "d.npz", m)
+        assert data.labels.shape == want and load_data(tmp_path / "d.npz", m, limit=2).labels.shape[1:] == want[1:]
+    np.savez(tmp_path / "d.npz", x=x, labels=np.zeros((4, 2, 2)))
+    with pytest.raises(UsageError, match="labels of shape"):
+        load_data(tmp_path / "d.npz", m)
+
+
 def test_image_folder_preprocessing(tmp_path):
     write_images(tmp_path / "imgs", {"cat": 2, "dog": 3})
     pre = ImagePreprocess(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
