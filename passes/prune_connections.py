@@ -16,6 +16,8 @@ Runtime faster; they pay off on disk once compressed (``onnxprune compress``).
 
 from __future__ import annotations
 
+import dataclasses
+
 import fnmatch
 from dataclasses import dataclass
 
@@ -50,6 +52,14 @@ class ConnectionPruning:
     @property
     def active(self) -> bool:
         return self.quality is not None or self.sparsity is not None or bool(self.sparsity_for)
+
+
+def scaled(options: ConnectionPruning, factor: float) -> ConnectionPruning:
+    """``options`` with every sparsity (and the quality threshold) multiplied by ``factor`` in [0, 1]."""
+    return dataclasses.replace(
+        options, quality=None if options.quality is None else options.quality * factor,
+        sparsity=None if options.sparsity is None else options.sparsity * factor,
+        sparsity_for=tuple((glob, s * factor) for glob, s in options.sparsity_for))
 
 
 def eligible_weights(graph: gs.Graph, options: ConnectionPruning) -> tuple[dict[str, tuple[gs.Constant, list[gs.Node]]],

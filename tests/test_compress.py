@@ -158,3 +158,38 @@ def test_runnable_uses_uint4_indices_from_opset_21(opset, index_type):
         assert len(indices[0].raw_data) == (7 * 4 * 9 + 1) // 2          # two per byte
     x = np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32)
     assert np.array_equal(make_session(small).run(None, {"x": x})[0], make_session(result.model).run(None, {"x": x})[0])
+
+
+def test_max_drop_backs_off_sparsity_and_defaults_with_data(tmp_path):
+    """--sparsity 0.97 ruins StudentNet; --max-drop 1 scales every layer back until the held-out top-1 drop is
+    within a point. With --data and no pruning option, sensitivity per layer and --max-drop 1 are the default."""
+    import json
+
+    common = ["--data", str(DIGITS / "digits_calib.npz"), "--eval-data", str(DIGITS / "digits_test.npz"),
+              "--limit", "128", "--no-sharing", "--recover", "bias", "-q"]
+    model = str(DIGITS / "studentnet.onnx")
+    assert main(["compress", model, "-o", str(tmp_path / "a.onnxz"), "--sparsity", "0.97",
+                 "--report", str(tmp_path / "a.json"), *common]) == 0
+    assert main(["compress", model, "-o", str(tmp_path / "b.onnxz"), "--sparsity", "0.97", "--max-drop", "1",
+                 "--report", str(tmp_path / "b.json"), *common]) == 0
+    assert main(["compress", model, "-o", str(tmp_path / "c.onnxz"), "--report", str(tmp_path / "c.json"),
+                 *common]) == 0
+
+    def drop(name: str) -> float:
+        q = json.loads((tmp_path / name).read_text())["quality"]
+        return 100 * (q["original"]["accuracy"] - q["compressed"]["accuracy"])
+
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert drop("a.json") > 1 and drop("b.json") <= 1
+    assert any("scaled by" in n for n in b["notes"])
+    c = json.loads((tmp_path / "c.json").read_text())
+    assert any("defaults with --data" in n for n in c["notes"]) and drop("c.json") <= 1
+    assert json.loads((tmp_path / "b.json").read_text())["ratio"] > 1
+
+
+@pytest.mark.parametrize("argv,words", [(["--max-drop", "1", "--sparsity", "0.5"], "needs --data"),
+                                        (["--max-drop", "-1", "--data", "CALIB"], "expected points >= 0")])
+def test_bad_max_drop(argv, words, tmp_path, capsys):
+    argv = [str(DIGITS / "digits_calib.npz") if a == "CALIB" else a for a in argv]
+    assert main(["compress", str(DIGITS / "studentnet.onnx"), "-o", str(tmp_path / "x.onnxz"), *argv, "-q"]) == 2
+    assert words in capsys.readouterr().err

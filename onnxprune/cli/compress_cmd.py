@@ -36,10 +36,10 @@ from onnxprune.compress.pipeline import (
 from onnxprune.compress.runnable import runnable
 from onnxprune.errors import UsageError
 from onnxprune.io import ensure_output_path, write_bytes_atomic, write_text_atomic
-from onnxprune.metrics import METRIC_HELP, metrics, outputs, parse_metric
-from onnxprune.passes.prune_connections import ConnectionPruning
+from onnxprune.metrics import METRIC_HELP, default_metric, loss, metrics, outputs, parse_metric
+from onnxprune.passes.prune_connections import ConnectionPruning, scaled
 from onnxprune.paths import read_regular_file
-from onnxprune.progress import timing
+from onnxprune.progress import stage, timing
 from onnxprune.recover import Recover
 
 
@@ -59,6 +59,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="sparsity for layers whose name matches GLOB (first match wins; repeatable)")
     g.add_argument("--tolerance", type=float,
                    help="per-layer sparsity from a sensitivity run on --data: the largest whose metric loss <= T")
+    g.add_argument("--max-drop", type=float, metavar="POINTS",
+                   help="global budget on --eval-data (else --data): while the metric drops by more than POINTS "
+                        "(percentage points), every layer's sparsity is scaled back (bisection on one factor). "
+                        "Default with --data and no other pruning option: --tolerance 0.01 --max-drop 1")
     g.add_argument("--include", action="append", default=[], metavar="GLOB", help="prune only these layers")
     g.add_argument("--exclude", action="append", default=[], metavar="GLOB", help="never prune these layers")
     s = p.add_argument_group("weight sharing")
@@ -105,12 +109,20 @@ def run(args: argparse.Namespace) -> int:
     notes = []
     sharing = Sharing(not args.no_sharing, args.conv_bits, args.fc_bits, args.conv_index_bits, args.fc_index_bits,
                       Init(args.init))
+    explicit = args.quality is not None or args.sparsity is not None or args.sparsity_for or args.tolerance is not None
+    tolerance, max_drop = args.tolerance, args.max_drop
+    if data is not None and not explicit:
+        tolerance, max_drop = DEFAULT_TOLERANCE, DEFAULT_MAX_DROP if max_drop is None else max_drop
+        notes.append(f"defaults with --data: --tolerance {tolerance} --max-drop {max_drop}")
+    if max_drop is not None and (data is None or max_drop < 0):
+        raise UsageError("--max-drop needs --data (and POINTS >= 0)" if data is None else
+                         f"--max-drop {max_drop}: expected points >= 0")
     with timing() as stages:
         folded_model = model
         recover = Recover(args.recover or ("lsq" if data is not None else "none"))
         if recover is not Recover.NONE and data is None:
             raise UsageError(f"--recover {recover.value} needs calibration data (--data)")
-        if args.tolerance is not None:
+        if tolerance is not None:
             if data is None:
                 raise UsageError("--tolerance measures each layer's sensitivity: it needs --data")
             if not args.no_fold:
@@ -118,22 +130,32 @@ def run(args: argparse.Namespace) -> int:
 
                 folded_model = onnxprune.fold(model).model
             metric, curves = layer_curves(folded_model, data, metric, DEFAULT_GRID, recover)
-            per_layer = per_layer + sparsity_for(curves, args.tolerance)
-            notes.append(f"sensitivity ({metric.value}, tolerance {args.tolerance}): {weighted_sparsity(curves, per_layer[-len(curves):]):.1%} of coded weights pruned")
+            per_layer = per_layer + sparsity_for(curves, tolerance)
+            notes.append(f"sensitivity ({metric.value}, tolerance {tolerance}): {weighted_sparsity(curves, per_layer[-len(curves):]):.1%} of coded weights pruned")
         pruning = ConnectionPruning(args.quality, args.sparsity, args.global_sparsity, per_layer, tuple(args.include),
                                     tuple(args.exclude))
-        start = time.perf_counter()
-        result = compress(model, CompressOptions(pruning, sharing, recover, fold=not args.no_fold), data)
-        seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        restored = decompress(result.container, str(args.output))
-        decode_seconds = time.perf_counter() - start
-        quality = None
         eval_data = data_from_args(args, model, "eval_data") if args.eval_data is not None else data
-        if eval_data is not None:
-            reference = outputs(model, eval_data)
-            quality = {"original": metrics(reference, reference, eval_data.labels),
-                       "compressed": metrics(reference, outputs(restored, eval_data), eval_data.labels)}
+        reference = outputs(model, eval_data) if eval_data is not None else None
+        chosen_metric = (metric or default_metric(eval_data, reference)) if eval_data is not None else None
+
+        def attempt(factor: float):
+            start = time.perf_counter()
+            result = compress(model, CompressOptions(scaled(pruning, factor), sharing, recover,
+                                                     fold=not args.no_fold), data)
+            seconds = time.perf_counter() - start
+            start = time.perf_counter()
+            restored = decompress(result.container, str(args.output))
+            decode_seconds = time.perf_counter() - start
+            quality = None
+            if eval_data is not None:
+                quality = {"original": metrics(reference, reference, eval_data.labels),
+                           "compressed": metrics(reference, outputs(restored, eval_data), eval_data.labels)}
+            return result, quality, seconds, decode_seconds
+
+        result, quality, seconds, decode_seconds = attempt(1.0)
+        if max_drop is not None and pruning.active:
+            result, quality, seconds, decode_seconds = _back_off(attempt, (result, quality, seconds, decode_seconds),
+                                                                 chosen_metric, max_drop, notes)
     write_bytes_atomic(args.output, result.container, args.model)
     runnable_bytes = None
     if args.runnable:
@@ -150,6 +172,39 @@ def run(args: argparse.Namespace) -> int:
     _print(result, report)
     console.print(f"wrote {args.output}" + (f", {args.runnable}" if args.runnable else ""))
     return 0
+
+
+DEFAULT_TOLERANCE = 0.01
+DEFAULT_MAX_DROP = 1.0
+_BACK_OFF_STEPS = 4
+
+
+def _drop_points(metric, quality) -> float:
+    return 100.0 * loss(metric, quality["original"], quality["compressed"])
+
+
+def _back_off(attempt, first, metric, max_drop: float, notes: list[str]):
+    """Largest sparsity factor in [0, 1] (bisection, :data:`_BACK_OFF_STEPS` tries) whose metric drop on the
+    evaluation data is at most ``max_drop`` points; the factor-1 try is ``first``."""
+    drop = _drop_points(metric, first[1])
+    if drop <= max_drop:
+        notes.append(f"--max-drop {max_drop:g}: {metric.value} drops {drop:.2f} points at full sparsity: kept")
+        return first
+    with stage("compress: backing off sparsity to meet --max-drop", total=_BACK_OFF_STEPS, unit="tries") as s:
+        low, high, best = 0.0, 1.0, None
+        for _ in range(_BACK_OFF_STEPS):
+            mid = (low + high) / 2
+            tried = attempt(mid)
+            s.advance()
+            if _drop_points(metric, tried[1]) <= max_drop:
+                low, best = mid, tried
+            else:
+                high = mid
+    if best is None:
+        best, low = attempt(0.0), 0.0
+    notes.append(f"--max-drop {max_drop:g}: {metric.value} dropped {drop:.2f} points at full sparsity; every "
+                 f"layer's sparsity scaled by {low:.3g} -> {_drop_points(metric, best[1]):.2f} points")
+    return best
 
 
 def _report(result: CompressResult, recover: Recover, eval_data: str | None, quality, seconds: float, decode_seconds: float, runnable_bytes: int | None,
