@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     guard_paths(args, inputs=("model", "data"), folders=("output",))
     check_output_dir(args.output, args.force)
     spec = input_spec(args)
-    with timing() as stages:
+    with staged_output_dir(args.output, args.force, "sensitivity") as tmp, timing() as stages:
         with stage("loading the model and data"):
             model = load_model(args.model)
             data = data_from_args(args, model)
@@ -69,10 +69,9 @@ def run(args: argparse.Namespace) -> int:
             plans = {"plan_tolerance.json": tolerance_plan(model, result, args.tolerance, data)}
             if args.target_flops:
                 plans["plan_target.json"] = target_plan(model, result, args.target_flops, spec, data)
-    with staged_output_dir(args.output, args.force, "sensitivity") as tmp:
-        write_results(tmp, result, stages)
         for name, plan in plans.items():
             plan.save(tmp / name)
+        write_results(tmp, result, stages)
     groups = len({p.group for p in result.points})
     console.print(f"{groups} groups x {len(ratios)} ratios on {len(data)} samples ({result.metric.value}, original "
                   f"{figure(result.metric.value, result.baseline[result.metric.value])}); wrote {args.output}/")

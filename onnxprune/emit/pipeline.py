@@ -133,42 +133,42 @@ def _emit(source_path: Path, out_dir: Path, options: EmitOptions, stages: list[d
     _check_options(options)
     check_paths(inputs=[source_path, options.data, options.eval_data], folders=[("-o", out_dir)])
     check_output_dir(out_dir, options.force)
-    notes: list[str] = []
-    with stage("loading the model"):
-        source = load(source_path, notes)
-    notes[:] = [f"repaired on load: {n}" for n in notes]
-    shapes = resolve_input_shapes(source, InputSpec(options.input_shapes, batch=1))
-    if options.target is Target.MOBILE:
-        fixed_source = fix_shapes(source, options.input_shapes)  # raises when shapes are missing
-        shapes = {vi.name: tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
-                  for vi in fixed_source.graph.input if vi.name in shapes}
-    with stage("loading data"):
-        calibration = load_data(options.data, source, options.preprocess, options.calibration_samples) \
-            if options.data else None
-        eval_path = options.eval_data or options.data
-        data = load_data(eval_path, source, options.preprocess, DATA_SAMPLES) if eval_path else None
-    if options.int8 is Int8.STATIC and calibration is None:
-        print("onnxprune: warning: calibrating int8 on random inputs; accuracy will be poor", file=sys.stderr)
-        notes.append("int8 calibrated on random inputs (--calibration random)")
-        calibration = _random_dataset(source, shapes, 32)
-    elif calibration is not None:
-        calibration = calibration.limit(options.calibration_samples)
-
-    with stage("folding"):
-        folded = fold(source).model
-    passes = [p.name for p in fold_passes()]
-    costs = count_costs(folded, shapes)
-    manifest = Manifest(
-        target=options.target.value,
-        source={"path": str(source_path), "sha256": sha256(Path(source_path)), "bytes": Path(source_path).stat().st_size},
-        passes=passes, onnxruntime=ort.__version__, onnxprune=__version__,
-        providers=["CUDAExecutionProvider", "CPUExecutionProvider"] if options.target is Target.CUDA
-        else ["CPUExecutionProvider"],
-        provider_options={"CUDAExecutionProvider": CUDA_PROVIDER_OPTIONS} if options.target is Target.CUDA else {},
-        session_options={"graph_optimization_level": "ORT_ENABLE_ALL"},
-        macs=costs.macs, params=costs.params, input_shapes={k: list(v) for k, v in shapes.items()}, notes=notes)
-
     with staged_output_dir(out_dir, options.force, "emit") as tmp:
+        notes: list[str] = []
+        with stage("loading the model"):
+            source = load(source_path, notes)
+        notes[:] = [f"repaired on load: {n}" for n in notes]
+        shapes = resolve_input_shapes(source, InputSpec(options.input_shapes, batch=1))
+        if options.target is Target.MOBILE:
+            fixed_source = fix_shapes(source, options.input_shapes)  # raises when shapes are missing
+            shapes = {vi.name: tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
+                      for vi in fixed_source.graph.input if vi.name in shapes}
+        with stage("loading data"):
+            calibration = load_data(options.data, source, options.preprocess, options.calibration_samples) \
+                if options.data else None
+            eval_path = options.eval_data or options.data
+            data = load_data(eval_path, source, options.preprocess, DATA_SAMPLES) if eval_path else None
+        if options.int8 is Int8.STATIC and calibration is None:
+            print("onnxprune: warning: calibrating int8 on random inputs; accuracy will be poor", file=sys.stderr)
+            notes.append("int8 calibrated on random inputs (--calibration random)")
+            calibration = _random_dataset(source, shapes, 32)
+        elif calibration is not None:
+            calibration = calibration.limit(options.calibration_samples)
+
+        with stage("folding"):
+            folded = fold(source).model
+        passes = [p.name for p in fold_passes()]
+        costs = count_costs(folded, shapes)
+        manifest = Manifest(
+            target=options.target.value,
+            source={"path": str(source_path), "sha256": sha256(Path(source_path)), "bytes": Path(source_path).stat().st_size},
+            passes=passes, onnxruntime=ort.__version__, onnxprune=__version__,
+            providers=["CUDAExecutionProvider", "CPUExecutionProvider"] if options.target is Target.CUDA
+            else ["CPUExecutionProvider"],
+            provider_options={"CUDAExecutionProvider": CUDA_PROVIDER_OPTIONS} if options.target is Target.CUDA else {},
+            session_options={"graph_optimization_level": "ORT_ENABLE_ALL"},
+            macs=costs.macs, params=costs.params, input_shapes={k: list(v) for k, v in shapes.items()}, notes=notes)
+
         work = tmp / "_work"
         work.mkdir()
         float_path = work / "float.onnx"
