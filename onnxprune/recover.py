@@ -8,7 +8,8 @@ Every *consumer* whose input lost channels (a Conv, Gemm or MatMul reading a pru
   ignored); for a Gemm/MatMul, ``b' = b + W[removed rows]^T E[x_removed]`` per input position (so Flatten->Gemm
   works per channel x spatial position).
 - ``lsq`` (He et al. 2017, ThiNet): in topological order, each consumer's remaining weights and bias are refit by
-  ridge least squares so that, fed with the *pruned* model's inputs, it reproduces the *original* model's
+  ridge least squares (pulled toward the layer's own weights, by a strength chosen on held-out rows when the
+  calibration rows per unknown are few: see :func:`_ridge`) so that, fed with the *pruned* model's inputs, it reproduces the *original* model's
   outputs on calibration data. 2-D Conv via im2col on at most ``max_positions`` sampled output positions
   (memory bounded), one system per group for grouped and depthwise convs (so a pointwise conv after a depthwise
   one is refit on the depthwise outputs it now gets); Gemm (weights and bias); MatMul with a constant weight
@@ -30,6 +31,11 @@ from onnxprune.data import Dataset
 from onnxprune.progress import Stage, stage
 
 RIDGE = 1e-5  # relative to the mean diagonal of the Gram matrix: only a guard against singular systems
+#: regularization strengths tried per layer (relative to the Gram matrix's mean diagonal), toward the prior
+RIDGE_GRID = (1e-5, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
+RIDGE_AMPLE = RIDGE            # the strength when rows are ample: plain least squares
+ROWS_PER_UNKNOWN_SEARCH = 16   # below this many calibration rows per unknown, the strength is searched
+HELD_OUT = 0.2                 # fraction of a layer's rows that chooses its strength
 
 
 class Recover(enum.Enum):
@@ -138,16 +144,43 @@ def _im2col(x: np.ndarray, node: onnx.NodeProto, w_shape: tuple[int, ...], posit
     return patches.transpose(0, 2, 1).reshape(len(n), -1)
 
 
-def _ridge(a: np.ndarray, y: np.ndarray, intercept: bool = True) -> np.ndarray:
-    """Ridge solution of ``a @ sol ~ y``; with ``intercept`` the last row of ``sol`` is the bias."""
+def _ridge(a: np.ndarray, y: np.ndarray, intercept: bool = True, prior: np.ndarray | None = None) -> np.ndarray:
+    """Regularized least squares ``a @ sol ~ y`` (``intercept``: the last row of ``sol`` is the bias), pulled
+    toward ``prior`` (the layer's current weights, bias row included): ``min |a sol - y|^2 + lam |sol - prior|^2``.
+
+    With few calibration rows per unknown (below :data:`ROWS_PER_UNKNOWN_SEARCH`: a late conv with many input
+    channels and few positions), ``lam`` is chosen per layer on held-out rows (a seeded fifth) from
+    :data:`RIDGE_GRID` — relative to the mean diagonal of the Gram matrix — then the system is solved on all
+    rows: such a layer keeps close to its own weights instead of overfitting the calibration set. With ample
+    rows, plain least squares (:data:`RIDGE_AMPLE`; held-out error within a few percent of the best there)."""
     if intercept:
         a = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1)
-    # the Gram matrix in float32 when it is large (a 3x3 conv over 512 channels: ~4600 columns, 90 GFLOP in
-    # float64); the ridge term below dominates its rounding, and the solve stays in float64
-    gram = (a.T @ a) if a.shape[1] < 1024 else (a.astype(np.float32).T @ a.astype(np.float32)).astype(np.float64)
-    lam = RIDGE * np.trace(gram) / gram.shape[0]
+    if prior is None:
+        prior = np.zeros((a.shape[1], y.shape[1]))
+    best = RIDGE_AMPLE
+    held = np.random.default_rng(0).random(a.shape[0]) < HELD_OUT
+    if a.shape[0] < ROWS_PER_UNKNOWN_SEARCH * a.shape[1] and held.sum() >= 8 and (~held).sum() >= 8:
+        gram_fit, rhs_fit = _gram(a[~held]), a[~held].T @ y[~held]
+        scale = np.trace(gram_fit) / gram_fit.shape[0]
+        a_held, y_held = a[held], y[held]
+        errors = []
+        for rel in RIDGE_GRID:
+            lam = rel * scale
+            sol = np.linalg.solve(gram_fit + lam * np.eye(gram_fit.shape[0]), rhs_fit + lam * prior)
+            errors.append(float(np.sum((a_held @ sol - y_held) ** 2)))
+        best = RIDGE_GRID[int(np.argmin(errors))]
+        gram, rhs = gram_fit + _gram(a_held), rhs_fit + a_held.T @ y_held
+    else:
+        gram, rhs = _gram(a), a.T @ y
+    lam = best * np.trace(gram) / gram.shape[0]
     gram[np.diag_indices_from(gram)] += lam
-    return np.linalg.solve(gram, a.T @ y)
+    return np.linalg.solve(gram, rhs + lam * prior)
+
+
+def _gram(a: np.ndarray) -> np.ndarray:
+    # in float32 when it is large (a 3x3 conv over 512 channels: ~4600 columns, 90 GFLOP in float64); the ridge
+    # term dominates its rounding, and the solve stays in float64
+    return (a.T @ a) if a.shape[1] < 1024 else (a.astype(np.float32).T @ a.astype(np.float32)).astype(np.float64)
 
 
 def _lsq_fix(pruned: onnx.ModelProto, node: onnx.NodeProto, x: np.ndarray, y: np.ndarray,
@@ -168,7 +201,8 @@ def _lsq_fix(pruned: onnx.ModelProto, node: onnx.NodeProto, x: np.ndarray, y: np
         wt = (w.T if _attr(node, "transB", 0) else w).astype(np.float64)
         c = numpy_helper.to_array(_init(pruned, node.input[2])) if len(node.input) > 2 and node.input[2] else 0.0
         before = _attr(node, "alpha", 1.0) * a @ wt + _attr(node, "beta", 1.0) * c
-        sol = _ridge(a, target)
+        bias0 = np.broadcast_to(np.asarray(c, dtype=np.float64) * _attr(node, "beta", 1.0), (target.shape[1],))
+        sol = _ridge(a, target, prior=np.vstack([wt * _attr(node, "alpha", 1.0), bias0[None, :]]))
         w_new = sol[:-1].T if _attr(node, "transB", 0) else sol[:-1]
         for attr in node.attribute:
             if attr.name in ("alpha", "beta"):
@@ -176,7 +210,7 @@ def _lsq_fix(pruned: onnx.ModelProto, node: onnx.NodeProto, x: np.ndarray, y: np
     elif node.op_type == "MatMul" and w.ndim == 2:
         a = x.reshape(-1, x.shape[-1]).astype(np.float64)
         target = y.reshape(-1, y.shape[-1]).astype(np.float64)
-        sol = _ridge(a, target, intercept=False)
+        sol = _ridge(a, target, intercept=False, prior=w.astype(np.float64))
         _set_init(pruned, node, 1, sol.astype(w.dtype))
         return _rel_err(a @ w.astype(np.float64), target), _rel_err(a @ sol, target)
     else:
@@ -211,7 +245,7 @@ def _lsq_conv(pruned: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, x: n
         a = _im2col(x[:, g * cin_g:(g + 1) * cin_g], node, (per, cin_g, *w.shape[2:]), positions)
         wg = w[outs].reshape(per, -1).astype(np.float64)
         before[:, outs] = a @ wg.T + b_old[outs]
-        sol = _ridge(a, target[:, outs])
+        sol = _ridge(a, target[:, outs], prior=np.vstack([wg.T, b_old[outs][None, :]]))
         after[:, outs] = a @ sol[:-1] + sol[-1]
         w_new[outs] = sol[:-1].T.reshape(per, cin_g, *w.shape[2:])
         b_new[outs] = sol[-1]

@@ -176,3 +176,33 @@ def test_prune_reports_on_held_out_eval_data_and_says_which(tmp_path, capsys):
     assert q["data"] == "eval" and q["samples"] == 64 and "accuracy" in q["recovered"]
     assert main(["prune", str(digits / "resnet56.onnx"), "-o", str(tmp_path / "q.onnx"), "--ratio", "0.3"]) == 0
     assert "accuracy is unknown" in capsys.readouterr().err
+
+
+def test_refit_with_few_rows_per_unknown_stays_near_the_layer_weights():
+    """A layer with fewer calibration rows than unknowns (a late conv: many input channels, few positions):
+    plain least squares fits the calibration rows exactly and generalizes badly; the held-out choice of the
+    pull toward the layer's own weights generalizes. With ample rows the fit is plain least squares."""
+    from onnxprune.recover import RIDGE, _ridge
+
+    rng = np.random.default_rng(0)
+    k, out = 300, 8
+    prior = rng.standard_normal((k + 1, out))
+    truth = prior + 0.05 * rng.standard_normal((k + 1, out))   # the refit target is close to the current weights
+
+    def rows(n):
+        a = rng.standard_normal((n, k))
+        return a, np.concatenate([a, np.ones((n, 1))], 1) @ truth + 0.5 * rng.standard_normal((n, out))
+
+    a, y = rows(200)                                          # 200 rows for 301 unknowns
+    fresh_a, fresh_y = rows(2000)
+    fresh = np.concatenate([fresh_a, np.ones((2000, 1))], 1)
+
+    def error(sol):
+        return float(np.linalg.norm(fresh @ sol - fresh_y) / np.linalg.norm(fresh_y))
+
+    plain = np.linalg.lstsq(np.concatenate([a, np.ones((200, 1))], 1), y, rcond=None)[0]
+    pulled = _ridge(a, y, prior=prior)
+    assert error(pulled) < 0.5 * error(plain)
+    many_a, many_y = rows(20000)                             # ample rows: no pull (exact fits stay exact)
+    ample = _ridge(many_a, many_y, prior=np.zeros_like(prior))
+    assert np.abs(ample - truth).max() < 0.1 and RIDGE < 1e-4
