@@ -88,7 +88,7 @@ def variant(name: str, which: str, tmp: Path) -> Path:
         return tmp / which / "model.int8.onnx"
     elif which.startswith("compress-"):
         how = ["--sparsity", "0.8"] if which == "compress-0.8" else ["--tolerance", "0.01"]
-        cli("compress", str(src), "-o", str(tmp / f"{which}.onnxz"), *how, "--data", calib, "--input-shape", shape)
+        cli("compress", str(src), "-o", str(tmp / f"{which}.onnxz"), *how, "--data", calib)
         cli("decompress", str(tmp / f"{which}.onnxz"), "-o", str(out))
     else:
         raise ValueError(which)
