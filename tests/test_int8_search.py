@@ -99,3 +99,19 @@ def test_default_float_nodes_of_an_attention_block():
                                numpy_helper.from_array(np.zeros(8, np.float32), "b")])
     names = {f.name for f in default_float_nodes(helper.make_model(graph))}
     assert names == {"ln", "scores", "softmax", "context", "head"}
+
+
+def test_calibration_method_auto_and_symmetric_activations(tmp_path):
+    model = sensitive_model(tmp_path)
+    assert main(["emit", str(model), "--target", "cpu", "--int8", "--data", str(tmp_path / "calib.npz"),
+                 "--eval-data", str(tmp_path / "eval.npz"), "--calibration-method", "auto",
+                 "--symmetric-activations", "-o", str(tmp_path / "out"), "-q"]) == 0
+    int8 = json.loads((tmp_path / "out" / "manifest.json").read_text())["int8"]
+    assert set(int8["calibration_tried"]) == {"minmax", "entropy", "percentile"}
+    assert int8["calibration"] == max(int8["calibration_tried"], key=int8["calibration_tried"].get)
+    model8 = onnx.load(tmp_path / "out" / "model.int8.onnx")
+    inits = {t.name: t for t in model8.graph.initializer}
+    activation_zero_points = [inits[n.input[2]] for n in model8.graph.node
+                              if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits]
+    assert activation_zero_points and all(z.data_type == TensorProto.INT8 for z in activation_zero_points)
+    assert all(not numpy_helper.to_array(z).any() for z in activation_zero_points)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from onnxprune.cli.common import add_data_args, console, image_preprocess, print_json
 from onnxprune.emit import EmitOptions, Int8, Style, Target, emit
+from onnxprune.emit.options import CalibrationMethod
 from onnxprune.emit.manifest import Manifest
 from onnxprune.metrics import METRIC_HELP, parse_metric
 from onnxprune.verify import parse_input_shapes
@@ -30,6 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="static int8, accuracy-driven: measure the metric on --eval-data (else --data) and keep the "
                         "nodes that cost most in float until it drops by at most POINTS (percentage points)")
     p.add_argument("--metric", metavar="METRIC", help="metric for --max-drop: " + METRIC_HELP)
+    p.add_argument("--calibration-method", choices=[c.value for c in CalibrationMethod], default="minmax",
+                   help="static int8 activation ranges: minmax (default), entropy, percentile, or auto (each "
+                        "measured on --eval-data, else --data; the best is kept)")
+    p.add_argument("--symmetric-activations", action="store_true",
+                   help="static int8: int8 activations with zero point 0 (default: uint8, asymmetric)")
     p.add_argument("--calibration", choices=["data", "random"], default="data",
                    help="'random' calibrates int8 on random inputs when no --data exists (poor accuracy)")
     p.add_argument("--for-this-machine", action="store_true",
@@ -49,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
                           for_this_machine=args.for_this_machine, input_shapes=parse_input_shapes(args.input_shape),
                           style=Style(args.style), force=args.force,
                           calibration_samples=args.limit or 256, preprocess=image_preprocess(args),
-                          max_drop=args.max_drop, metric=args.metric)
+                          max_drop=args.max_drop, metric=args.metric,
+                          calibration_method=CalibrationMethod(args.calibration_method),
+                          symmetric_activations=args.symmetric_activations)
     result = emit(Path(args.model), args.output, options)
     if args.json:
         print_json(json.loads((result.folder / "manifest.json").read_text()))

@@ -21,6 +21,15 @@ class Int8(enum.Enum):
     DYNAMIC = "dynamic"  # weights int8, activations quantized at run time
 
 
+class CalibrationMethod(enum.Enum):
+    """How static int8 sets activation ranges (ORT's calibrators); AUTO measures each on the evaluation data."""
+
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+    AUTO = "auto"
+
+
 class Style(enum.Enum):
     FIXED = "fixed"      # ORT format with all optimizations baked in (plain CPU EP)
     RUNTIME = "runtime"  # basic optimizations saved, the rest replayed at run time (NNAPI / CoreML)
@@ -43,3 +52,5 @@ class EmitOptions:
     #: evaluation data (None: one shot, only the default float nodes)
     max_drop: float | None = None
     metric: str | None = None        # for max_drop: a built-in metric name or MODULE:FUNCTION (default by output)
+    calibration_method: CalibrationMethod = CalibrationMethod.MINMAX
+    symmetric_activations: bool = False   # int8 activations with zero point 0 (else uint8, asymmetric)

@@ -28,14 +28,14 @@ from onnxprune.data import Dataset, load_data
 from onnxprune.emit.fp16 import FP16_BLOCK_LIST, to_float16
 from onnxprune.emit.manifest import Agreement, FileEntry, Manifest, sha256
 from onnxprune.emit.mobile import fix_shapes, to_ort_format, usability_report
-from onnxprune.emit.options import EmitOptions, Int8, Target
+from onnxprune.emit.options import CalibrationMethod, EmitOptions, Int8, Target
 from onnxprune.emit.outdir import check_output_dir, staged_output_dir
 from onnxprune.emit.int8_search import default_float_nodes, search
 from onnxprune.emit.quantize import int8_role, prepare, quantize, quantize_prepared
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.io import save_model
-from onnxprune.metrics import default_metric, outputs, parse_metric, sequence_metrics
+from onnxprune.metrics import LOWER_IS_BETTER, default_metric, metrics, outputs, parse_metric, sequence_metrics
 from onnxprune.paths import check_paths
 from onnxprune.progress import stage, timing
 from onnxprune.verify import (
@@ -67,6 +67,10 @@ def _check_options(options: EmitOptions) -> None:
         raise UsageError("--max-drop is for --int8 static")
     if options.max_drop is not None and options.data is None and options.eval_data is None:
         raise UsageError("--max-drop needs data to measure on: --eval-data (held-out) or --data")
+    if options.calibration_method is CalibrationMethod.AUTO and options.data is None and options.eval_data is None:
+        raise UsageError("--calibration-method auto measures each method: it needs --eval-data or --data")
+    if options.calibration_method is not CalibrationMethod.MINMAX and options.int8 is not Int8.STATIC:
+        raise UsageError("--calibration-method is for --int8 static")
     if options.max_drop is not None and options.max_drop < 0:
         raise UsageError(f"--max-drop {options.max_drop}: expected points >= 0")
     if options.int8 is Int8.STATIC and options.data is None and not options.random_calibration:
@@ -235,25 +239,44 @@ def _int8(src: Path, dst: Path, options: EmitOptions, calibration: Dataset | Non
     with stage("int8 static: preparing"):
         pre = prepare(src, work, notes)
     float_model = onnx.load(pre)
-    if options.max_drop is None:
-        defaults = default_float_nodes(float_model)
-        with stage("int8 static quantization"):
-            quantize_prepared(pre, dst, options.int8, calibration, notes, [f.name for f in defaults])
-        manifest.int8 = {"kept_float": [asdict(f) for f in defaults]}
-        return
-    assert data is not None and calibration is not None
+    defaults = default_float_nodes(float_model)
+    method = options.calibration_method.value
     tries = iter(range(1, 1 << 30))
 
-    def quantize_excluding(names: list[str]) -> Path:
+    def quantize_excluding(names: list[str], how: str | None = None) -> Path:
         path = work / f"int8_try{next(tries)}.onnx"
-        quantize_prepared(pre, path, options.int8, calibration, notes, names)
+        quantize_prepared(pre, path, options.int8, calibration, notes, names, how or method,
+                          options.symmetric_activations)
         return path
 
-    metric = parse_metric(options.metric) or default_metric(data, outputs(float_model, data.limit(2)))
+    metric = None
+    if data is not None:
+        metric = parse_metric(options.metric) or default_metric(data, outputs(float_model, data.limit(2)))
+    calibrations: dict[str, float] = {}
+    if options.calibration_method is CalibrationMethod.AUTO:
+        assert data is not None and metric is not None
+        reference = outputs(float_model, data)
+        with stage("int8: choosing the calibration method", total=3, unit="methods") as s:
+            for how in ("minmax", "entropy", "percentile"):
+                got = outputs(onnx.load(quantize_excluding([f.name for f in defaults], how)), data)
+                calibrations[how] = metrics(reference, got, data.labels)[metric.value]
+                s.advance()
+        lower = metric.value in {m.value for m in LOWER_IS_BETTER}
+        method = (min if lower else max)(calibrations, key=calibrations.get)
+        notes.append(f"int8 calibration method {method} ({metric.value} on {len(data)} samples: "
+                     + ", ".join(f"{k} {v:.4g}" for k, v in calibrations.items()) + ")")
+    if options.max_drop is None:
+        with stage("int8 static quantization"):
+            quantize_prepared(pre, dst, options.int8, calibration, notes, [f.name for f in defaults], method,
+                              options.symmetric_activations)
+        manifest.int8 = {"calibration": method, "calibration_tried": calibrations or None,
+                         "kept_float": [asdict(f) for f in defaults]}
+        return
+    assert data is not None and calibration is not None and metric is not None
     found, chosen = search(quantize_excluding, float_model, data, calibration, metric, options.max_drop,
                            str(options.eval_data or options.data))
     shutil.copyfile(chosen, dst)
-    manifest.int8 = {"metric": found.metric, "max_drop_points": found.max_drop, "data": found.data,
+    manifest.int8 = {"calibration": method, "calibration_tried": calibrations or None, "metric": found.metric, "max_drop_points": found.max_drop, "data": found.data,
                      "samples": found.samples, "float": found.float_value, "default_float_nodes_only": found.first_value,
                      "final": found.final_value, "drop_points": round(found.drop, 4),
                      "within_budget": found.within_budget, "tries": found.tries,

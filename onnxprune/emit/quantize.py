@@ -88,30 +88,37 @@ def prepare(src: Path, workdir: Path, notes: list[str]) -> Path:
 
 
 def quantize_prepared(pre: Path, dst: Path, mode: Int8, data: Dataset | None, notes: list[str],
-                      keep_float: list[str] | None = None) -> None:
+                      keep_float: list[str] | None = None, calibration: str = "minmax",
+                      symmetric_activations: bool = False) -> None:
     """Quantize a :func:`prepare` d model, leaving the nodes named in ``keep_float`` in float32: ORT leaves
     them unquantized but still quantizes a tensor they read when its producer is quantized, so their
     activation inputs are then rewired to the float tensor before its QuantizeLinear (with Relu/Clip kept
     explicit, ``QDQKeepRemovableActivations``, so that tensor is the activation's output)."""
     from onnxruntime.quantization import (
+        CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_dynamic,
         quantize_static,
     )
 
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[calibration]
     unquantizable = _unquantizable(onnx.load(pre, load_external_data=False))
     if unquantizable and not any("grouped ConvTranspose" in n for n in notes):
         notes.append(f"left in float32: {len(unquantizable)} grouped ConvTranspose node(s) (ORT's per-channel "
                      f"quantizer cannot handle them)")
     exclude = sorted(set(unquantizable) | set(keep_float or ()))
-    extra = {"QDQKeepRemovableActivations": True} if keep_float is not None else {}
+    extra: dict[str, object] = {"QDQKeepRemovableActivations": True} if keep_float is not None else {}
+    if symmetric_activations:
+        extra["ActivationSymmetric"] = True
 
     def run(per_channel: bool) -> None:
         if mode is Int8.STATIC:
             assert data is not None
             quantize_static(str(pre), str(dst), _Reader(data), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                            activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=exclude, calibrate_method=method,
                             extra_options=extra)
         else:
             quantize_dynamic(str(pre), str(dst), per_channel=per_channel, weight_type=QuantType.QInt8,
