@@ -36,7 +36,14 @@ from onnxprune.compress.pipeline import (
 from onnxprune.compress.runnable import runnable
 from onnxprune.errors import UsageError
 from onnxprune.io import ensure_output_path, write_bytes_atomic, write_text_atomic
-from onnxprune.metrics import METRIC_HELP, default_metric, loss, metrics, outputs, parse_metric
+from onnxprune.metrics import (
+    METRIC_HELP,
+    default_metric,
+    loss,
+    metrics,
+    outputs,
+    parse_metric,
+)
 from onnxprune.passes.prune_connections import ConnectionPruning, scaled
 from onnxprune.paths import read_regular_file
 from onnxprune.progress import stage, timing

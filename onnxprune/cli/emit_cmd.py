@@ -8,8 +8,8 @@ from pathlib import Path
 
 from onnxprune.cli.common import add_data_args, console, image_preprocess, print_json
 from onnxprune.emit import EmitOptions, Int8, Style, Target, emit
-from onnxprune.emit.options import CalibrationMethod
 from onnxprune.emit.manifest import Manifest
+from onnxprune.emit.options import CalibrationMethod
 from onnxprune.metrics import METRIC_HELP, parse_metric
 from onnxprune.verify import parse_input_shapes
 

@@ -26,16 +26,23 @@ from onnxprune import __version__
 from onnxprune.api import fold, fold_passes, load
 from onnxprune.data import Dataset, load_data
 from onnxprune.emit.fp16 import FP16_BLOCK_LIST, to_float16
+from onnxprune.emit.int8_search import default_float_nodes, search
 from onnxprune.emit.manifest import Agreement, FileEntry, Manifest, sha256
 from onnxprune.emit.mobile import fix_shapes, to_ort_format, usability_report
 from onnxprune.emit.options import CalibrationMethod, EmitOptions, Int8, Target
 from onnxprune.emit.outdir import check_output_dir, staged_output_dir
-from onnxprune.emit.int8_search import default_float_nodes, search
 from onnxprune.emit.quantize import int8_role, prepare, quantize, quantize_prepared
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.io import save_model
-from onnxprune.metrics import LOWER_IS_BETTER, default_metric, metrics, outputs, parse_metric, sequence_metrics
+from onnxprune.metrics import (
+    LOWER_IS_BETTER,
+    default_metric,
+    metrics,
+    outputs,
+    parse_metric,
+    sequence_metrics,
+)
 from onnxprune.paths import check_paths
 from onnxprune.progress import stage, timing
 from onnxprune.verify import (
