@@ -11,7 +11,8 @@ the CLI as a user would:
   ``--recover lsq``; and ``sensitivity`` plans at the same MACs + lsq;
 - ``emit --target cpu --int8`` one shot, and with ``--max-drop 1`` (accuracy-driven, on the calibration split
   as evaluation data: the test split stays unseen);
-- ``compress --sparsity 0.8`` with refit, and ``compress --tolerance`` (per-layer sparsity from sensitivity).
+- ``compress --sparsity 0.8`` with refit, and ``compress --data`` alone (the default with data: per-layer
+  sparsity from sensitivity, ``--tolerance 0.01 --max-drop 1`` on the calibration split).
 
 Usage: python -m benchmarks.bench_hard [--models glyphs,textline] [--variants ...] [--out benchmarks/results]
 Writes hard.json and hard.md.
@@ -35,7 +36,7 @@ from benchmarks.common import machine
 HARD = Path(__file__).resolve().parents[1] / "models" / "hard"
 MODELS = ("glyphs", "textline")
 VARIANTS = ("original", "fold", "prune-0.7", "prune-0.7-bias", "prune-0.7-lsq", "prune-0.5-lsq",
-            "sensitivity-0.7-lsq", "int8", "int8-max-drop-1", "compress-0.8", "compress-tolerance")
+            "sensitivity-0.7-lsq", "int8", "int8-max-drop-1", "compress-0.8", "compress-default")
 
 
 def score(model_path: Path, name: str) -> dict[str, float]:
@@ -87,7 +88,7 @@ def variant(name: str, which: str, tmp: Path) -> Path:
             *extra)
         return tmp / which / "model.int8.onnx"
     elif which.startswith("compress-"):
-        how = ["--sparsity", "0.8"] if which == "compress-0.8" else ["--tolerance", "0.01"]
+        how = ["--sparsity", "0.8"] if which == "compress-0.8" else []      # default: --tolerance 0.01 --max-drop 1
         cli("compress", str(src), "-o", str(tmp / f"{which}.onnxz"), *how, "--data", calib)
         cli("decompress", str(tmp / f"{which}.onnxz"), "-o", str(out))
     else:
