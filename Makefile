@@ -51,9 +51,9 @@ demo: $(VENV)/.runtime
 test: $(VENV)/.dev
 	@$(BIN)/python -m pytest -n 2 -q; rc=$$?; echo "make test: done in $(ELAPSED) s (setup included)"; exit $$rc
 
-## bench: regenerate benchmarks/results/ — ten scripts, one after another (hours on 2 cores): the pipeline suite,
+## bench: regenerate benchmarks/results/ — eleven scripts, one after another (hours on 2 cores): the pipeline suite,
 ## the export scorecard, fold vs onnxsim/onnxslim, pruning accuracy and latency vs Torch-Pruning,
-## recovery/schedules, speed of the data-driven steps, emission, Deep Compression, zoo throughput
+## recovery/schedules, speed of the data-driven steps, emission, Deep Compression, zoo throughput, the hard benchmark
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_suite --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_exports --out benchmarks/results
@@ -65,6 +65,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_speed --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_compress --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_zoo --out benchmarks/results
+	$(BIN)/python -m benchmarks.bench_hard --out benchmarks/results
 
 ## zoo: export every reference model in every form to out/zoo
 zoo: $(VENV)/.dev
