@@ -1,0 +1,42 @@
+"""The committed hard benchmark models: they load, match the accuracy their training recorded on the test split,
+and do not saturate (so accuracy figures measured on them can move)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from onnxprune.cli.main import main
+from onnxprune.metrics import sequence_metrics
+
+HARD = Path(__file__).resolve().parents[1] / "models" / "hard"
+
+
+def test_results_are_reproduced_and_do_not_saturate():
+    results = json.loads((HARD / "results.json").read_text())
+    for name in ("glyphs", "textline"):
+        data = np.load(HARD / f"{name}_test.npz")
+        assert data["input"].dtype == np.float16 and len(data["input"]) == results[name]["test_samples"]
+        sess = ort.InferenceSession(str(HARD / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        out = np.concatenate([sess.run(None, {"input": data["input"][i:i + 200].astype(np.float32)})[0]
+                              for i in range(0, len(data["input"]), 200)])
+        if name == "glyphs":
+            measured = {"accuracy": float((out.argmax(1) == data["labels"]).mean())}
+        else:
+            m = sequence_metrics(out, out, data["labels"])
+            measured = {"line_accuracy": m["line-accuracy"], "cer": m["cer"]}
+        for key, value in measured.items():
+            assert value == pytest.approx(results[name]["test"][key], abs=2e-3), (name, key)
+        headline = measured.get("accuracy", measured.get("line_accuracy"))
+        assert 0.5 < headline < 0.97, (name, headline)     # a task that does not saturate
+        assert results[name]["params"] >= 1_000_000
+
+
+@pytest.mark.parametrize("name", ["glyphs", "textline"])
+def test_inspect_reads_them(name, capsys):
+    assert main(["inspect", str(HARD / f"{name}.onnx"), "-q"]) == 0
+    assert "prunable" in capsys.readouterr().out
