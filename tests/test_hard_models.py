@@ -40,3 +40,14 @@ def test_results_are_reproduced_and_do_not_saturate():
 def test_inspect_reads_them(name, capsys):
     assert main(["inspect", str(HARD / f"{name}.onnx"), "-q"]) == 0
     assert "prunable" in capsys.readouterr().out
+
+
+def test_emit_reports_line_metrics_of_the_recognizer(tmp_path):
+    """A CTC output on data: the manifest gives line accuracy, CER and line agreement for source and artifact."""
+    assert main(["emit", str(HARD / "textline.onnx"), "--target", "cpu", "-o", str(tmp_path / "out"),
+                 "--eval-data", str(HARD / "textline_test.npz"), "-q"]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    on_data = next(a for a in manifest["files"][0]["agreement"] if a["metrics"] is not None)
+    assert set(on_data["metrics"]) == {"line-agreement", "line-accuracy", "cer"}
+    assert on_data["metrics"]["line-accuracy"] == pytest.approx(on_data["source_metrics"]["line-accuracy"])
+    assert on_data["metrics"]["line-agreement"] == 1.0

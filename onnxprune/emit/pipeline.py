@@ -13,6 +13,7 @@ inputs (and on ``--data`` when given) before anything is reported; the folder ap
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from dataclasses import asdict, dataclass
@@ -129,8 +130,8 @@ def _agreement_data(source_out: np.ndarray, artifact_out: np.ndarray, data: Data
         agreement = Agreement(label, agreement.max_abs_diff, agreement.max_abs_output, top1, acc, src_acc, n)
     elif src.ndim == 3:
         labels = data.labels[:n] if data.labels is not None else None
-        agreement.metrics = sequence_metrics(src, artifact_out, labels)
-        agreement.source_metrics = sequence_metrics(src, src, labels)
+        agreement = dataclasses.replace(agreement, metrics=sequence_metrics(src, artifact_out, labels),
+                                        source_metrics=sequence_metrics(src, src, labels))
     return agreement
 
 
