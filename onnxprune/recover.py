@@ -210,15 +210,39 @@ def _lsq_fix(pruned: onnx.ModelProto, node: onnx.NodeProto, x: np.ndarray, y: np
     elif node.op_type == "MatMul" and w.ndim == 2:
         a = x.reshape(-1, x.shape[-1]).astype(np.float64)
         target = y.reshape(-1, y.shape[-1]).astype(np.float64)
-        sol = _ridge(a, target, intercept=False, prior=w.astype(np.float64))
-        _set_init(pruned, node, 1, sol.astype(w.dtype))
-        return _rel_err(a @ w.astype(np.float64), target), _rel_err(a @ sol, target)
+        bias_add = _bias_add_after(pruned, node, w.shape[1])
+        if bias_add is None:
+            sol = _ridge(a, target, intercept=False, prior=w.astype(np.float64))
+            _set_init(pruned, node, 1, sol.astype(w.dtype))
+            return _rel_err(a @ w.astype(np.float64), target), _rel_err(a @ sol, target)
+        add, index, bias = bias_add      # the Linear's bias Add: refit it too (as a shift of the MatMul output)
+        sol = _ridge(a, target, prior=np.vstack([w.astype(np.float64), np.zeros((1, w.shape[1]))]))
+        _set_init(pruned, node, 1, sol[:-1].astype(w.dtype))
+        _set_init(pruned, add, index, (bias.astype(np.float64) + sol[-1]).astype(bias.dtype))
+        after = a @ sol[:-1] + sol[-1]
+        return _rel_err(a @ w.astype(np.float64), target), _rel_err(after, target)
     else:
         return None
     after = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1) @ sol
     _set_init(pruned, node, 1, w_new.astype(w.dtype))
     _set_init(pruned, node, 2, sol[-1].astype(w.dtype))
     return _rel_err(before, target), _rel_err(after, target)
+
+
+def _bias_add_after(model: onnx.ModelProto, node: onnx.NodeProto, out: int
+                    ) -> tuple[onnx.NodeProto, int, np.ndarray] | None:
+    """The ``Add(MatMul, bias)`` of a Linear: the MatMul's only reader, adding a constant ``(out,)`` vector
+    (node, input index of the bias, its value); None otherwise."""
+    readers = [n for n in model.graph.node if node.output[0] in n.input]
+    if len(readers) != 1 or readers[0].op_type != "Add" or any(o.name == node.output[0] for o in model.graph.output):
+        return None
+    add = readers[0]
+    index = 1 - list(add.input).index(node.output[0])
+    tensor = _init(model, add.input[index])
+    if tensor is None:
+        return None
+    bias = numpy_helper.to_array(tensor)
+    return (add, index, bias) if bias.shape == (out,) and np.issubdtype(bias.dtype, np.floating) else None
 
 
 def _lsq_conv(pruned: onnx.ModelProto, node: onnx.NodeProto, w: np.ndarray, x: np.ndarray, y: np.ndarray,
@@ -280,10 +304,34 @@ def recover(original: onnx.ModelProto, pruned: onnx.ModelProto,
         _drop_unused_initializers(out)
         return out, fixes
     rng = np.random.default_rng(seed)
+    chosen = {n.name for n in nodes}
+    heads = [n for n in output_layers(out) if n.name not in chosen]
+    masks = {**masks, **{n.name: (np.ones(1, bool), None) for n in heads}}
     try:
-        return out, _lsq_all(original, out, nodes, masks, data, max_positions, rng)
+        return out, _lsq_all(original, out, nodes + heads, masks, data, max_positions, rng)
     finally:
         _drop_unused_initializers(out)
+
+
+_TOWARD_OUTPUT = frozenset({"Add", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Softmax",
+                            "LogSoftmax", "Sigmoid", "Cast"})
+
+
+def output_layers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The last weighted layer (Gemm, MatMul with a constant 2-D weight) before each graph output, through bias
+    Adds and data-movement or output activations: refit last, against the original's output, it corrects what
+    the layers before it (attention, LayerNorm, recurrent cells: never refit) pass on."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name for t in model.graph.initializer}
+    found: list[onnx.NodeProto] = []
+    for graph_output in model.graph.output:
+        node = producer.get(graph_output.name)
+        while node is not None and node.op_type in _TOWARD_OUTPUT:
+            node = next((producer[x] for x in node.input if x in producer and x not in inits), None)
+        if node is not None and node.op_type in ("Gemm", "MatMul") and len(node.input) > 1 \
+                and node.input[1] in inits and node not in found:
+            found.append(node)
+    return found
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:
@@ -305,6 +353,7 @@ def _lsq_loop(original: onnx.ModelProto, out: onnx.ModelProto, nodes: list[onnx.
               masks: dict[str, tuple[np.ndarray, np.ndarray | None]], data: Dataset, max_positions: int,
               rng: np.random.Generator, progress: Stage) -> list[ConsumerFix]:
     fixes: list[ConsumerFix] = []
+    masks_with_inputs = {name for name, (keep, _) in masks.items() if keep.size > 1 or not keep.all()}
     reference = ActivationStream(original, data)   # the original's tensors, computed once
     current = ActivationStream(out, data)          # the pruned model's, as the refits before each layer left it
     for node in nodes:  # topological order: each refit sees the inputs produced by the refits before it
@@ -318,6 +367,7 @@ def _lsq_loop(original: onnx.ModelProto, out: onnx.ModelProto, nodes: list[onnx.
             ok = _bias_fix(original, out, node, masks[node.name], original_input)
             fixes.append(ConsumerFix(node.name, "bias (lsq unsupported here)" if ok else "none"))
         else:
-            fixes.append(ConsumerFix(node.name, "lsq", *result))
+            fixes.append(ConsumerFix(node.name, "lsq" if node.name in masks_with_inputs else "lsq (output layer)",
+                                     *result))
         progress.advance(node.name)
     return fixes

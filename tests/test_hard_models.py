@@ -51,3 +51,21 @@ def test_emit_reports_line_metrics_of_the_recognizer(tmp_path):
     assert set(on_data["metrics"]) == {"line-agreement", "line-accuracy", "cer"}
     assert on_data["metrics"]["line-accuracy"] == pytest.approx(on_data["source_metrics"]["line-accuracy"])
     assert on_data["metrics"]["line-agreement"] == 1.0
+
+
+def test_recognizer_recovery_refits_the_linear_biases_and_the_output_layer(tmp_path):
+    """lsq on the recognizer: the Linear layers reading pruned channels are refit with their bias Add, and the
+    classifier (no pruned input, after LayerNorm and attention) is refit last against the original's logits."""
+    from onnxprune.recover import output_layers
+
+    report = tmp_path / "r.json"
+    assert main(["prune", str(HARD / "textline.onnx"), "-o", str(tmp_path / "p.onnx"), "--target-flops", "0.7",
+                 "--round-to", "8", "--recover", "lsq", "--data", str(HARD / "textline_calib.npz"), "--limit", "128",
+                 "--input-shape", "input=1x1x32x128", "--report", str(report), "-q"]) == 0
+    layers = {f["node"]: f for f in json.loads(report.read_text())["recovery"]["layers"]}
+    assert layers["/fc/MatMul"]["method"] == "lsq (output layer)"
+    assert layers["/proj/MatMul"]["method"] == "lsq"
+    assert all(f["error_after"] < f["error_before"] for f in layers.values())
+    import onnxprune
+
+    assert [n.name for n in output_layers(onnxprune.load(HARD / "textline.onnx"))] == ["/fc/MatMul"]
