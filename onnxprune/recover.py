@@ -32,7 +32,9 @@ from onnxprune.progress import Stage, stage
 
 RIDGE = 1e-5  # relative to the mean diagonal of the Gram matrix: only a guard against singular systems
 #: regularization strengths tried per layer (relative to the Gram matrix's mean diagonal), toward the prior
-RIDGE_GRID = (1e-5, 1e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0)
+RIDGE_GRID = (1e-5, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+RIDGE_GRID_LARGE = (1e-2, 1e-1, 1.0)   # for systems of more than LARGE_SYSTEM unknowns
+LARGE_SYSTEM = 1024
 RIDGE_AMPLE = RIDGE            # the strength when rows are ample: plain least squares
 ROWS_PER_UNKNOWN_SEARCH = 16   # below this many calibration rows per unknown, the strength is searched
 HELD_OUT = 0.2                 # fraction of a layer's rows that chooses its strength
@@ -149,32 +151,52 @@ def _ridge(a: np.ndarray, y: np.ndarray, intercept: bool = True, prior: np.ndarr
     toward ``prior`` (the layer's current weights, bias row included): ``min |a sol - y|^2 + lam |sol - prior|^2``.
 
     With few calibration rows per unknown (below :data:`ROWS_PER_UNKNOWN_SEARCH`: a late conv with many input
-    channels and few positions), ``lam`` is chosen per layer on held-out rows (a seeded fifth) from
-    :data:`RIDGE_GRID` — relative to the mean diagonal of the Gram matrix — then the system is solved on all
-    rows: such a layer keeps close to its own weights instead of overfitting the calibration set. With ample
+    channels and few positions), ``lam`` is chosen per layer on held-out rows (the last fifth: random positions
+    of a conv, the last samples of a Linear; :func:`_held_out_strength`), relative to the mean diagonal of the
+    Gram matrix, then the system is solved on all rows: such a layer keeps close to its own weights instead of overfitting the calibration set. With ample
     rows, plain least squares (:data:`RIDGE_AMPLE`; held-out error within a few percent of the best there)."""
     if intercept:
         a = np.concatenate([a, np.ones((a.shape[0], 1))], axis=1)
     if prior is None:
         prior = np.zeros((a.shape[1], y.shape[1]))
     best = RIDGE_AMPLE
-    held = np.random.default_rng(0).random(a.shape[0]) < HELD_OUT
-    if a.shape[0] < ROWS_PER_UNKNOWN_SEARCH * a.shape[1] and held.sum() >= 8 and (~held).sum() >= 8:
-        gram_fit, rhs_fit = _gram(a[~held]), a[~held].T @ y[~held]
-        scale = np.trace(gram_fit) / gram_fit.shape[0]
-        a_held, y_held = a[held], y[held]
-        errors = []
-        for rel in RIDGE_GRID:
-            lam = rel * scale
-            sol = np.linalg.solve(gram_fit + lam * np.eye(gram_fit.shape[0]), rhs_fit + lam * prior)
-            errors.append(float(np.sum((a_held @ sol - y_held) ** 2)))
-        best = RIDGE_GRID[int(np.argmin(errors))]
-        gram, rhs = gram_fit + _gram(a_held), rhs_fit + a_held.T @ y_held
+    cut = a.shape[0] - int(a.shape[0] * HELD_OUT)   # the last rows (sampled positions, or the last samples)
+    if a.shape[0] < ROWS_PER_UNKNOWN_SEARCH * a.shape[1] and min(cut, a.shape[0] - cut) >= 8:
+        gram_fit, rhs_fit = _gram(a[:cut]), a[:cut].T @ y[:cut]
+        best = _held_out_strength(gram_fit, rhs_fit, prior, a[cut:], y[cut:])
+        gram, rhs = gram_fit + _gram(a[cut:]), rhs_fit + a[cut:].T @ y[cut:]
     else:
         gram, rhs = _gram(a), a.T @ y
     lam = best * np.trace(gram) / gram.shape[0]
     gram[np.diag_indices_from(gram)] += lam
     return np.linalg.solve(gram, rhs + lam * prior)
+
+
+def _held_out_strength(gram: np.ndarray, rhs: np.ndarray, prior: np.ndarray, a_held: np.ndarray,
+                       y_held: np.ndarray) -> float:
+    """The strength (relative to the mean diagonal of ``gram``) with the least held-out error: the coarse grid
+    :data:`RIDGE_GRID`, then the geometric midpoints beside the best of it. The trial solves run in float32
+    (a choice among strengths a factor of ~3 apart does not need float64)."""
+    scale = np.trace(gram) / gram.shape[0]
+    g32, r32, p32 = gram.astype(np.float32), rhs.astype(np.float32), prior.astype(np.float32)
+    a32, y32 = a_held.astype(np.float32), y_held.astype(np.float32)
+    eye = np.eye(gram.shape[0], dtype=np.float32)
+    tried: dict[float, float] = {}
+
+    def error(rel: float) -> float:
+        if rel not in tried:
+            lam = np.float32(rel * scale)
+            sol = np.linalg.solve(g32 + lam * eye, r32 + lam * p32)
+            tried[rel] = float(np.sum((a32 @ sol - y32) ** 2))
+        return tried[rel]
+
+    if gram.shape[0] > LARGE_SYSTEM:     # each trial a large factorization: the three strengths that win there
+        return min(RIDGE_GRID_LARGE, key=error)
+    best = min(RIDGE_GRID, key=error)
+    for rel in (best / np.sqrt(10), best * np.sqrt(10)):
+        if RIDGE_GRID[0] < rel < RIDGE_GRID[-1]:
+            error(float(rel))
+    return min(tried, key=tried.get)
 
 
 def _gram(a: np.ndarray) -> np.ndarray:
