@@ -254,7 +254,7 @@ def _int8(src: Path, dst: Path, options: EmitOptions, calibration: Dataset | Non
     def quantize_excluding(names: list[str], how: str | None = None) -> Path:
         path = work / f"int8_try{next(tries)}.onnx"
         quantize_prepared(pre, path, options.int8, calibration, notes, names, how or method,
-                          options.symmetric_activations)
+                          options.symmetric_activations, float_inputs=options.max_drop is not None)
         return path
 
     metric = None
