@@ -76,37 +76,12 @@ TASKS: dict[str, Task] = {
 }
 
 
-def ctc_greedy(logits: np.ndarray) -> list[list[int]]:
-    """Best-path decoding of (N, T, classes) logits: argmax, merge repeats, drop blanks (0)."""
-    best = logits.argmax(-1)
-    out = []
-    for row in best:
-        seq, prev = [], 0
-        for c in row:
-            if c != prev and c != 0:
-                seq.append(int(c))
-            prev = c
-        out.append(seq)
-    return out
-
-
-def edit_distance(a: list[int], b: list[int]) -> int:
-    prev = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        cur = [i] + [0] * len(b)
-        for j, y in enumerate(b, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
-        prev = cur
-    return prev[-1]
-
-
 def line_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Exact-line accuracy and character error rate of greedy CTC decoding against padded targets."""
-    decoded = ctc_greedy(logits)
-    truth = [[int(c) for c in row if c > 0] for row in labels]
-    exact = np.mean([d == t for d, t in zip(decoded, truth)])
-    cer = sum(edit_distance(d, t) for d, t in zip(decoded, truth)) / max(sum(len(t) for t in truth), 1)
-    return {"line_accuracy": float(exact), "cer": float(cer)}
+    from onnxprune.metrics import sequence_metrics
+
+    m = sequence_metrics(logits, logits, labels)
+    return {"line_accuracy": m["line-accuracy"], "cer": m["cer"]}
 
 
 def _loss(name: str, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
