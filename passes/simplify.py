@@ -27,7 +27,6 @@ default domain are not touched; nothing is done that needs a shape or dtype the 
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -379,18 +378,11 @@ class Simplify(GraphPass):
                               + constant_reshape_targets(graph, names) + merge_slices(graph, names)
                               + flatten_concats(graph))
             applied = [f for f in round_findings if f.applied]
-            findings.extend(f for f in round_findings if f.applied or f not in findings)
+            findings.extend(round_findings)
             graph.nodes = [n for n in graph.nodes if n.outputs]
             if applied:
                 graph.cleanup(remove_unused_graph_inputs=False)
             changed_any |= bool(applied or shared)
             if not applied:
                 break
-        return PassResult(graph, changed_any, _dedupe(findings))
-
-
-def _dedupe(findings: list[Finding]) -> tuple[Finding, ...]:
-    counts: dict[Finding, int] = defaultdict(int)
-    for f in findings:
-        counts[f] += 1
-    return tuple(counts)
+        return PassResult(graph, changed_any, tuple(dict.fromkeys(findings)))
