@@ -28,6 +28,7 @@ from onnx import helper, numpy_helper
 
 from onnxprune.activations import ActivationStream
 from onnxprune.data import Dataset
+from onnxprune.output_layers import layers_before_outputs
 from onnxprune.progress import Stage, stage
 
 RIDGE = 1e-5  # relative to the mean diagonal of the Gram matrix: only a guard against singular systems
@@ -339,25 +340,13 @@ def recover(original: onnx.ModelProto, pruned: onnx.ModelProto,
         _drop_unused_initializers(out)
 
 
-_TOWARD_OUTPUT = frozenset({"Add", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Softmax",
-                            "LogSoftmax", "Sigmoid", "Cast"})
-
-
 def output_layers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """The last weighted layer (Gemm, MatMul with a constant 2-D weight) before each graph output, through bias
     Adds and data-movement or output activations: refit last, against the original's output, it corrects what
     the layers before it (attention, LayerNorm, recurrent cells: never refit) pass on."""
-    producer = {o: n for n in model.graph.node for o in n.output}
     inits = {t.name for t in model.graph.initializer}
-    found: list[onnx.NodeProto] = []
-    for graph_output in model.graph.output:
-        node = producer.get(graph_output.name)
-        while node is not None and node.op_type in _TOWARD_OUTPUT:
-            node = next((producer[x] for x in node.input if x in producer and x not in inits), None)
-        if node is not None and node.op_type in ("Gemm", "MatMul") and len(node.input) > 1 \
-                and node.input[1] in inits and node not in found:
-            found.append(node)
-    return found
+    return [n for n in layers_before_outputs(model, frozenset({"Gemm", "MatMul"}))
+            if len(n.input) > 1 and n.input[1] in inits]
 
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> None:

@@ -29,13 +29,11 @@ import onnx
 
 from onnxprune.data import Dataset
 from onnxprune.metrics import LOWER_IS_BETTER, Metric, UserMetric, metrics
+from onnxprune.output_layers import layers_before_outputs
 from onnxprune.progress import stage
 
 EVAL_SAMPLES = 1000
 ERROR_SAMPLES = 32
-_PASS_THROUGH = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Identity", "Add", "Softmax",
-                           "LogSoftmax", "Sigmoid", "Relu", "Cast"})
-_WEIGHTED = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
 @dataclass(frozen=True)
@@ -92,20 +90,14 @@ def name_nodes(model: onnx.ModelProto) -> None:
 def default_float_nodes(model: onnx.ModelProto) -> list[FloatNode]:
     """LayerNormalization, Softmax, activation-by-activation MatMul, and the last weighted layer of each output."""
     inits = {t.name for t in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
     out: dict[str, FloatNode] = {}
     for n in model.graph.node:
         if n.op_type in ("LayerNormalization", "Softmax"):
             out[n.name] = FloatNode(n.name, n.op_type, f"{n.op_type} stays float (ONNX Runtime's advice)")
         elif n.op_type == "MatMul" and all(x not in inits for x in n.input):
             out[n.name] = FloatNode(n.name, n.op_type, "MatMul of two activations (attention) stays float")
-    for graph_output in model.graph.output:
-        node = producer.get(graph_output.name)
-        while node is not None and node.op_type not in _WEIGHTED and node.op_type in _PASS_THROUGH:
-            node = next((producer[x] for x in node.input if x in producer), None)
-        if node is not None and node.op_type in _WEIGHTED:
-            out[node.name] = FloatNode(node.name, node.op_type, "last layer before the output (classifier) "
-                                                                "stays float")
+    for node in layers_before_outputs(model):
+        out[node.name] = FloatNode(node.name, node.op_type, "last layer before the output (classifier) stays float")
     return list(out.values())
 
 
