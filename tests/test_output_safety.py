@@ -286,6 +286,34 @@ def test_sigterm_leaves_no_partial_output(tmp_path, command):
     assert list(tmp_path.iterdir()) == []
 
 
+DEFERRED = """
+import os, signal, sys
+from onnxprune.signals import Terminated, signals_deferred, termination_as_interrupt
+reached = []
+try:
+    with termination_as_interrupt():
+        with signals_deferred():
+            os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+            import torch  # a C extension whose import an interrupt would abort
+            reached.append(torch.zeros(2).shape[0])
+        reached.append("after")
+except KeyboardInterrupt as e:
+    print(reached, type(e).__name__, getattr(e, "signum", None))
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_signal_during_a_deferred_import_is_delivered_after_it(sig):
+    """emit lazily imports onnxruntime.quantization, which imports torch: a SIGTERM raised inside torch's
+    import aborted the process (temp folder left) or was swallowed (exit 0, signal ignored)."""
+    got = subprocess.run([sys.executable, "-c", DEFERRED, sig], check=False, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    signum = getattr(signal, sig)
+    expected = "Terminated" if sig != "SIGINT" else "KeyboardInterrupt"
+    assert got.returncode == 0 and got.stdout.split() == ["[2]", expected,
+                                                          str(int(signum)) if sig != "SIGINT" else "None"], got
+
+
 def zoo_with_busy_workers(tmp_path: Path, models: int) -> tuple[subprocess.Popen[str], Path, list[int]]:
     """A zoo run (2 workers, a sensitivity step of several seconds per model), once both workers are busy."""
     zoo = tmp_path / "zoo"

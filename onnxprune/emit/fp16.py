@@ -7,6 +7,7 @@ from __future__ import annotations
 import onnx
 
 from onnxprune.normalize import toposort
+from onnxprune.signals import import_deferred
 
 #: Kept in float32, on top of the converter's defaults: reductions and pooling sums can exceed 65504; Exp/Pow/Log
 #: and reciprocal/sqrt overflow or lose precision; Resize's coordinate math needs float32; normalizations compute
@@ -18,10 +19,8 @@ FP16_BLOCK_LIST = ("Resize", "Upsample", "ReduceMean", "ReduceSum", "ReduceSumSq
 
 
 def to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
-    from onnxruntime.transformers.float16 import (
-        DEFAULT_OP_BLOCK_LIST,
-        convert_float_to_float16,
-    )
+    float16 = import_deferred("onnxruntime.transformers.float16")
+    DEFAULT_OP_BLOCK_LIST, convert_float_to_float16 = float16.DEFAULT_OP_BLOCK_LIST, float16.convert_float_to_float16
 
     out = convert_float_to_float16(model, keep_io_types=True,
                                    op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FP16_BLOCK_LIST))

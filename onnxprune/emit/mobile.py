@@ -15,6 +15,7 @@ import onnx
 from onnxprune.emit.options import Style
 from onnxprune.errors import UsageError
 from onnxprune.interface import fix_input_shapes
+from onnxprune.signals import import_deferred
 from onnxprune.verify import graph_inputs
 
 
@@ -31,10 +32,8 @@ def fix_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> on
 
 def to_ort_format(onnx_path: Path, out_dir: Path, style: Style) -> tuple[Path, Path]:
     """Convert; returns (the .ort model, the required-operators config)."""
-    from onnxruntime.tools.convert_onnx_models_to_ort import (
-        OptimizationStyle,
-        convert_onnx_models_to_ort,
-    )
+    tool = import_deferred("onnxruntime.tools.convert_onnx_models_to_ort")
+    OptimizationStyle, convert_onnx_models_to_ort = tool.OptimizationStyle, tool.convert_onnx_models_to_ort
 
     logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
 
@@ -55,7 +54,7 @@ def to_ort_format(onnx_path: Path, out_dir: Path, style: Style) -> tuple[Path, P
 
 def usability_report(onnx_path: Path) -> tuple[str, dict[str, object]]:
     """ORT's NNAPI/CoreML usability check, as text and as a summary for the manifest."""
-    from onnxruntime.tools.mobile_helpers.usability_checker import analyze_model
+    analyze_model = import_deferred("onnxruntime.tools.mobile_helpers.usability_checker").analyze_model
 
     buffer = io.StringIO()
     logger = logging.getLogger("onnxprune.mobile_usability")

@@ -17,6 +17,7 @@ from onnxprune.data import Dataset
 from onnxprune.emit.options import Int8
 from onnxprune.errors import VerificationError
 from onnxprune.normalize import default_opset
+from onnxprune.signals import import_deferred
 from onnxprune.workdir import private_cwd
 
 PER_CHANNEL_MIN_OPSET = 13
@@ -48,7 +49,7 @@ def quiet_root_logger() -> Iterator[None]:
 
 
 def preprocess(src: Path, dst: Path, notes: list[str]) -> None:
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    quant_pre_process = import_deferred("onnxruntime.quantization.shape_inference").quant_pre_process
 
     src, dst = src.resolve(), dst.resolve()
     with private_cwd(), quiet_root_logger():  # symbolic shape inference writes sym_shape_infer_temp.onnx into the cwd on failure
@@ -95,13 +96,10 @@ def quantize_prepared(pre: Path, dst: Path, mode: Int8, data: Dataset | None, no
     their activation inputs are rewired to the float tensor before its QuantizeLinear (with Relu/Clip kept
     explicit, ``QDQKeepRemovableActivations``, so that tensor is the activation's output; the explicit
     activations cost ORT ~10% of int8 speed on ResNet-56, so only the accuracy-driven search asks for it)."""
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    ort_quantization = import_deferred("onnxruntime.quantization")
+    CalibrationMethod, QuantFormat, QuantType = (ort_quantization.CalibrationMethod, ort_quantization.QuantFormat,
+                                                 ort_quantization.QuantType)
+    quantize_dynamic, quantize_static = ort_quantization.quantize_dynamic, ort_quantization.quantize_static
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[calibration]
