@@ -29,6 +29,16 @@ def save(model: onnx.ModelProto, path: str | os.PathLike[str], *, source: str | 
     save_model(model, path, external_data=external_data, inputs=(source,) if source else (), full_check=True)
 
 
+def finetune(student: onnx.ModelProto, data: object, **kwargs: object) -> object:
+    """Distillation fine-tuning of ``student`` in its own graph: :func:`onnxprune.training.finetune` (see there
+    for the arguments; returns a ``FinetuneResult``). Imports PyTorch on first use."""
+    try:
+        from onnxprune.training import finetune as run
+    except ImportError as e:
+        raise ImportError("onnxprune.finetune needs PyTorch: pip install 'onnxprune[finetune]'") from e
+    return run(student, data, **kwargs)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class FoldResult:
     model: onnx.ModelProto

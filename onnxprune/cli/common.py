@@ -48,12 +48,16 @@ def input_spec(args: argparse.Namespace, batch: int | None = None) -> InputSpec:
     return InputSpec(parse_input_shapes(args.input_shape), batch if batch is not None else args.batch)
 
 
-def load_model(path: str | Path, *, ort_artifact: bool = False) -> onnx.ModelProto:
-    """``onnxprune.load`` that tells the user, on stderr, what was repaired in the file's interface."""
+def load_model(path: str | Path, *, ort_artifact: bool = False, normalized: bool = True) -> onnx.ModelProto:
+    """``onnxprune.load`` that tells the user, on stderr, what was repaired in the file's interface.
+    ``normalized=False``: the graph as the file has it (interface repairs only), for commands that must keep
+    its structure."""
     from onnxprune.api import load
+    from onnxprune.io import read_model
 
     notes: list[str] = []
-    model = load(path, notes, ort_artifact=ort_artifact)
+    model = load(path, notes, ort_artifact=ort_artifact) if normalized else \
+        read_model(path, notes, ort_artifact=ort_artifact)
     for note in notes:
         err_console.print(f"onnxprune: note: {path}: {note}", soft_wrap=True, markup=False)
     return model

@@ -10,6 +10,7 @@ from onnxprune.cli import (
     bench_cmd,
     compress_cmd,
     emit_cmd,
+    finetune_cmd,
     fold_cmd,
     inspect_cmd,
     prune_cmd,
@@ -22,7 +23,8 @@ from onnxprune.limits import is_out_of_memory
 from onnxprune.progress import Reporter, reporting
 from onnxprune.signals import Terminated, exit_status, termination_as_interrupt
 
-SUBCOMMANDS = (inspect_cmd, fold_cmd, prune_cmd, sensitivity_cmd, compress_cmd, emit_cmd, bench_cmd, zoo_cmd)
+SUBCOMMANDS = (inspect_cmd, fold_cmd, prune_cmd, sensitivity_cmd, compress_cmd, finetune_cmd, emit_cmd, bench_cmd,
+               zoo_cmd)
 
 
 def build_parser() -> OneLineParser:

@@ -1,0 +1,216 @@
+"""onnxprune finetune: the differentiable engine agrees with ONNX Runtime (or refuses), weights are written back
+into the same graph, and distillation improves a pruned model on held-out digits."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from models.architectures import ZOO
+from models.zoo_cache import zoo_model
+from onnxprune.cli.main import main
+from onnxprune.data import load_data
+from onnxprune.errors import UnsupportedModelError, VerificationError
+from onnxprune.io import read_model
+from onnxprune.training import FinetuneOptions, OnnxModule, finetune, trainable_names, verify_engine, write_back
+from onnxprune.training import engine as engine_module
+from onnxprune.verify import InputSpec, make_session, random_inputs, resolve_input_shapes, run
+from tests.graphs import init
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "models" / "digits"
+CALIB = DIGITS / "digits_calib.npz"
+TEST = DIGITS / "digits_test.npz"
+
+
+def feeds_for(model: onnx.ModelProto, batch: int = 2) -> dict[str, np.ndarray]:
+    return random_inputs(model, resolve_input_shapes(model, InputSpec(batch=batch)))
+
+
+@pytest.fixture(scope="module")
+def digits_train(tmp_path_factory) -> Path:
+    """The digits training split (the models' own; disjoint from the test split)."""
+    from models.train_digits import load_digits_split
+
+    x_tr, y_tr, _, _ = load_digits_split()
+    path = tmp_path_factory.mktemp("train") / "digits_train.npz"
+    np.savez(path, input=x_tr.astype(np.float32), labels=y_tr.astype(np.int64))
+    return path
+
+
+# --- the engine ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("form", ["legacy_bn", "dynamo", "identity", "paddle"])
+def test_engine_agrees_with_onnx_runtime_or_refuses(name, form):
+    path = zoo_model(name, form)
+    model = read_model(path)
+    try:
+        module = OnnxModule(model)
+    except UnsupportedModelError as e:        # refused with the op list, before any training
+        assert "LSTM" in str(e) and name == "crnn", e
+        return
+    relative = verify_engine(model, module, feeds_for(model))
+    assert relative < 1e-5
+
+
+def test_engine_refuses_a_model_it_does_not_reproduce(monkeypatch):
+    model = read_model(DIGITS / "studentnet.onnx")
+    conv = engine_module.OPS["Conv"]
+    monkeypatch.setitem(engine_module.OPS, "Conv", lambda ctx, *xs: conv(ctx, *xs) * 1.001)   # off by 0.1%
+    with pytest.raises(VerificationError, match="disagrees with ONNX Runtime"):
+        verify_engine(model, OnnxModule(model), feeds_for(model))
+
+
+def test_unsupported_op_is_a_one_line_refusal(tmp_path, capsys):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Hardmax", ["m"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [init("w", np.eye(4, dtype=np.float32))]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 4), np.float32), labels=np.zeros(4, np.int64))
+    code = main(["finetune", str(path), "-o", str(tmp_path / "o.onnx"), "--data", str(tmp_path / "d.npz"), "-q"])
+    err = capsys.readouterr().err
+    assert code == UnsupportedModelError.exit_code and "Hardmax (no implementation)" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o.onnx").exists()
+
+
+def weights_as_constants_and_aliases() -> onnx.ModelProto:
+    """Weights in the forms other exporters write: a Constant node, an Identity alias, a Reshape(bias)."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    fc = rng.standard_normal((6, 5)).astype(np.float32)
+    nodes = [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w, "w_value")),
+             helper.make_node("Identity", ["b_raw"], ["b_alias"]),
+             helper.make_node("Reshape", ["b_alias", "b_shape"], ["b"]),
+             helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("MatMul", ["f", "fc"], ["y"])]
+    inits = [init("b_raw", b), init("b_shape", np.array([6], np.int64)), init("fc", fc)]
+    graph = helper.make_graph(nodes, "aliases", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 5])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_constant_and_aliased_weights_train_and_write_back_into_the_same_graph():
+    model = weights_as_constants_and_aliases()
+    assert sorted(trainable_names(model)) == ["b_raw", "fc", "w"]
+    module = OnnxModule(model)
+    verify_engine(model, module, feeds_for(model))
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.5)
+    out = write_back(model, module)
+    onnx.checker.check_model(out, full_check=True)
+    assert [(n.name, n.op_type, list(n.input), list(n.output)) for n in out.graph.node] == \
+        [(n.name, n.op_type, list(n.input), list(n.output)) for n in model.graph.node]
+    assert [i.name for i in out.graph.initializer] == [i.name for i in model.graph.initializer]
+    assert out.opset_import == model.opset_import and out.graph.input == model.graph.input
+    feeds = feeds_for(model)
+    with torch.no_grad():
+        expected = module(engine_module.to_torch(feeds))["y"].numpy()
+    np.testing.assert_allclose(run(make_session(out), feeds)["y"], expected, rtol=1e-4, atol=1e-5)
+    before = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    after = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    np.testing.assert_array_equal(after["b_shape"], before["b_shape"])   # shape operands are never trained
+    assert not np.array_equal(after["b_raw"], before["b_raw"])
+
+
+# --- fine-tuning -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pruned_student(tmp_path_factory) -> Path:
+    """StudentNet at -70% MACs with least-squares recovery: below the original on held-out digits."""
+    out = tmp_path_factory.mktemp("student") / "student.onnx"
+    assert main(["prune", str(DIGITS / "studentnet.onnx"), "-o", str(out), "--target-flops", "0.3", "--round-to",
+                 "8", "--recover", "lsq", "--data", str(CALIB), "-q"]) == 0
+    return out
+
+
+def accuracy(path: Path) -> float:
+    data = np.load(TEST)
+    session = make_session(str(path), optimize=True)
+    logits = session.run(None, {"input": data["input"]})[0]
+    return float((logits.argmax(1) == data["labels"]).mean())
+
+
+def test_finetune_beats_lsq_on_held_out_digits_and_keeps_the_graph(pruned_student, digits_train, tmp_path):
+    out, report = tmp_path / "ft.onnx", tmp_path / "ft.json"
+    assert main(["finetune", str(pruned_student), "-o", str(out), "--teacher", str(DIGITS / "studentnet.onnx"),
+                 "--data", str(digits_train), "--epochs", "2", "--threads", "1", "--report", str(report), "-q"]) == 0
+    lsq, tuned = accuracy(pruned_student), accuracy(out)
+    assert tuned > lsq + 0.02, (lsq, tuned)
+    before, after = onnx.load(pruned_student), onnx.load(out)
+    assert [(n.name, n.op_type) for n in after.graph.node] == [(n.name, n.op_type) for n in before.graph.node]
+    assert after.graph.input == before.graph.input and after.graph.output == before.graph.output
+    r = json.loads(report.read_text())
+    assert r["steps"] == 2 * (1347 // 32) and len(r["loss_curve"]) == r["steps"] and r["trained"]
+    assert r["loss_curve"][-1][1] < r["loss_curve"][0][1]
+
+
+def test_kd_only_without_labels_freeze_and_never_worse_on_eval(pruned_student, digits_train, tmp_path):
+    student = read_model(pruned_student)
+    teacher = read_model(DIGITS / "studentnet.onnx")
+    data = load_data(digits_train, student)
+    unlabelled = type(data)(data.inputs, None)
+    first_conv = next(n for n in student.graph.node if n.op_type == "Conv")
+    frozen = {first_conv.input[1]} | ({first_conv.input[2]} if len(first_conv.input) > 2 else set())
+    result = finetune(student, unlabelled, teacher=teacher, eval_data=load_data(TEST, student),
+                      options=FinetuneOptions(steps=40, threads=1, freeze=(first_conv.name,)))
+    assert set(result.frozen) == frozen and result.after is not None and result.before is not None
+    assert result.after["accuracy"] >= result.before["accuracy"]      # the best on eval data, the start included
+    old = {t.name: numpy_helper.to_array(t) for t in student.graph.initializer}
+    new = {t.name: numpy_helper.to_array(t) for t in result.model.graph.initializer}
+    for name in frozen:
+        assert new[name].tobytes() == old[name].tobytes()             # frozen: bit-equal
+    assert result.best_step == 0 or any(not np.array_equal(new[n], old[n]) for n in result.trained)
+
+
+def test_masks_keep_pruned_connections_at_zero(pruned_student, digits_train):
+    student = read_model(pruned_student)
+    for t in student.graph.initializer:          # prune half of every weight's connections, as compress does
+        w = numpy_helper.to_array(t)
+        if w.ndim >= 2:
+            w = np.where(np.abs(w) < np.median(np.abs(w)), 0, w).astype(w.dtype)
+            t.CopyFrom(numpy_helper.from_array(w, t.name))
+    zeros = {t.name: numpy_helper.to_array(t) == 0 for t in student.graph.initializer}
+    result = finetune(student, load_data(digits_train, student), teacher=read_model(DIGITS / "studentnet.onnx"),
+                      options=FinetuneOptions(steps=10, threads=1, masks=True))
+    for t in result.model.graph.initializer:
+        w = numpy_helper.to_array(t)
+        assert (w[zeros[t.name]] == 0).all(), t.name
+
+
+def test_sigterm_during_finetune_leaves_nothing_half_written(pruned_student, digits_train, tmp_path):
+    out = tmp_path / "out" / "ft.onnx"
+    out.parent.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "onnxprune", "finetune", str(pruned_student), "-o", str(out),
+                             "--teacher", str(DIGITS / "studentnet.onnx"), "--data", str(digits_train),
+                             "--steps", "100000", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 120
+    seen = ""
+    while "fine-tuning:" not in seen and time.monotonic() < deadline and proc.poll() is None:
+        seen += os.read(proc.stderr.fileno(), 4096).decode()
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, seen + err
+    assert list(out.parent.iterdir()) == []
