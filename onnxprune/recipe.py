@@ -6,13 +6,14 @@ eval-data: heldout.npz          # optional: --eval-data for prune/compress/emit,
 steps:
   - fold
   - prune: {target-flops: 0.7, criterion: l1, round-to: 8, recover: lsq}
+  - finetune: {data: train.npz, epochs: 3}   # distils the model's original (the teacher unless given)
   - compress: {sparsity: 0.9, runnable: true}
   - emit: {target: [cpu, mobile], int8: static}
   - bench: {runs: 20}
 ```
 
-Each step is a subcommand (``fold``, ``prune``, ``sensitivity``, ``compress``, ``emit``, ``bench``); its keys are
-that subcommand's long options without the dashes (``target-flops`` or ``target_flops``). ``true`` gives a flag,
+Each step is a subcommand (``fold``, ``prune``, ``sensitivity``, ``finetune``, ``compress``, ``emit``, ``bench``);
+its keys are that subcommand's long options without the dashes (``target-flops`` or ``target_flops``). ``true`` gives a flag,
 ``false`` leaves it out, a list repeats an option that takes several values (``--exclude``, ``--sparsity-for``);
 ``emit: {target: [...]}`` emits once per target. The runner sets the model, ``-o`` and the report files, and
 writes what ``dump-dir``, ``plan-out`` and ``runnable: true`` ask for into the model's folder; a
@@ -32,7 +33,7 @@ from typing import Any
 
 from onnxprune.errors import UsageError
 
-STEPS = ("fold", "prune", "sensitivity", "compress", "emit", "bench")
+STEPS = ("fold", "prune", "sensitivity", "finetune", "compress", "emit", "bench")
 RUNNER_SET = {"model", "models", "output", "report", "json", "csv", "markdown", "html", "plot"}
 #: Options that name a file or folder to write: in a recipe only ``true`` (the runner writes it into the model's
 #: output folder, named after the step) or ``false``, so no step writes outside that folder.
@@ -254,6 +255,8 @@ def _needs_data(step: Step) -> str | None:
     recover = step.option("recover")
     if step.kind == "sensitivity":
         return "it measures each group on data"
+    if step.kind == "finetune":
+        return "it trains on data"
     if step.kind == "prune":
         if recover in ("bias", "lsq"):
             return f"recover {recover}"

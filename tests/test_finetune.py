@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models.architectures import ZOO
 from models.zoo_cache import zoo_model
+from onnxprune.api import load as onnxprune_load
 from onnxprune.cli.main import main
 from onnxprune.data import load_data
 from onnxprune.errors import UnsupportedModelError, VerificationError
@@ -214,3 +215,66 @@ def test_sigterm_during_finetune_leaves_nothing_half_written(pruned_student, dig
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM, seen + err
     assert list(out.parent.iterdir()) == []
+
+
+def test_compress_retraining_keeps_masks_and_codebooks_and_decodes_bit_exact(digits_train):
+    from onnxprune.compress.pipeline import CompressOptions, compress, decode, decompress
+    from onnxprune.passes.prune_connections import ConnectionPruning
+    from onnxprune.training.deep_compression import DistillRetrainer
+
+    class MaskedOnly(DistillRetrainer):
+        def centroids(self, model, teacher, ties):
+            return model, {name: codebook for name, (codebook, _) in ties.items()}
+
+    model = onnxprune_load(DIGITS / "studentnet.onnx")
+    options = CompressOptions(ConnectionPruning(sparsity=0.7))
+    train = load_data(digits_train, model)
+    plain = compress(model, options)
+    masked = compress(model, options, retrain=MaskedOnly(train, FinetuneOptions(steps=15, threads=1)))
+    tuned = compress(model, options, retrain=DistillRetrainer(train, FinetuneOptions(steps=15, threads=1)))
+    pruned = {t.name: t.values == 0 for t in decode(plain.container)[1]}
+    shared = {t.name: t for t in decode(masked.container)[1]}
+    changed = 0
+    for t in decode(tuned.container)[1]:
+        assert np.array_equal(t.values == 0, pruned[t.name]), t.name         # retraining kept every pruned zero
+        s = shared[t.name]
+        assert t.codebook is not None and t.codebook.shape == s.codebook.shape and t.codebook[0] == 0
+        assert np.array_equal(t.indices, s.indices)                           # centroid indices fixed
+        changed += not np.array_equal(t.codebook, s.codebook)
+    assert changed                                                            # the codebooks were trained
+    restored = decompress(tuned.container)
+    got = {i.name: numpy_helper.to_array(i) for i in restored.graph.initializer}
+    for i in tuned.model.graph.initializer:
+        assert got[i.name].tobytes() == numpy_helper.to_array(i).tobytes(), i.name   # bit-exact decompress
+
+
+@pytest.mark.parametrize("schedule", ["oneshot", "iterative"])
+def test_prune_with_finetune_oneshot_and_cycles(digits_train, tmp_path, schedule):
+    out, report = tmp_path / "p.onnx", tmp_path / "p.json"
+    assert main(["prune", str(DIGITS / "studentnet.onnx"), "-o", str(out), "--target-flops", "0.5", "--round-to", "8",
+                 "--recover", "lsq", "--data", str(CALIB), "--finetune-epochs", "0.4", "--finetune-data",
+                 str(digits_train), "--schedule", schedule, "--steps", "2", "--report", str(report), "-q"]) == 0
+    r = json.loads(report.read_text())
+    if schedule == "oneshot":
+        assert r["finetune"]["steps"] == round(0.4 * (1347 // 32))
+    else:
+        assert [x["round"] for x in r["rounds"]] == [1, 2] and r["rounds"][-1]["macs_kept"] <= 0.5
+        assert all(x["finetune_steps"] == round(0.2 * (1347 // 32)) for x in r["rounds"])   # same total budget
+    assert accuracy(out) > 0.5
+
+
+def test_recipe_finetune_step_distils_the_input_model(digits_train, tmp_path):
+    from onnxprune.recipe import parse_recipe
+
+    recipe = parse_recipe(f"data: {CALIB}\nsteps:\n  - prune: {{target-flops: 0.5, recover: lsq}}\n"
+                          f"  - finetune: {{data: {digits_train}, steps: 5, threads: 1}}\n")
+    assert [s.kind for s in recipe.steps] == ["prune", "finetune"]
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "studentnet.onnx").write_bytes((DIGITS / "studentnet.onnx").read_bytes())
+    (tmp_path / "r.yaml").write_text(f"data: {CALIB}\nsteps:\n  - prune: {{target-flops: 0.5, recover: lsq}}\n"
+                                     f"  - finetune: {{data: {digits_train}, steps: 5, threads: 1}}\n")
+    assert main(["zoo", str(zoo), "-o", str(tmp_path / "out"), "--recipe", str(tmp_path / "r.yaml"), "-q"]) == 0
+    folder = tmp_path / "out" / "studentnet"
+    report = json.loads(next(folder.glob("*-finetune.json")).read_text())
+    assert report["teacher"] == str(zoo / "studentnet.onnx") and report["steps"] == 5

@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+import onnx
+
 from onnxprune.api import save
 from onnxprune.cli.common import (
     add_data_args,
@@ -16,6 +18,7 @@ from onnxprune.cli.common import (
     glob_values,
     guard_paths,
     human,
+    image_preprocess,
     load_model,
     print_json,
 )
@@ -29,11 +32,13 @@ from onnxprune.compress.layer_sparsity import (
 from onnxprune.compress.pipeline import (
     CompressOptions,
     CompressResult,
+    Retrainer,
     Sharing,
     compress,
     decompress,
 )
 from onnxprune.compress.runnable import runnable
+from onnxprune.data import load_data
 from onnxprune.errors import UsageError
 from onnxprune.io import ensure_output_path, write_bytes_atomic, write_text_atomic
 from onnxprune.metrics import (
@@ -48,6 +53,7 @@ from onnxprune.passes.prune_connections import ConnectionPruning, scaled
 from onnxprune.paths import read_regular_file
 from onnxprune.progress import stage, timing
 from onnxprune.recover import Recover
+from onnxprune.signals import import_deferred
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -90,6 +96,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="training-free recovery on --data, layer by layer (default: lsq when --data is given): lsq "
                         "refits each layer's surviving weights and bias to the original's outputs, then shares "
                         "them; bias only moves each layer's mean output back")
+    t = p.add_argument_group("retraining (Deep Compression's; needs PyTorch, see onnxprune finetune)")
+    t.add_argument("--finetune-epochs", type=float,
+                   help="retrain on --finetune-data: half the epochs with pruned connections held at zero, half "
+                        "fine-tuning the shared codebooks (indices fixed); distils --teacher (default: the input)")
+    t.add_argument("--finetune-data", type=Path, help="training data for --finetune-epochs (same forms as --data)")
+    t.add_argument("--teacher", type=Path, help="teacher for --finetune-epochs (default: the input model)")
     p.add_argument("--no-fold", action="store_true", help="do not fold BatchNorm first")
     p.add_argument("--report", type=Path, help="write the per-layer report as JSON")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -105,7 +117,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    guard_paths(args, inputs=("model", "data", "eval_data"), files=("output", "runnable", "report"))
+    if (args.finetune_epochs is None) != (args.finetune_data is None):
+        raise UsageError("--finetune-epochs and --finetune-data go together")
+    if args.teacher is not None and args.finetune_epochs is None:
+        raise UsageError("--teacher is for --finetune-epochs")
+    if args.finetune_epochs is not None and args.finetune_epochs <= 0:
+        raise UsageError("--finetune-epochs must be positive")
+    guard_paths(args, inputs=("model", "data", "eval_data", "finetune_data", "teacher"),
+                files=("output", "runnable", "report"))
     for path in (args.output, args.runnable, args.report):
         if path is not None:
             ensure_output_path(path, args.model)
@@ -145,10 +164,12 @@ def run(args: argparse.Namespace) -> int:
         reference = outputs(model, eval_data) if eval_data is not None else None
         chosen_metric = (metric or default_metric(eval_data, reference)) if eval_data is not None else None
 
+        retrainer = _retrainer(args, model) if args.finetune_epochs else None
+
         def attempt(factor: float):
             start = time.perf_counter()
             result = compress(model, CompressOptions(scaled(pruning, factor), sharing, recover,
-                                                     fold=not args.no_fold), data)
+                                                     fold=not args.no_fold), data, retrainer)
             seconds = time.perf_counter() - start
             start = time.perf_counter()
             restored = decompress(result.container, str(args.output))
@@ -183,6 +204,18 @@ def run(args: argparse.Namespace) -> int:
 
 DEFAULT_TOLERANCE = 0.01
 DEFAULT_MAX_DROP = 1.0
+
+
+def _retrainer(args: argparse.Namespace, model: onnx.ModelProto) -> Retrainer:
+    """Deep Compression's retraining from onnxprune.training (PyTorch imported here, signals held)."""
+    try:
+        retraining = import_deferred("onnxprune.training.deep_compression")
+        training = import_deferred("onnxprune.training")
+    except ImportError:
+        raise UsageError("--finetune-epochs needs PyTorch: pip install 'onnxprune[finetune]'") from None
+    train = load_data(args.finetune_data, model, image_preprocess(args))
+    teacher = load_model(args.teacher) if args.teacher else None
+    return retraining.DistillRetrainer(train, training.FinetuneOptions(epochs=args.finetune_epochs / 2), teacher)
 _BACK_OFF_STEPS = 4
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import onnx
 
 from onnxprune.api import save
 from onnxprune.cli.common import (
@@ -17,10 +21,12 @@ from onnxprune.cli.common import (
     glob_values,
     guard_paths,
     human,
+    image_preprocess,
     input_spec,
     load_model,
     print_json,
 )
+from onnxprune.data import Dataset, load_data
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
 from onnxprune.io import ensure_output_path, write_text_atomic
@@ -32,6 +38,11 @@ from onnxprune.prune import prune
 from onnxprune.recover import Recover
 from onnxprune.schedule import Schedule, ScheduleOptions
 from onnxprune.sensitivity import plan_for_prune
+from onnxprune.signals import import_deferred
+from onnxprune.verify import InputSpec
+
+if TYPE_CHECKING:
+    from onnxprune.training import FinetuneResult
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -78,6 +89,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-data", type=Path,
                    help="held-out data the report's metrics are measured on (default: --data, the set recovery is "
                         "fitted on; same forms and preprocessing as --data)")
+    f = p.add_argument_group("fine-tuning after pruning (needs PyTorch; see onnxprune finetune)")
+    f.add_argument("--finetune-epochs", type=float,
+                   help="distil the original into the pruned model for this many epochs of --finetune-data")
+    f.add_argument("--finetune-data", type=Path, help="training data for --finetune-epochs (same forms as --data)")
     p.add_argument("--plan-out", type=Path, help="write the plan as JSON")
     p.add_argument("--report", type=Path, help="write a JSON report (MACs, params, groups, max_abs_diff)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
@@ -90,7 +105,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    guard_paths(args, inputs=("model", "data", "eval_data", "plan", "sensitivity"),
+    if (args.finetune_epochs is None) != (args.finetune_data is None):
+        raise UsageError("--finetune-epochs and --finetune-data go together")
+    if args.finetune_epochs is not None and args.finetune_epochs <= 0:
+        raise UsageError("--finetune-epochs must be positive")
+    guard_paths(args, inputs=("model", "data", "eval_data", "plan", "sensitivity", "finetune_data"),
                 files=("output", "plan_out", "report"),
                 folders=("dump_dir",))
     ensure_output_path(args.output, args.model)
@@ -113,10 +132,13 @@ def run(args: argparse.Namespace) -> int:
     data = data_from_args(args, model)
     eval_data = data_from_args(args, model, "eval_data")
     schedule = ScheduleOptions(Schedule(args.schedule), args.steps, parse_metric(args.metric))
+    if args.finetune_epochs and schedule.schedule is not Schedule.ONESHOT:
+        return _run_cycles(args, model, options, spec, data, eval_data)
     with timing() as stages:
         result = prune(model, options, plan=plan, spec=spec, checks=checks, verify=args.verify,
                        recover_with=Recover(args.recover), data=data, schedule=schedule, eval_data=eval_data)
-    save(result.model, args.output, source=args.model)
+    tuned = _finetune(args, model, result.model, eval_data) if args.finetune_epochs else None
+    save(tuned.model if tuned else result.model, args.output, source=args.model)
     slow = result.plan.off_multiple(CHANNEL_MULTIPLE[args.target])
     if slow:
         shown = ", ".join(f"{g} ({k})" for g, k in slow[:4]) + (f" and {len(slow) - 4} more" if len(slow) > 4 else "")
@@ -131,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
     report["target"] = args.target
     report["off_multiple"] = [{"group": g, "kept": k} for g, k in slow]
     report["stages"] = stages
+    if tuned is not None:
+        report["finetune"] = {k: v for k, v in tuned.to_json().items() if k not in ("trained", "frozen")}
     if args.report:
         write_text_atomic(args.report, json.dumps(report, indent=2) + "\n", args.model)
     if args.json:
@@ -154,6 +178,12 @@ def run(args: argparse.Namespace) -> int:
             if r.recovery else "--data")
         console.print(f"on {q['samples']} samples of {source}, {label}: "
                       + "; ".join(f"{k} " + " -> ".join(figure(k, q[s][k]) for s in stages) for k in keys))
+    if tuned is not None:
+        held_out = "--eval-data (held out)" if eval_data is not None else ""
+        console.print(f"fine-tuned for {tuned.steps} steps in {tuned.seconds:.1f} s"
+                      + (f"; on {held_out}: {tuned.metric} {figure(tuned.metric, tuned.before[tuned.metric])} -> "
+                         f"{figure(tuned.metric, tuned.after[tuned.metric])}" if tuned.metric and tuned.before
+                         and tuned.after else ""), markup=False)
     if r.max_abs_diff is not None:
         console.print(f"rewrite verified: equal to the masked original (the original with the removed channels' "
                       f"weights zeroed), max abs diff {r.max_abs_diff:.3g} (max |output| {r.max_abs_output:.3g}); "
@@ -164,4 +194,58 @@ def run(args: argparse.Namespace) -> int:
                           "with --recover lsq --data CALIB", soft_wrap=True, markup=False)
     console.print(f"wrote {args.output}" + (f", plan {args.plan_out}" if args.plan_out else "")
                   + (f", report {args.report}" if args.report else ""))
+    return 0
+
+
+def _training() -> ModuleType:
+    """onnxprune.training (imports PyTorch, with signals held: see onnxprune.signals)."""
+    try:
+        return import_deferred("onnxprune.training")
+    except ImportError:
+        raise UsageError("--finetune-epochs needs PyTorch: pip install 'onnxprune[finetune]'") from None
+
+
+def _finetune(args: argparse.Namespace, original: onnx.ModelProto, pruned: onnx.ModelProto,
+              eval_data: Dataset | None) -> FinetuneResult:
+    """Distil ``original`` into ``pruned`` on --finetune-data."""
+    training = _training()
+    train = load_data(args.finetune_data, pruned, image_preprocess(args))
+    return training.finetune(pruned, train, teacher=original, eval_data=eval_data,
+                             options=training.FinetuneOptions(epochs=args.finetune_epochs,
+                                                              metric=parse_metric(args.metric)))
+
+
+def _run_cycles(args: argparse.Namespace, model: onnx.ModelProto, options: PlanOptions, spec: InputSpec,
+                data: Dataset | None, eval_data: Dataset | None) -> int:
+    """``--schedule iterative|layerwise --finetune-epochs N``: prune-retrain cycles (onnxprune.training.cycles)."""
+    if Schedule(args.schedule) is Schedule.LAYERWISE:
+        raise UsageError("--schedule layerwise with --finetune-epochs is not built (one fine-tune per group); use "
+                         "--schedule iterative --steps K")
+    for flag, value in (("--plan", args.plan), ("--sensitivity", args.sensitivity), ("--plan-out", args.plan_out),
+                        ("--verify", args.verify), ("--dump-dir", args.dump_dir)):
+        if value:
+            raise UsageError(f"{flag} does not apply to prune-retrain cycles (each round plans on the model the "
+                             f"previous round fine-tuned)")
+    training = _training()
+    cycles = import_deferred("onnxprune.training.cycles")
+    train = load_data(args.finetune_data, model, image_preprocess(args))
+    result = cycles.prune_finetune_cycles(
+        model, options, rounds=args.steps, train=train, spec=spec, recover_with=Recover(args.recover), data=data,
+        eval_data=eval_data, finetune_options=training.FinetuneOptions(epochs=args.finetune_epochs,
+                                                                       metric=parse_metric(args.metric)))
+    save(result.model, args.output, source=args.model)
+    report = {"input": args.model, "output": args.output, "schedule": "iterative", "rounds": result.to_json()}
+    if args.report:
+        write_text_atomic(args.report, json.dumps(report, indent=2) + "\n", args.model)
+    if args.json:
+        print_json(report)
+        return 0
+    for r in result.rounds:
+        quality = ""
+        if r.tuned.metric and r.tuned.before and r.tuned.after:
+            quality = (f"; {r.tuned.metric} on --eval-data {figure(r.tuned.metric, r.tuned.before[r.tuned.metric])}"
+                       f" -> {figure(r.tuned.metric, r.tuned.after[r.tuned.metric])}")
+        console.print(f"round {r.round}: MACs {r.macs_kept:.1%} of the original; fine-tuned {r.tuned.steps} steps in "
+                      f"{r.tuned.seconds:.1f} s{quality}", markup=False)
+    console.print(f"wrote {args.output}", markup=False)
     return 0

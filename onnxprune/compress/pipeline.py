@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -183,10 +184,25 @@ def _encode(shared: _Shared, kind: str, sharing: Sharing, writer: ContainerWrite
     return entry, size + len(gap_stream.data)
 
 
+class Retrainer(Protocol):
+    """Deep Compression's retraining, supplied by :mod:`onnxprune.training` (so this module needs no PyTorch).
+
+    ``masked``: train ``model``'s weights with every zero kept at zero, distilling ``teacher``.
+    ``centroids``: train the codebooks of the shared weights (``ties``: name -> (codebook with 0 first, index
+    array of the weight's shape); indices fixed) and the unshared tensors; return the model and the codebooks."""
+
+    def masked(self, model: onnx.ModelProto, teacher: onnx.ModelProto) -> onnx.ModelProto: ...
+
+    def centroids(self, model: onnx.ModelProto, teacher: onnx.ModelProto,
+                  ties: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+        ...
+
+
 def compress(model: onnx.ModelProto, options: CompressOptions | None = None,
-             data: Dataset | None = None) -> CompressResult:
+             data: Dataset | None = None, retrain: Retrainer | None = None) -> CompressResult:
     """Prune (``options.pruning``), refit on ``data`` (``options.recover``), share and code ``model``
-    (normalized); see the module doc."""
+    (normalized); see the module doc. With ``retrain``: the refit is done in float, then the pruned model is
+    retrained with its masks fixed, shared, and its codebooks fine-tuned (the paper's pipeline)."""
     options = options or CompressOptions()
     if options.recover is not Recover.NONE and data is None:
         raise UsageError(f"--recover {options.recover.value} needs calibration data (--data)")
@@ -210,7 +226,30 @@ def compress(model: onnx.ModelProto, options: CompressOptions | None = None,
         return shares[name].decoded
 
     fits: tuple[LayerFit, ...] = ()
-    if data is not None and options.recover is not Recover.NONE:
+    if retrain is not None:
+        if data is not None and options.recover is not Recover.NONE:
+            fits = tuple(refit(reference, out, data, set(coded), lambda name, w: w, options.recover,
+                               seed=options.sharing.seed))
+        out = retrain.masked(out, reference)
+        for init in out.graph.initializer:
+            if init.name in coded:
+                init.CopyFrom(numpy_helper.from_array(quantize(init.name, numpy_helper.to_array(init)), init.name))
+        ties = {}
+        for name, shared in shares.items():
+            if shared.codebook is not None and shared.indices is not None:
+                index = np.zeros(shared.decoded.size, np.int64)
+                index[shared.positions] = shared.indices
+                ties[name] = (shared.codebook, index.reshape(shared.decoded.shape))
+        if ties:
+            out, trained = retrain.centroids(out, reference, ties)
+            for init in out.graph.initializer:
+                if init.name in trained:
+                    old = shares[init.name]
+                    codebook = trained[init.name].astype(old.codebook.dtype)
+                    decoded = codebook[ties[init.name][1]]
+                    shares[init.name] = _Shared(old.positions, codebook, old.indices, decoded)
+                    init.CopyFrom(numpy_helper.from_array(decoded, init.name))
+    elif data is not None and options.recover is not Recover.NONE:
         fits = tuple(refit(reference, out, data, set(coded), quantize, options.recover,
                            seed=options.sharing.seed))
     else:

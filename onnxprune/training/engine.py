@@ -644,6 +644,7 @@ class OnnxModule(torch.nn.Module):
                             if i.name not in {t.name for t in model.graph.initializer}]
         train = set(trainable_names(model) if trainable is None else trainable)
         self._keys: dict[str, str] = {}
+        self._tied: dict[str, tuple[str, Tensor]] = {}
         self.params = torch.nn.ParameterDict()
         self.constants: dict[str, Tensor] = {}
         for t in model.graph.initializer:
@@ -664,12 +665,37 @@ class OnnxModule(torch.nn.Module):
             self.constants[name] = value
 
     def named_onnx_parameters(self) -> dict[str, torch.nn.Parameter]:
-        """ONNX tensor name -> parameter."""
+        """ONNX tensor name -> parameter (tied weights excluded: see :meth:`tie`)."""
         return {name: self.params[key] for name, key in self._keys.items()}
+
+    def tie(self, name: str, codebook: np.ndarray, index: np.ndarray) -> torch.nn.Parameter:
+        """Make weight ``name`` shared (Deep Compression): ``codebook[index]`` with ``index`` fixed and
+        ``codebook[0] == 0`` fixed (pruned connections); the other entries become the trainable parameter, and
+        each one's gradient is the sum of the gradients of the weights sharing it. Returns that parameter."""
+        key = self._keys.pop(name, None)
+        if key is not None:
+            del self.params[key]
+        self.constants.pop(name, None)
+        tied_key = f"t{len(self._tied)}"
+        self.params[tied_key] = torch.nn.Parameter(torch.from_numpy(codebook[1:].astype(np.float32).copy()))
+        self._tied[name] = (tied_key, torch.from_numpy(index.astype(np.int64)))
+        return self.params[tied_key]
+
+    def tied_codebooks(self) -> dict[str, np.ndarray]:
+        """Each tied weight's codebook, 0 first."""
+        return {name: np.concatenate([[0.0], self.params[key].detach().numpy()]).astype(np.float32)
+                for name, (key, _) in self._tied.items()}
+
+    def onnx_values(self) -> dict[str, Tensor]:
+        """Every trained tensor's current value by ONNX name (tied weights expanded)."""
+        values = {name: self.params[key] for name, key in self._keys.items()}
+        for name, (key, index) in self._tied.items():
+            values[name] = torch.cat([torch.zeros(1), self.params[key]])[index]
+        return values
 
     def forward(self, feeds: dict[str, Tensor], want: Sequence[str] = ()) -> dict[str, Tensor]:
         env: dict[str, Tensor] = dict(self.constants)
-        env.update({name: self.params[key] for name, key in self._keys.items()})
+        env.update(self.onnx_values())
         env.update(feeds)
         for index, node in enumerate(self.graph_nodes):
             if index in self._constant_nodes:
@@ -694,7 +720,7 @@ def write_back(model: onnx.ModelProto, module: OnnxModule) -> onnx.ModelProto:
     opset, inputs and outputs; each tensor keeps its dtype."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    values = {name: p.detach().cpu().numpy() for name, p in module.named_onnx_parameters().items()}
+    values = {name: p.detach().cpu().numpy() for name, p in module.onnx_values().items()}
     for t in out.graph.initializer:
         if t.name in values:
             array = values[t.name].astype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))

@@ -89,6 +89,9 @@ class FinetuneOptions:
     threads: int | None = None
     metric: Metric | UserMetric | None = None
     masks: bool = False                   # keep exact zeros of the student's weights at zero (pruned connections)
+    #: shared weights (Deep Compression): name -> (codebook with 0 first, index array of the weight's shape);
+    #: only the codebooks train (see OnnxModule.tie)
+    ties: tuple[tuple[str, np.ndarray, np.ndarray], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ class FinetuneResult:
     losses: tuple[tuple[int, float], ...] = field(repr=False)
     evals: tuple[tuple[int, float], ...] = ()
     stopped_early: bool = False
+    codebooks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)   # trained, for options.ties
 
     def to_json(self) -> dict[str, object]:
         return {"metric": self.metric, "before": self.before, "after": self.after, "steps": self.steps,
@@ -276,6 +280,9 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
         relative = verify_engine(student, module, first)
     for name, p in module.named_onnx_parameters().items():
         p.requires_grad_(name not in frozen)
+    for name, codebook, index in options.ties:
+        if name not in frozen:
+            module.tie(name, codebook, index)
     masks = {name: (p.detach() != 0) for name, p in module.named_onnx_parameters().items()
              if options.masks and name not in frozen}
 
@@ -301,7 +308,7 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
     per_epoch = max(1, len(data) // batch)
     total = options.steps if options.steps is not None else max(1, round(options.epochs * per_epoch))
     lr = options.lr if options.lr is not None else (1e-3 if options.optimizer is Optimizer.ADAM else 1e-2)
-    params = [p for n, p in module.named_onnx_parameters().items() if n not in frozen]
+    params = [p for p in module.parameters() if p.requires_grad]
     optimizer = (torch.optim.Adam(params, lr=lr, weight_decay=options.weight_decay)
                  if options.optimizer is Optimizer.ADAM else
                  torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=options.weight_decay, nesterov=True))
@@ -399,4 +406,5 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
     steps_done = len(losses)
     return FinetuneResult(result_model, metric.value if metric is not None else None, before, after, steps_done,
                           best_step, seconds, steps_done * batch / max(seconds, 1e-9), relative, tuple(trained),
-                          tuple(sorted(frozen)), tuple(losses), tuple(evals), stopped_early)
+                          tuple(sorted(frozen)), tuple(losses), tuple(evals), stopped_early,
+                          {} if best_step == 0 else module.tied_codebooks())

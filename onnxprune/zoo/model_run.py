@@ -150,6 +150,12 @@ def _run_steps(job: ModelJob, work: Path, result: ModelResult, progress: Stage) 
                 _run_cli(argv + step_argv(step, {"sensitivity"} if step.option("sensitivity") == "previous"
                                           else set()) + output_argv(step, work, tag) + extra)
                 current = str(out)
+            elif step.kind == "finetune":
+                out = work / f"{tag}.onnx"
+                teacher = [] if step.option("teacher") else ["--teacher", job.path]   # the model as it came in
+                _run_cli(["finetune", current, "-o", str(out), "--report", str(work / f"{tag}.json")] + teacher
+                         + step_argv(step) + extra)
+                current = str(out)
             elif step.kind == "sensitivity":
                 sensitivity_dir = str(work / tag)
                 _run_cli(["sensitivity", current, "-o", sensitivity_dir] + step_argv(step) + extra)

@@ -1,0 +1,130 @@
+"""Fine-tuning after pruning: held-out accuracy of {no recovery, lsq, lsq + finetune} at -50% and -70% MACs.
+
+Each variant runs through the CLI as a user would: ``prune --target-flops F --round-to 8`` (``--recover lsq
+--data CALIB``), then ``finetune --teacher ORIGINAL --data TRAIN --epochs E``. Data:
+
+- digits models (StudentNet, VGG-16-BN, ResNet-56): TRAIN = the models' own training split (1347 images,
+  ``models.train_digits.load_digits_split``); scored on the 450-image test split, never seen in training;
+- hard models (``models/hard``): TRAIN = ``--hard-train`` samples drawn from the training generator (seed 1, the
+  seed the models were trained on); scored on the test split (seed 3).
+
+No ``--eval-data`` is given: the test split is only scored, never used to choose weights; the last weights are
+written. Fine-tuning seconds are wall time on this machine, ``--threads`` torch threads.
+
+Usage: python -m benchmarks.bench_finetune [--models ...] [--targets 0.5,0.3] [--epochs 5] [--out DIR]
+Writes finetune.json and finetune.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench_hard import cli
+from benchmarks.bench_hard import score as hard_score
+from benchmarks.common import machine
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS, HARD = ROOT / "models" / "digits", ROOT / "models" / "hard"
+MODELS = ("studentnet", "vgg16_bn", "resnet56", "glyphs", "textline")
+
+
+def digits_score(path: Path) -> dict[str, float]:
+    import onnxruntime as ort
+
+    data = np.load(DIGITS / "digits_test.npz")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"input": data["input"]})[0]
+    return {"accuracy": float((out.argmax(1) == data["labels"]).mean())}
+
+
+def training_split(name: str, tmp: Path, hard_samples: int) -> Path:
+    path = tmp / f"{name}_train.npz"
+    if name in ("glyphs", "textline"):
+        from models.train_hard import TASKS, TRAIN_SEED
+
+        x, labels = TASKS[name].generate(hard_samples, TRAIN_SEED)
+    else:
+        from models.train_digits import load_digits_split
+
+        x, labels, _, _ = load_digits_split()
+    np.savez(path, input=x.astype(np.float32), labels=labels)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--targets", default="0.5,0.3", help="MACs kept (0.5: -50%%, 0.3: -70%%)")
+    parser.add_argument("--epochs", type=float, default=5.0, help="digits fine-tuning epochs")
+    parser.add_argument("--hard-epochs", type=float, default=3.0, help="hard models' fine-tuning epochs")
+    parser.add_argument("--hard-train", type=int, default=4096, help="training samples for the hard models")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        for name in args.models.split(","):
+            hard = name in ("glyphs", "textline")
+            src = (HARD if hard else DIGITS) / f"{name}.onnx"
+            calib = HARD / f"{name}_calib.npz" if hard else DIGITS / "digits_calib.npz"
+            score = (lambda p, n=name: hard_score(p, n)) if hard else digits_score
+            shape = {"textline": "input=1x1x32x128", "glyphs": "input=1x1x32x32"}.get(name, "input=1x3x32x32")
+            start = time.perf_counter()
+            train = training_split(name, tmp, args.hard_train)
+            print(json.dumps({"model": name, "train_split_seconds": round(time.perf_counter() - start, 1)}),
+                  flush=True)
+            original = score(src)
+            rows.append({"model": name, "target": 1.0, "variant": "original", **original})
+            epochs = args.hard_epochs if hard else args.epochs
+            for target in args.targets.split(","):
+                for variant in ("none", "lsq", "lsq+finetune"):
+                    out = tmp / f"{name}-{target}-{variant}.onnx"
+                    row: dict[str, object] = {"model": name, "target": float(target), "variant": variant}
+                    t0 = time.perf_counter()
+                    if variant == "lsq+finetune":
+                        lsq = tmp / f"{name}-{target}-lsq.onnx"
+                        report = tmp / f"{name}-{target}.json"
+                        cli("finetune", str(lsq), "-o", str(out), "--teacher", str(src), "--data", str(train),
+                            "--epochs", str(epochs), "--threads", str(args.threads), "--report", str(report))
+                        r = json.loads(report.read_text())
+                        row.update(epochs=epochs, steps=r["steps"], finetune_seconds=r["seconds"],
+                                   train_samples=len(np.load(train)["labels"]))
+                    else:
+                        cli("prune", str(src), "-o", str(out), "--target-flops", target, "--round-to", "8",
+                            "--input-shape", shape, *(["--recover", "lsq", "--data", str(calib)]
+                                                      if variant == "lsq" else []))
+                    row["seconds"] = round(time.perf_counter() - t0, 1)
+                    row.update(score(out))
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "finetune.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
+    lines = ["# Fine-tuning after pruning (held-out test splits)", "",
+             "Command: `python -m benchmarks.bench_finetune`  ", f"Machine: {machine()}", "",
+             f"`prune --target-flops F --round-to 8` (lsq on the calibration split), then `finetune --teacher "
+             f"ORIGINAL --data TRAIN` (KD T=4 + cross-entropy/CTC, Adam 1e-3, cosine, batch 32, "
+             f"{args.threads} torch threads; no --eval-data: the last weights). Digits: {args.epochs:g} epochs on the "
+             f"1347-image training split, 450 test images. Hard models: {args.hard_epochs:g} epochs on "
+             f"{args.hard_train} generated training samples; glyphs 1000 test images (top-1), textline 600 test "
+             f"lines (exact-line accuracy, CER).", "",
+             "| model | MACs kept | variant | accuracy / line accuracy | CER | fine-tune steps | fine-tune s | "
+             "step s |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        acc = r.get("accuracy", r.get("line-accuracy"))
+        cer = f"{r['cer']:.2%}" if "cer" in r else ""
+        lines.append(f"| {r['model']} | {r['target']:.0%} | {r['variant']} | {acc:.2%} | {cer} | "
+                     f"{r.get('steps', '')} | {r.get('finetune_seconds', '')} | {r.get('seconds', '')} |")
+    (args.out / "finetune.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out / 'finetune.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
