@@ -24,9 +24,22 @@ from onnxprune.cli.main import main
 from onnxprune.data import load_data
 from onnxprune.errors import UnsupportedModelError, VerificationError
 from onnxprune.io import read_model
-from onnxprune.training import FinetuneOptions, OnnxModule, finetune, trainable_names, verify_engine, write_back
+from onnxprune.training import (
+    FinetuneOptions,
+    OnnxModule,
+    finetune,
+    trainable_names,
+    verify_engine,
+    write_back,
+)
 from onnxprune.training import engine as engine_module
-from onnxprune.verify import InputSpec, make_session, random_inputs, resolve_input_shapes, run
+from onnxprune.verify import (
+    InputSpec,
+    make_session,
+    random_inputs,
+    resolve_input_shapes,
+    run,
+)
 from tests.graphs import init
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,8 +231,14 @@ def test_sigterm_during_finetune_leaves_nothing_half_written(pruned_student, dig
 
 
 def test_compress_retraining_keeps_masks_and_codebooks_and_decodes_bit_exact(digits_train):
-    from onnxprune.compress.pipeline import CompressOptions, compress, decode, decompress
     from onnxprune.passes.prune_connections import ConnectionPruning
+
+    from onnxprune.compress.pipeline import (
+        CompressOptions,
+        compress,
+        decode,
+        decompress,
+    )
     from onnxprune.training.deep_compression import DistillRetrainer
 
     class MaskedOnly(DistillRetrainer):
