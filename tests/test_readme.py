@@ -42,6 +42,7 @@ def test_python_api_example_runs_as_written(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "model.folded.onnx").is_file() and (tmp_path / "dist" / "cpu" / "manifest.json").is_file()
     assert (tmp_path / "model.onnxz").is_file() and (tmp_path / "out" / "summary.json").is_file()
+    assert (tmp_path / "mine.onnx").is_file()
 
 
 def test_recipe_example_runs_as_written(tmp_path, monkeypatch):
