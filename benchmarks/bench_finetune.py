@@ -11,6 +11,10 @@ Each variant runs through the CLI as a user would: ``prune --target-flops F --ro
 No ``--eval-data`` is given: the test split is only scored, never used to choose weights; the last weights are
 written. Fine-tuning seconds are wall time on this machine, ``--threads`` torch threads.
 
+Deep Compression on the digits VGG-16-BN (``--dc-sparsities``): ``compress --sparsity S --data CALIB`` (lsq refit,
+8-bit conv / 5-bit fc codebooks), without and with ``--finetune-epochs E --finetune-data TRAIN``: container ratio
+and test accuracy, the ratio-accuracy curve with and without retraining.
+
 Usage: python -m benchmarks.bench_finetune [--models ...] [--targets 0.5,0.3] [--epochs 5] [--out DIR]
 Writes finetune.json and finetune.md.
 """
@@ -57,6 +61,26 @@ def training_split(name: str, tmp: Path, hard_samples: int) -> Path:
     return path
 
 
+def deep_compression(args: argparse.Namespace, tmp: Path) -> list[dict[str, object]]:
+    src, calib = DIGITS / "vgg16_bn.onnx", DIGITS / "digits_calib.npz"
+    train = training_split("vgg16_bn", tmp, 0)
+    rows = []
+    for sparsity in args.dc_sparsities.split(","):
+        for retrain in (False, True):
+            container, restored, report = tmp / "dc.onnxz", tmp / "dc.onnx", tmp / "dc.json"
+            start = time.perf_counter()
+            cli("compress", str(src), "-o", str(container), "--sparsity", sparsity, "--data", str(calib),
+                "--report", str(report), *(["--finetune-epochs", str(args.dc_epochs), "--finetune-data", str(train)]
+                                           if retrain else []))
+            seconds = round(time.perf_counter() - start, 1)
+            cli("decompress", str(container), "-o", str(restored))
+            row = {"sparsity": float(sparsity), "retraining": "yes" if retrain else "no",
+                   "ratio": json.loads(report.read_text())["ratio"], "seconds": seconds, **digits_score(restored)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -65,12 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hard-epochs", type=float, default=3.0, help="hard models' fine-tuning epochs")
     parser.add_argument("--hard-train", type=int, default=4096, help="training samples for the hard models")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dc-sparsities", default="0.9,0.95,0.97", help="Deep Compression curve ('' to skip)")
+    parser.add_argument("--dc-epochs", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        for name in args.models.split(","):
+        for name in filter(None, args.models.split(",")):
             hard = name in ("glyphs", "textline")
             src = (HARD if hard else DIGITS) / f"{name}.onnx"
             calib = HARD / f"{name}_calib.npz" if hard else DIGITS / "digits_calib.npz"
@@ -104,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                     row.update(score(out))
                     rows.append(row)
                     print(json.dumps(row), flush=True)
+        dc_rows = deep_compression(args, tmp) if args.dc_sparsities else []
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "finetune.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
+    (args.out / "finetune.json").write_text(json.dumps({"machine": machine(), "rows": rows, "deep_compression": dc_rows},
+                                                       indent=2) + "\n")
     lines = ["# Fine-tuning after pruning (held-out test splits)", "",
              "Command: `python -m benchmarks.bench_finetune`  ", f"Machine: {machine()}", "",
              f"`prune --target-flops F --round-to 8` (lsq on the calibration split), then `finetune --teacher "
@@ -121,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         cer = f"{r['cer']:.2%}" if "cer" in r else ""
         lines.append(f"| {r['model']} | {r['target']:.0%} | {r['variant']} | {acc:.2%} | {cer} | "
                      f"{r.get('steps', '')} | {r.get('finetune_seconds', '')} | {r.get('seconds', '')} |")
+    if dc_rows:
+        lines += ["", f"## Deep Compression with retraining (digits VGG-16-BN, {args.dc_epochs:g} epochs: half masked, "
+                  "half codebooks)", "", "| sparsity | retraining | container ratio | accuracy | s |",
+                  "|---:|---|---:|---:|---:|"]
+        for r in dc_rows:
+            lines.append(f"| {r['sparsity']:.0%} | {r['retraining']} | {r['ratio']:.1f}× | {r['accuracy']:.2%} | "
+                         f"{r['seconds']} |")
     (args.out / "finetune.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / 'finetune.md'}")
     return 0

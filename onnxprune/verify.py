@@ -208,11 +208,12 @@ def make_session(model: onnx.ModelProto | str, *, optimize: bool = False, thread
         raise VerificationError(f"ONNX Runtime cannot load the model: {' '.join(str(e).split())[:300]}") from e
 
 
-def session_with_outputs(model: onnx.ModelProto, extra_outputs: list[str]) -> ort.InferenceSession:
-    """A session (optimizations off) that also returns the named intermediate tensors."""
+def session_with_outputs(model: onnx.ModelProto, extra_outputs: list[str], *,
+                         optimize: bool = False) -> ort.InferenceSession:
+    """A session (optimizations off unless ``optimize``) that also returns the named intermediate tensors."""
     have = {o.name for o in model.graph.output}
     if all(name in have for name in extra_outputs):
-        return make_session(model)
+        return make_session(model, optimize=optimize)
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
@@ -220,7 +221,7 @@ def session_with_outputs(model: onnx.ModelProto, extra_outputs: list[str]) -> or
         if name not in have:
             m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
             have.add(name)
-    return make_session(m)
+    return make_session(m, optimize=optimize)
 
 
 def run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

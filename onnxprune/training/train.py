@@ -54,7 +54,7 @@ from onnxprune.training.engine import (
     verify_engine,
     write_back,
 )
-from onnxprune.verify import make_session, run
+from onnxprune.verify import make_session, run, session_with_outputs
 
 
 class Optimizer(enum.Enum):
@@ -191,25 +191,13 @@ def sensitive_layers(directory: Path, tolerance: float) -> tuple[str, ...]:
 
 def _targets(teacher: onnx.ModelProto, names: list[str], data: Dataset, batch: int) -> dict[str, np.ndarray]:
     """The teacher's values of ``names`` on every sample (ONNX Runtime, computed once)."""
-    session = _optimized_session(teacher, names)
+    session = session_with_outputs(teacher, names, optimize=True)
     chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for feeds in data.batches(max(batch, 64)):
         got = run(session, feeds)
         for n in names:
             chunks[n].append(got[n])
     return {n: np.concatenate(v) for n, v in chunks.items()}
-
-
-def _optimized_session(model: onnx.ModelProto, extra: list[str]) -> object:
-    """An ORT session with graph optimizations on that also returns the named tensors."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for name in extra:
-        if name not in have:
-            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-            have.add(name)
-    return make_session(m, optimize=True)
 
 
 def _kd(student: torch.Tensor, teacher: torch.Tensor, axis: int, temperature: float) -> torch.Tensor:
