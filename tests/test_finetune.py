@@ -67,16 +67,37 @@ def digits_train(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("name", list(ZOO))
 @pytest.mark.parametrize("form", ["legacy_bn", "dynamo", "identity", "paddle"])
-def test_engine_agrees_with_onnx_runtime_or_refuses(name, form):
-    path = zoo_model(name, form)
-    model = read_model(path)
-    try:
-        module = OnnxModule(model)
-    except UnsupportedModelError as e:        # refused with the op list, before any training
-        assert "LSTM" in str(e) and name == "crnn", e
-        return
-    relative = verify_engine(model, module, feeds_for(model))
+def test_engine_agrees_with_onnx_runtime_on_every_zoo_model(name, form):
+    model = read_model(zoo_model(name, form))
+    relative = verify_engine(model, OnnxModule(model), feeds_for(model))
     assert relative < 1e-5
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("variant", [0, 1])       # GRU: linear_before_reset; LSTM: peepholes and initial states
+def test_recurrent_layers_agree_with_onnx_runtime(op, direction, variant):
+    rng = np.random.default_rng(0)
+    dirs, hidden, size, gates = (2 if direction == "bidirectional" else 1), 5, 3, (4 if op == "LSTM" else 3)
+    inits = [init("W", rng.standard_normal((dirs, gates * hidden, size)).astype(np.float32)),
+             init("R", rng.standard_normal((dirs, gates * hidden, hidden)).astype(np.float32) * 0.5),
+             init("B", rng.standard_normal((dirs, 2 * gates * hidden)).astype(np.float32))]
+    names = ["x", "W", "R", "B"]
+    attrs = {"hidden_size": hidden, "direction": direction}
+    if op == "GRU":
+        attrs["linear_before_reset"] = variant
+    elif variant:
+        inits += [init("h0", rng.standard_normal((dirs, 2, hidden)).astype(np.float32)),
+                  init("c0", rng.standard_normal((dirs, 2, hidden)).astype(np.float32)),
+                  init("P", rng.standard_normal((dirs, 3 * hidden)).astype(np.float32))]
+        names += ["", "h0", "c0", "P"]
+    outputs = ["y", "y_h"] + (["y_c"] if op == "LSTM" else [])
+    node = helper.make_node(op, names, outputs, **attrs)
+    graph = helper.make_graph([node], "rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [7, 2, size])],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    feeds = {"x": rng.standard_normal((7, 2, size)).astype(np.float32)}
+    assert verify_engine(model, OnnxModule(model), feeds) < 1e-5
 
 
 def test_engine_refuses_a_model_it_does_not_reproduce(monkeypatch):

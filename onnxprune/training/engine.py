@@ -10,7 +10,8 @@ Rules and limits:
   Identity / Reshape / Transpose / Cast nodes train as the initializer they come from.
 - BatchNormalization runs in inference form (running statistics fixed); Dropout is the identity.
 - Ops outside :data:`OPS`, subgraphs (If, Loop, Scan), training-mode BatchNorm and second outputs that are
-  consumed (MaxPool indices, Dropout mask) make :func:`check_supported` refuse with the list.
+  consumed (MaxPool indices, Dropout mask) make :func:`check_supported` refuse with the list. LSTM and GRU run
+  step by step in Python (default activations, no clip, full-length sequences; else refused).
 - The engine is only trusted after :func:`verify_engine` has compared it with ONNX Runtime (graph
   optimizations off) on real inputs, with the same tolerance rule as ``--verify``.
 """
@@ -518,6 +519,85 @@ def _binary(fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[..., Tensor]:
     return lambda ctx, a, b: fn(a, b)
 
 
+def _recurrent_setup(ctx: Ctx, x: Tensor, gates: int, inputs: list[Tensor | None]) -> tuple[Tensor, int, list[bool]]:
+    """Common checks of LSTM/GRU: time-major input, directions, no clip or custom activations, full lengths."""
+    if ctx.attrs.get("clip") is not None or ctx.attrs.get("activations") is not None:
+        raise _Unsupported(f"{ctx.node.op_type} with clip or custom activations")
+    layout = int(ctx.attrs.get("layout", 0))
+    xs = x.transpose(0, 1) if layout else x                          # (seq, batch, input)
+    lengths = _opt(inputs, 4)
+    if lengths is not None and bool((lengths != xs.shape[0]).any()):
+        raise _Unsupported(f"{ctx.node.op_type} with sequence_lens shorter than the sequence")
+    direction = ctx.attrs.get("direction", "forward")
+    reverse = {"forward": [False], "reverse": [True], "bidirectional": [False, True]}[direction]
+    return xs, layout, reverse
+
+
+def _recurrent_outputs(ys: list[Tensor], finals: list[list[Tensor]], layout: int) -> tuple[Tensor, ...]:
+    y = torch.stack(ys, dim=1)                                        # (seq, dirs, batch, hidden)
+    states = [torch.stack(f, dim=0) for f in finals]                 # (dirs, batch, hidden)
+    if layout:
+        return (y.permute(2, 0, 1, 3), *(h.transpose(0, 1) for h in states))
+    return (y, *states)
+
+
+def _lstm(ctx: Ctx, *inputs: Tensor | None) -> tuple[Tensor, ...]:
+    x, w, r = inputs[0], inputs[1], inputs[2]
+    if ctx.attrs.get("input_forget", 0):
+        raise _Unsupported("LSTM with input_forget=1")
+    xs, layout, reverse = _recurrent_setup(ctx, x, 4, list(inputs))
+    hidden = w.shape[1] // 4
+    b, h0, c0, peep = (_opt(list(inputs), i) for i in (3, 5, 6, 7))
+    ys, hs, cs = [], [], []
+    for d, backwards in enumerate(reverse):
+        bias = b[d, :4 * hidden] + b[d, 4 * hidden:] if b is not None else 0
+        h = h0[d] if h0 is not None else xs.new_zeros(xs.shape[1], hidden)
+        c = c0[d] if c0 is not None else xs.new_zeros(xs.shape[1], hidden)
+        p_i, p_o, p_f = (peep[d].split(hidden) if peep is not None else (0, 0, 0))
+        projected = xs @ w[d].t() + bias                               # every step's input part at once
+        out = [None] * xs.shape[0]
+        for t in (range(xs.shape[0] - 1, -1, -1) if backwards else range(xs.shape[0])):
+            g = projected[t] + h @ r[d].t()
+            gi, go, gf, gc = g.split(hidden, dim=-1)
+            i_t = torch.sigmoid(gi + p_i * c)
+            f_t = torch.sigmoid(gf + p_f * c)
+            c = f_t * c + i_t * torch.tanh(gc)
+            h = torch.sigmoid(go + p_o * c) * torch.tanh(c)
+            out[t] = h
+        ys.append(torch.stack(out))
+        hs.append(h)
+        cs.append(c)
+    return _recurrent_outputs(ys, [hs, cs], layout)
+
+
+def _gru(ctx: Ctx, *inputs: Tensor | None) -> tuple[Tensor, ...]:
+    x, w, r = inputs[0], inputs[1], inputs[2]
+    xs, layout, reverse = _recurrent_setup(ctx, x, 3, list(inputs))
+    hidden = w.shape[1] // 3
+    b, h0 = _opt(list(inputs), 3), _opt(list(inputs), 5)
+    before_reset = bool(ctx.attrs.get("linear_before_reset", 0))
+    ys, hs = [], []
+    for d, backwards in enumerate(reverse):
+        wb = b[d, :3 * hidden] if b is not None else xs.new_zeros(3 * hidden)
+        rb = b[d, 3 * hidden:] if b is not None else xs.new_zeros(3 * hidden)
+        h = h0[d] if h0 is not None else xs.new_zeros(xs.shape[1], hidden)
+        projected = xs @ w[d].t() + wb
+        r_z, r_r, r_h = r[d].split(hidden)
+        rb_z, rb_r, rb_h = rb.split(hidden)
+        out = [None] * xs.shape[0]
+        for t in (range(xs.shape[0] - 1, -1, -1) if backwards else range(xs.shape[0])):
+            x_z, x_r, x_h = projected[t].split(hidden, dim=-1)
+            z = torch.sigmoid(x_z + h @ r_z.t() + rb_z)
+            reset = torch.sigmoid(x_r + h @ r_r.t() + rb_r)
+            candidate = torch.tanh(x_h + reset * (h @ r_h.t() + rb_h)) if before_reset else \
+                torch.tanh(x_h + (reset * h) @ r_h.t() + rb_h)
+            h = (1 - z) * candidate + z * h
+            out[t] = h
+        ys.append(torch.stack(out))
+        hs.append(h)
+    return _recurrent_outputs(ys, [hs], layout)
+
+
 class _Unsupported(Exception):
     """An op instance the engine does not implement (collected into one UnsupportedModelError)."""
 
@@ -557,9 +637,10 @@ OPS: dict[str, Callable[..., Tensor | tuple[Tensor, ...]]] = {
     "ReduceMin": _reduce("min"), "ReduceL2": _reduce("l2"),
     "Einsum": lambda ctx, *xs: torch.einsum(str(ctx.attrs.get("equation")), *xs),
     "CumSum": lambda ctx, x, axis: torch.cumsum(x, dim=int(axis.reshape(-1)[0])),
+    "LSTM": _lstm, "GRU": _gru,
 }
 #: second outputs the engine can produce (others must be unused)
-_MULTI_OUTPUT = {"Split", "TopK"}
+_MULTI_OUTPUT = {"Split", "TopK", "LSTM", "GRU"}
 
 
 def _constant_value(node: onnx.NodeProto) -> np.ndarray:
