@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Fine-tuning after pruning (held-out test splits)", "",
              "Command: `python -m benchmarks.bench_finetune`  ", f"Machine: {machine()}", "",
              f"`prune --target-flops F --round-to 8` (lsq on the calibration split), then `finetune --teacher "
-             f"ORIGINAL --data TRAIN` (KD T=4 + cross-entropy/CTC, Adam 1e-3, cosine, batch 32, "
+             f"ORIGINAL --data TRAIN` (KD T=4 + cross-entropy/CTC, Adam at relative lr 1e-2 with warmup, cosine, batch 32, "
              f"{args.threads} torch threads; no --eval-data: the last weights). Digits: {args.epochs:g} epochs on the "
              f"1347-image training split, 450 test images. Hard models: {args.hard_epochs:g} epochs on "
              f"{args.hard_train} generated training samples; glyphs 1000 test images (top-1), textline 600 test "

@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=float, default=5.0, help="passes over the training data (default 5)")
     t.add_argument("--steps", type=int, help="optimizer steps (overrides --epochs)")
-    t.add_argument("--lr", type=float, help="learning rate (default 1e-3 for adam, 1e-2 for sgd)")
+    t.add_argument("--lr", type=float, help="learning rate (default 1e-2 for adam, relative: each weight tensor moves by about lr x its own RMS "
+                        "per step; 1e-3 for sgd, absolute; warmed up over the first steps)")
     t.add_argument("--batch-size", type=int, default=32, help="samples per step (default 32)")
     t.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     t.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",

@@ -57,6 +57,13 @@ from onnxprune.training.engine import (
 from onnxprune.verify import make_session, run, session_with_outputs
 
 
+WARMUP_STEPS = 50   # linear learning-rate warmup: at most this many steps, and at most a tenth of the run
+#: Adam's step for a tensor is lr x max(RMS(tensor), RMS_FLOOR) (Adafactor's parameter scaling). A plain Adam step
+#: moves every weight by ~lr whatever its scale: at 1e-3 it wrecked a BN-folded ResNet-56 (99.8% -> 10%) in
+#: two steps, while 1e-4 left StudentNet under-trained; relative steps are stable on both at one setting.
+RMS_FLOOR = 1e-2
+
+
 class Optimizer(enum.Enum):
     SGD = "sgd"
     ADAM = "adam"
@@ -69,7 +76,9 @@ class Schedule(enum.Enum):
 
 @dataclass(frozen=True)
 class FinetuneOptions:
-    """How to train. ``steps`` (optimizer steps) overrides ``epochs``; ``lr`` None: 1e-3 (adam) / 1e-2 (sgd)."""
+    """How to train. ``steps`` (optimizer steps) overrides ``epochs``. ``lr`` None: 1e-2 for Adam, *relative* to
+    each tensor's RMS (see :data:`RMS_FLOOR`), 1e-3 (absolute) for SGD; warmed up linearly over the first
+    min(50, steps / 10) steps, then the schedule."""
 
     epochs: float = 5.0
     steps: int | None = None
@@ -295,14 +304,23 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
     batch = min(options.batch_size, len(data))
     per_epoch = max(1, len(data) // batch)
     total = options.steps if options.steps is not None else max(1, round(options.epochs * per_epoch))
-    lr = options.lr if options.lr is not None else (1e-3 if options.optimizer is Optimizer.ADAM else 1e-2)
+    lr = options.lr if options.lr is not None else (1e-2 if options.optimizer is Optimizer.ADAM else 1e-3)
     params = [p for p in module.parameters() if p.requires_grad]
+    if options.optimizer is Optimizer.ADAM:   # relative steps: each tensor moves by ~lr x its own scale
+        params = [{"params": [p], "lr": lr * max(float(p.detach().pow(2).mean().sqrt()), RMS_FLOOR)}
+                  for p in params]
     optimizer = (torch.optim.Adam(params, lr=lr, weight_decay=options.weight_decay)
                  if options.optimizer is Optimizer.ADAM else
                  torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=options.weight_decay, nesterov=True))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, (lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-        if options.schedule is Schedule.COSINE else (lambda s: 1.0))
+    warmup = max(1, min(WARMUP_STEPS, total // 10))   # a trained model is near its optimum: Adam's first steps
+    # (each weight moved by ~lr whatever its gradient) blow up a deep BN-folded net without a warmup
+
+    def factor(step: int) -> float:
+        decay = 0.5 * (1 + math.cos(math.pi * min(step, total) / total)) if options.schedule is Schedule.COSINE \
+            else 1.0
+        return min(1.0, (step + 1) / warmup) * decay
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     eval_every = options.eval_every or per_epoch
     labels = torch.from_numpy(data.labels) if data.labels is not None else None
     alpha = options.alpha if (teacher is not None and labels is not None) else (1.0 if teacher is not None else 0.0)
