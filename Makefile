@@ -20,6 +20,10 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e .
 	touch $@
 
+$(VENV)/.finetune: pyproject.toml $(VENV)/.runtime
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[finetune]'
+	touch $@
+
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]'
 	touch $@ $(VENV)/.runtime
@@ -28,9 +32,9 @@ $(VENV)/.bench: pyproject.toml $(VENV)/.dev
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,bench]'
 	touch $@
 
-## demo: the bundled digits-trained ResNet-56: inspect, fold, prune 30% (verified, then lsq-recovered), emit for
-## CPU (+int8), compare, bench
-demo: $(VENV)/.runtime
+## demo: the bundled digits-trained ResNet-56: inspect, fold, prune 30% (verified, then lsq-recovered, then
+## fine-tuned one epoch by distillation), emit for CPU (+int8), compare, bench
+demo: $(VENV)/.finetune
 	@mkdir -p $(OUT)
 	$(BIN)/onnxprune inspect models/digits/resnet56.onnx --input-shape input=1x3x32x32
 	$(BIN)/onnxprune fold models/digits/resnet56.onnx -o $(OUT)/resnet56.folded.onnx --verify
@@ -38,12 +42,16 @@ demo: $(VENV)/.runtime
 		--plan-out $(OUT)/resnet56.plan.json
 	$(BIN)/onnxprune prune $(OUT)/resnet56.folded.onnx -o $(OUT)/resnet56.recovered.onnx --plan $(OUT)/resnet56.plan.json \
 		--recover lsq --data models/digits/digits_calib.npz
+	$(BIN)/onnxprune finetune $(OUT)/resnet56.recovered.onnx -o $(OUT)/resnet56.finetuned.onnx \
+		--teacher models/digits/resnet56.onnx --data models/digits/digits_train.npz --epochs 1 \
+		--eval-data models/digits/digits_calib.npz
 	$(BIN)/onnxprune emit $(OUT)/resnet56.folded.onnx --target cpu -o $(OUT)/resnet56.cpu --force --int8 \
 		--data models/digits/digits_calib.npz --eval-data models/digits/digits_test.npz
 	$(BIN)/python -m models.demo models/digits/resnet56.onnx $(OUT)/resnet56.folded.onnx $(OUT)/resnet56.pruned.onnx \
-		$(OUT)/resnet56.recovered.onnx $(OUT)/resnet56.cpu/model.int8.onnx
+		$(OUT)/resnet56.recovered.onnx $(OUT)/resnet56.finetuned.onnx $(OUT)/resnet56.cpu/model.int8.onnx
 	$(BIN)/onnxprune bench models/digits/resnet56.onnx $(OUT)/resnet56.folded.onnx $(OUT)/resnet56.pruned.onnx \
-		$(OUT)/resnet56.recovered.onnx $(OUT)/resnet56.cpu/model.onnx $(OUT)/resnet56.cpu/model.int8.onnx --runs 50 \
+		$(OUT)/resnet56.recovered.onnx $(OUT)/resnet56.finetuned.onnx $(OUT)/resnet56.cpu/model.onnx \
+		$(OUT)/resnet56.cpu/model.int8.onnx --runs 50 \
 		--data models/digits/digits_test.npz --markdown $(OUT)/resnet56.bench.md
 	@echo "make demo: done in $(ELAPSED) s (setup included)"
 
