@@ -44,17 +44,17 @@ REDUCTIONS = (0.3, 0.5)
 SPEC = InputSpec({"input": (1, 3, 32, 32)})
 
 
-def torch_pruning_l1(name: str, reduction: float, x: np.ndarray, labels: np.ndarray) -> dict[str, object]:
-    """Torch-Pruning's L1 at the same MACs reduction (ratio bisected), no fine-tuning."""
+def torch_pruning_at(name: str, reduction: float, example) -> tuple[object, object, float]:
+    """(original, pruned, MACs kept): Torch-Pruning's group L1 on the digits model's PyTorch module at the same
+    MACs reduction (pruning ratio bisected; the classifier kept). Raises what Torch-Pruning raises."""
     import torch
     import torch_pruning as tp
 
-    from models.train_digits import RECIPES, evaluate_torch
+    from models.train_digits import RECIPES
 
     base = RECIPES[name].build()
     base.load_state_dict(torch.load(DIGITS / f"{name}.pt"))
     base.eval()
-    example = torch.from_numpy(x[:1])
     macs0, _ = tp.utils.count_ops_and_params(base, example)
 
     def pruned(ratio: float):
@@ -65,22 +65,32 @@ def torch_pruning_l1(name: str, reduction: float, x: np.ndarray, labels: np.ndar
         pruner.step()
         return model.eval(), tp.utils.count_ops_and_params(model, example)[0] / macs0
 
+    lo, hi = 0.0, 0.95
+    best = None
+    for _ in range(10):
+        mid = (lo + hi) / 2
+        model, kept = pruned(mid)
+        if kept <= 1 - reduction:
+            hi, best = mid, (model, kept)
+        else:
+            lo = mid
+    if best is None:
+        raise RuntimeError("did not reach the MACs target")
+    return base, best[0], best[1]
+
+
+def torch_pruning_l1(name: str, reduction: float, x: np.ndarray, labels: np.ndarray) -> dict[str, object]:
+    """Torch-Pruning's L1 at the same MACs reduction, no fine-tuning."""
+    import torch
+
+    from models.train_digits import evaluate_torch
+
     start = time.perf_counter()
     try:
-        lo, hi = 0.0, 0.95
-        best = None
-        for _ in range(10):
-            mid = (lo + hi) / 2
-            model, kept = pruned(mid)
-            if kept <= 1 - reduction:
-                hi, best = mid, (model, kept)
-            else:
-                lo = mid
-        if best is None:
-            raise RuntimeError("did not reach the MACs target")
+        _, model, kept = torch_pruning_at(name, reduction, torch.from_numpy(x[:1]))
     except Exception as e:  # noqa: BLE001 - Torch-Pruning's failure is a result here
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"}
-    return {"top1": evaluate_torch(best[0], x, labels), "macs_kept": best[1], "seconds": time.perf_counter() - start}
+    return {"top1": evaluate_torch(model, x, labels), "macs_kept": kept, "seconds": time.perf_counter() - start}
 
 
 def main(argv: list[str] | None = None) -> int:
