@@ -16,13 +16,14 @@ Deep Compression on the digits VGG-16-BN (``--dc-sparsities``): ``compress --spa
 and test accuracy, the ratio-accuracy curve with and without retraining.
 
 Usage: python -m benchmarks.bench_finetune [--models ...] [--targets 0.5,0.3] [--epochs 5] [--out DIR]
-Writes finetune.json and finetune.md.
+Writes finetune.json and finetune.md (``--name`` changes the stem).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +37,7 @@ from benchmarks.common import machine
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS, HARD = ROOT / "models" / "digits", ROOT / "models" / "hard"
 MODELS = ("studentnet", "vgg16_bn", "resnet56", "glyphs", "textline")
+VARIANTS = ("tp", "none", "lsq", "lsq+finetune", "cycles")
 
 
 def digits_score(path: Path) -> dict[str, float]:
@@ -131,6 +133,7 @@ def deep_compression(args: argparse.Namespace, tmp: Path) -> list[dict[str, obje
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--targets", default="0.5,0.3", help="MACs kept (0.5: -50%%, 0.3: -70%%)")
@@ -138,9 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hard-epochs", type=float, default=3.0, help="hard models' fine-tuning epochs")
     parser.add_argument("--hard-train", type=int, default=4096, help="training samples for the hard models")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="tp: Torch-Pruning + KD (digits only); cycles: prune --schedule iterative --steps 2 "
+                             "--finetune-epochs E (prune-retrain cycles, the same total budget)")
     parser.add_argument("--dc-sparsities", default="0.9,0.95,0.97", help="Deep Compression curve ('' to skip)")
     parser.add_argument("--dc-epochs", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--name", default="finetune", help="results file stem (default finetune)")
     args = parser.parse_args(argv)
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -159,16 +166,26 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"model": name, "target": 1.0, "variant": "original", **original})
             epochs = args.hard_epochs if hard else args.epochs
             for target in args.targets.split(","):
-                if not hard:
+                variants = args.variants.split(",")
+                if not hard and "tp" in variants:
                     row = {"model": name, "target": float(target), "variant": "Torch-Pruning L1 + KD (PyTorch)",
                            "epochs": epochs, **torch_pruning_kd(name, float(target), train, epochs, args.threads)}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-                for variant in ("none", "lsq", "lsq+finetune"):
+                for variant in [v for v in VARIANTS if v in variants and v != "tp"]:
                     out = tmp / f"{name}-{target}-{variant}.onnx"
                     row: dict[str, object] = {"model": name, "target": float(target), "variant": variant}
                     t0 = time.perf_counter()
-                    if variant == "lsq+finetune":
+                    if variant == "cycles":
+                        report = tmp / f"{name}-{target}-cycles.json"
+                        cli("prune", str(src), "-o", str(out), "--target-flops", target, "--round-to", "8",
+                            "--input-shape", shape, "--recover", "lsq", "--data", str(calib), "--finetune-epochs",
+                            str(epochs), "--finetune-data", str(train), "--schedule", "iterative", "--steps", "2",
+                            "--report", str(report))
+                        rounds = json.loads(report.read_text())["rounds"]
+                        row.update(epochs=epochs, steps=sum(r["finetune_steps"] for r in rounds),
+                                   finetune_seconds=round(sum(r["finetune_seconds"] for r in rounds), 2))
+                    elif variant == "lsq+finetune":
                         lsq = tmp / f"{name}-{target}-lsq.onnx"
                         report = tmp / f"{name}-{target}.json"
                         cli("finetune", str(lsq), "-o", str(out), "--teacher", str(src), "--data", str(train),
@@ -186,10 +203,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps(row), flush=True)
         dc_rows = deep_compression(args, tmp) if args.dc_sparsities else []
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "finetune.json").write_text(json.dumps({"machine": machine(), "rows": rows, "deep_compression": dc_rows},
+    (args.out / f"{args.name}.json").write_text(json.dumps({"machine": machine(), "rows": rows, "deep_compression": dc_rows},
                                                        indent=2) + "\n")
     lines = ["# Fine-tuning after pruning (held-out test splits)", "",
-             "Command: `python -m benchmarks.bench_finetune`  ", f"Machine: {machine()}", "",
+             f"Command: `python -m benchmarks.bench_finetune{' ' + ' '.join(argv) if argv else ''}`  ",
+             f"Machine: {machine()}", "",
              f"`prune --target-flops F --round-to 8` (lsq on the calibration split), then `finetune --teacher "
              f"ORIGINAL --data TRAIN` (KD T=4 + cross-entropy/CTC, Adam at relative lr 1e-2 with warmup, cosine, batch 32, "
              f"{args.threads} torch threads; no --eval-data: the last weights). Digits: {args.epochs:g} epochs on the "
@@ -213,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in dc_rows:
             lines.append(f"| {r['sparsity']:.0%} | {r['retraining']} | {r['ratio']:.1f}× | {r['accuracy']:.2%} | "
                          f"{r['seconds']} |")
-    (args.out / "finetune.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out / 'finetune.md'}")
+    (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out / (args.name + '.md')}")
     return 0
 
 
