@@ -285,7 +285,8 @@ def _print(result: CompressResult, report: dict[str, object]) -> None:
         console.print(f"note: {note}", markup=False)
     q = report["quality"]
     if q:
-        keys = [k for k in ("accuracy", "agreement", "cosine") if k in q["compressed"]]  # type: ignore[index]
+        shown = ("accuracy", "agreement", "line-accuracy", "cer", "line-agreement", "cosine")   # CTC heads too
+        keys = [k for k in shown if k in q["compressed"]]  # type: ignore[index]
         console.print(f"on {'--eval-data' if report['eval_data'] else '--data'}: " + ", ".join(f"{k} {figure(k, q['original'][k])} -> {figure(k, q['compressed'][k])}"  # type: ignore[index]
                                               for k in keys))
 
