@@ -66,7 +66,7 @@ def digits_train(tmp_path_factory) -> Path:
 # --- the engine ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", list(ZOO))
-@pytest.mark.parametrize("form", ["legacy_bn", "dynamo", "identity", "paddle"])
+@pytest.mark.parametrize("form", ["legacy_bn", "dynamo", "identity"])
 def test_engine_agrees_with_onnx_runtime_on_every_zoo_model(name, form):
     model = read_model(zoo_model(name, form))
     relative = verify_engine(model, OnnxModule(model), feeds_for(model))
