@@ -20,7 +20,6 @@ Rules:
 
 from __future__ import annotations
 
-import copy
 import enum
 import fnmatch
 import json
@@ -55,7 +54,6 @@ from onnxprune.training.engine import (
     write_back,
 )
 from onnxprune.verify import make_session, run, session_with_outputs
-
 
 WARMUP_STEPS = 50   # linear learning-rate warmup: at most this many steps, and at most a tenth of the run
 #: Adam's step for a tensor is lr x max(RMS(tensor), RMS_FLOOR) (Adafactor's parameter scaling). A plain Adam step
@@ -137,7 +135,7 @@ class _Head:
 
     output: str
     scores: str
-    axis: int
+    axis: int | None      # the Softmax's axis; None: from the rank (see the module doc)
 
 
 def _heads(model: onnx.ModelProto) -> list[_Head]:
@@ -149,12 +147,12 @@ def _heads(model: onnx.ModelProto) -> list[_Head]:
             axis = next((a.i for a in node.attribute if a.name == "axis"), None)
             heads.append(_Head(vi.name, node.input[0], -1 if axis is None else int(axis)))
         else:
-            heads.append(_Head(vi.name, vi.name, 99))   # 99: decided from the rank (see the module doc)
+            heads.append(_Head(vi.name, vi.name, None))
     return heads
 
 
 def _axis(head: _Head, rank: int) -> int:
-    if head.axis != 99:
+    if head.axis is not None:
         return head.axis
     return -1 if rank == 3 else 1
 
@@ -280,8 +278,8 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
     for name, codebook, index in options.ties:
         if name not in frozen:
             module.tie(name, codebook, index)
-    masks = {name: (p.detach() != 0) for name, p in module.named_onnx_parameters().items()
-             if options.masks and name not in frozen}
+    masks = [(p, p.detach() != 0) for name, p in module.named_onnx_parameters().items()
+             if options.masks and name not in frozen]
 
     student_heads, teacher_heads = _heads(student), _heads(teacher) if teacher is not None else []
     for name in options.match:
@@ -347,8 +345,7 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
             index = np.sort(order[cursor:cursor + batch])
             cursor += batch
             module.train()
-            feeds = to_torch({k: v[index].astype(np.float32) if v.dtype == np.float16 else v[index]
-                              for k, v in data.inputs.items()})
+            feeds = to_torch({k: v[index] for k, v in data.inputs.items()})   # load_data cast them to the model's
             got = module(feeds, want)
             total_loss = torch.zeros(())
             for i, head in enumerate(student_heads):
@@ -376,8 +373,8 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
             scheduler.step()
             if masks:
                 with torch.no_grad():
-                    for name, mask in masks.items():
-                        module.named_onnx_parameters()[name].mul_(mask)
+                    for param, mask in masks:
+                        param.mul_(mask)
             value = float(total_loss.detach())
             losses.append((step, value))
             detail = f"loss {value:.4f}"
@@ -390,7 +387,7 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
                 detail += f", {metric.value} {score:.4f}"
                 if better:
                     best_value, best_step, since_best = score, step, 0
-                    best_state = copy.deepcopy({k: v.detach().clone() for k, v in module.params.items()})
+                    best_state = {k: v.detach().clone() for k, v in module.params.items()}
                     if on_improved is not None:
                         on_improved(write_back(student, module), step)
                 else:
