@@ -318,3 +318,20 @@ def test_recipe_finetune_step_distils_the_input_model(digits_train, tmp_path):
     folder = tmp_path / "out" / "studentnet"
     report = json.loads(next(folder.glob("*-finetune.json")).read_text())
     assert report["teacher"] == str(zoo / "studentnet.onnx") and report["steps"] == 5
+
+
+def test_freeze_sensitive_reads_a_sensitivity_run(tmp_path):
+    from onnxprune.training.train import sensitive_layers
+
+    report = {"metric": "accuracy", "criterion": "l1", "baseline": {"accuracy": 0.9},
+              "points": [{"group": "convA", "ratio": 0.1, "channels_kept": 9, "macs_kept": 0.9,
+                          "values": {"accuracy": 0.85}},
+                         {"group": "convA", "ratio": 0.5, "channels_kept": 5, "macs_kept": 0.5,
+                          "values": {"accuracy": 0.10}},
+                         {"group": "convB", "ratio": 0.1, "channels_kept": 9, "macs_kept": 0.9,
+                          "values": {"accuracy": 0.899}},
+                         {"group": "convB", "ratio": 0.5, "channels_kept": 5, "macs_kept": 0.5,
+                          "values": {"accuracy": 0.20}}]}
+    (tmp_path / "sensitivity.json").write_text(json.dumps(report))
+    assert sensitive_layers(tmp_path, 0.01) == ("convA",)       # judged at the smallest ratio only
+    assert sensitive_layers(tmp_path, 0.1) == ()
