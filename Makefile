@@ -74,6 +74,9 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_compress --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_zoo --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_hard --out benchmarks/results
+	$(BIN)/python -m benchmarks.bench_finetune --out benchmarks/results
+	$(BIN)/python -m benchmarks.bench_finetune --models studentnet,vgg16_bn,resnet56 --variants lsq,lsq+finetune,cycles \
+		--dc-sparsities "" --name finetune_cycles --out benchmarks/results
 
 ## zoo: export every reference model in every form to out/zoo
 zoo: $(VENV)/.dev
