@@ -19,10 +19,13 @@ Default metric: accuracy with labels, agreement without, for 2-D outputs; line-a
 
 from __future__ import annotations
 
+import contextvars
 import enum
 import importlib
 import importlib.util
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,8 +58,26 @@ LOWER_IS_BETTER = {Metric.REL_L2, Metric.KL, Metric.CER}
 METRIC_HELP = (f"{', '.join(m.value for m in Metric)} or MODULE:FUNCTION (FUNCTION(outputs, labels) -> float, higher is "
                f"better); default: accuracy with labels, else top-1 agreement, for (batch, classes) outputs; "
                f"line-accuracy / line-agreement for (batch, steps, classes) CTC outputs; cosine otherwise")
-#: user metrics computed by :func:`metrics` in this process (registered by :func:`parse_metric`)
-_USER_METRICS: dict[str, UserMetric] = {}
+#: user metrics computed by :func:`metrics`, registered by :func:`parse_metric` into the current
+#: :func:`metric_scope` (each CLI command runs in its own; outside any scope, one for the process)
+_SCOPE: contextvars.ContextVar[dict[str, UserMetric]] = contextvars.ContextVar("onnxprune_user_metrics")
+_PROCESS_SCOPE: dict[str, UserMetric] = {}
+_loaded = itertools.count()
+
+
+def _user_metrics() -> dict[str, UserMetric]:
+    return _SCOPE.get(_PROCESS_SCOPE)
+
+
+@contextmanager
+def metric_scope() -> Iterator[None]:
+    """User metrics parsed inside the block are computed by :func:`metrics` only inside it (a metric asked for
+    by one command, or one test, never leaks into the next)."""
+    token = _SCOPE.set({})
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
 
 
 def parse_metric(text: str | None) -> Metric | UserMetric | None:
@@ -73,7 +94,7 @@ def parse_metric(text: str | None) -> Metric | UserMetric | None:
                          f"MODULE:FUNCTION")
     try:
         if module_name.endswith(".py"):
-            spec = importlib.util.spec_from_file_location(f"onnxprune_user_metric_{len(_USER_METRICS)}", module_name)
+            spec = importlib.util.spec_from_file_location(f"onnxprune_user_metric_{next(_loaded)}", module_name)
             if spec is None or spec.loader is None:
                 raise ImportError(f"cannot load {module_name}")
             module = importlib.util.module_from_spec(spec)
@@ -86,7 +107,7 @@ def parse_metric(text: str | None) -> Metric | UserMetric | None:
     if not callable(function):
         raise UsageError(f"--metric {text!r}: {function_name} is not callable")
     metric = UserMetric(text, function)
-    _USER_METRICS[text] = metric
+    _user_metrics()[text] = metric
     return metric
 
 
@@ -165,7 +186,7 @@ def metrics(reference: np.ndarray, got: np.ndarray, labels: np.ndarray | None) -
             m[Metric.ACCURACY.value] = float((out.argmax(1) == labels).mean())
     elif reference.ndim == 3:
         m.update(sequence_metrics(reference, got, labels))
-    for user in _USER_METRICS.values():
+    for user in _user_metrics().values():
         m[user.value] = _user_value(user, got, labels)
     return m
 

@@ -15,6 +15,7 @@ from onnxprune.metrics import (
     ctc_greedy,
     default_metric,
     loss,
+    metric_scope,
     metrics,
     parse_metric,
     sequence_metrics,
@@ -63,22 +64,23 @@ def test_user_metric_from_a_file(tmp_path):
     plugin.write_text("import numpy as np\n\ndef top2(outputs, labels):\n"
                       "    best = np.argsort(outputs, axis=1)[:, -2:]\n"
                       "    return float(np.mean([l in b for l, b in zip(labels, best)]))\n")
-    metric = parse_metric(f"{plugin}:top2")
-    assert isinstance(metric, UserMetric)
     reference = np.array([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1]], np.float32)
-    m = metrics(reference, reference, np.array([2, 1]))
-    assert m[metric.value] == 1.0 and m["accuracy"] == 0.0
+    with metric_scope():
+        metric = parse_metric(f"{plugin}:top2")
+        assert isinstance(metric, UserMetric)
+        m = metrics(reference, reference, np.array([2, 1]))
+        assert m[metric.value] == 1.0 and m["accuracy"] == 0.0
+    assert metric.value not in metrics(reference, reference, None)     # scoped: it does not leak to later work
 
 
 @pytest.mark.parametrize("text,words", [("nope", "expected one of"), ("no_such_module_xyz:f", "cannot import"),
                                         ("os:sep", "not callable"), ("json:loads", None)])
 def test_bad_user_metrics(text, words):
     if words is None:
-        metric = parse_metric(text)          # importable and callable: fails when called, as the user's error
-        with pytest.raises(UsageError, match="failed"):
-            metrics(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), None)
-        from onnxprune import metrics as module
-        module._USER_METRICS.pop(metric.value)
+        with metric_scope():
+            parse_metric(text)               # importable and callable: fails when called, as the user's error
+            with pytest.raises(UsageError, match="failed"):
+                metrics(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), None)
         return
     with pytest.raises(UsageError, match=words):
         parse_metric(text)
@@ -95,12 +97,10 @@ def test_cli_metric_plugin_reported_by_prune(tmp_path, capsys):
     plugin = tmp_path / "m.py"
     plugin.write_text("def margin(outputs, labels):\n    import numpy as np\n"
                       "    s = np.sort(outputs, axis=1)\n    return float((s[:, -1] - s[:, -2]).mean())\n")
-    try:
-        assert main(["prune", str(digits / "studentnet.onnx"), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.2",
-                     "--data", str(digits / "digits_calib.npz"), "--limit", "64", "--metric", f"{plugin}:margin",
-                     "--input-shape", "input=1x3x32x32", "--report", str(tmp_path / "r.json"), "-q"]) == 0
-    finally:
-        module._USER_METRICS.clear()
+    assert main(["prune", str(digits / "studentnet.onnx"), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.2",
+                 "--data", str(digits / "digits_calib.npz"), "--limit", "64", "--metric", f"{plugin}:margin",
+                 "--input-shape", "input=1x3x32x32", "--report", str(tmp_path / "r.json"), "-q"]) == 0
+    assert f"{plugin}:margin" not in module.metrics(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32), None)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["quality"]["metric"] == f"{plugin}:margin"
     assert report["quality"]["original"][f"{plugin}:margin"] > report["quality"]["pruned"][f"{plugin}:margin"] >= 0

@@ -20,6 +20,7 @@ from onnxprune.cli import (
 from onnxprune.cli.common import OneLineParser, report_error
 from onnxprune.errors import OnnxPruneError, ResourceLimitError, UsageError
 from onnxprune.limits import is_out_of_memory
+from onnxprune.metrics import metric_scope
 from onnxprune.progress import Reporter, reporting
 from onnxprune.signals import Terminated, exit_status, termination_as_interrupt
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             if not getattr(args, "run", None):
                 raise UsageError("missing command (see 'onnxprune --help')")
-            with reporting(None if args.quiet else Reporter.for_stream(sys.stderr)):
+            with reporting(None if args.quiet else Reporter.for_stream(sys.stderr)), metric_scope():
                 return args.run(args)
     except OnnxPruneError as e:
         return report_error("onnxprune", e)
