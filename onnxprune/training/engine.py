@@ -519,7 +519,7 @@ def _binary(fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[..., Tensor]:
     return lambda ctx, a, b: fn(a, b)
 
 
-def _recurrent_setup(ctx: Ctx, x: Tensor, gates: int, inputs: list[Tensor | None]) -> tuple[Tensor, int, list[bool]]:
+def _recurrent_setup(ctx: Ctx, x: Tensor, inputs: list[Tensor | None]) -> tuple[Tensor, int, list[bool]]:
     """Common checks of LSTM/GRU: time-major input, directions, no clip or custom activations, full lengths."""
     if ctx.attrs.get("clip") is not None or ctx.attrs.get("activations") is not None:
         raise _Unsupported(f"{ctx.node.op_type} with clip or custom activations")
@@ -545,7 +545,7 @@ def _lstm(ctx: Ctx, *inputs: Tensor | None) -> tuple[Tensor, ...]:
     x, w, r = inputs[0], inputs[1], inputs[2]
     if ctx.attrs.get("input_forget", 0):
         raise _Unsupported("LSTM with input_forget=1")
-    xs, layout, reverse = _recurrent_setup(ctx, x, 4, list(inputs))
+    xs, layout, reverse = _recurrent_setup(ctx, x, list(inputs))
     hidden = w.shape[1] // 4
     b, h0, c0, peep = (_opt(list(inputs), i) for i in (3, 5, 6, 7))
     ys, hs, cs = [], [], []
@@ -572,7 +572,7 @@ def _lstm(ctx: Ctx, *inputs: Tensor | None) -> tuple[Tensor, ...]:
 
 def _gru(ctx: Ctx, *inputs: Tensor | None) -> tuple[Tensor, ...]:
     x, w, r = inputs[0], inputs[1], inputs[2]
-    xs, layout, reverse = _recurrent_setup(ctx, x, 3, list(inputs))
+    xs, layout, reverse = _recurrent_setup(ctx, x, list(inputs))
     hidden = w.shape[1] // 3
     b, h0 = _opt(list(inputs), 3), _opt(list(inputs), 5)
     before_reset = bool(ctx.attrs.get("linear_before_reset", 0))

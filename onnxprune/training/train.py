@@ -44,6 +44,7 @@ from onnxprune.metrics import (
     default_metric,
     loss,
     metrics,
+    outputs,
 )
 from onnxprune.progress import stage
 from onnxprune.training.engine import (
@@ -53,7 +54,7 @@ from onnxprune.training.engine import (
     verify_engine,
     write_back,
 )
-from onnxprune.verify import make_session, run, session_with_outputs
+from onnxprune.verify import run, session_with_outputs
 
 WARMUP_STEPS = 50   # linear learning-rate warmup: at most this many steps, and at most a tenth of the run
 #: Adam's step for a tensor is lr x max(RMS(tensor), RMS_FLOOR) (Adafactor's parameter scaling). A plain Adam step
@@ -234,12 +235,6 @@ def _evaluate(module: OnnxModule, data: Dataset, reference: np.ndarray, batch: i
     return metrics(reference, got, data.labels)
 
 
-def _first_output(model: onnx.ModelProto, data: Dataset) -> np.ndarray:
-    session = make_session(model, optimize=True)
-    name = model.graph.output[0].name
-    return np.concatenate([run(session, f)[name] for f in data.batches(64)])
-
-
 def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProto | None = None,
              eval_data: Dataset | None = None, options: FinetuneOptions = FinetuneOptions(),
              on_improved: Callable[[onnx.ModelProto, int], None] | None = None) -> FinetuneResult:
@@ -294,10 +289,10 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
     reference = None
     before = None
     if eval_data is not None:
-        reference = _first_output(teacher if teacher is not None else student, eval_data)
+        reference = outputs(teacher if teacher is not None else student, eval_data)
         metric = options.metric or default_metric(eval_data, reference)
         check_metric(metric, eval_data, reference)
-        before = metrics(reference, _first_output(student, eval_data), eval_data.labels)
+        before = metrics(reference, outputs(student, eval_data), eval_data.labels)
 
     batch = min(options.batch_size, len(data))
     per_epoch = max(1, len(data) // batch)
@@ -404,7 +399,7 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
                 module.params[k].copy_(v)
     # no evaluation beat the starting weights: they are the result
     result_model = student if best_step == 0 else write_back(student, module)
-    after = metrics(reference, _first_output(result_model, eval_data), eval_data.labels) \
+    after = metrics(reference, outputs(result_model, eval_data), eval_data.labels) \
         if eval_data is not None and reference is not None else None
     steps_done = len(losses)
     return FinetuneResult(result_model, metric.value if metric is not None else None, before, after, steps_done,
