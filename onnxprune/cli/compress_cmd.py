@@ -102,6 +102,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "fine-tuning the shared codebooks (indices fixed); distils --teacher (default: the input)")
     t.add_argument("--finetune-data", type=Path, help="training data for --finetune-epochs (same forms as --data)")
     t.add_argument("--teacher", type=Path, help="teacher for --finetune-epochs (default: the input model)")
+    t.add_argument("--prune-steps", type=int, default=1, metavar="K",
+                   help="with --finetune-epochs: reach the sparsity in K pruning steps on a cubic schedule, each "
+                        "retrained on 1/K of the masked half (the paper's iterative pruning; default 1)")
     p.add_argument("--no-fold", action="store_true", help="do not fold BatchNorm first")
     p.add_argument("--report", type=Path, help="write the per-layer report as JSON")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -123,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--teacher is for --finetune-epochs")
     if args.finetune_epochs is not None and args.finetune_epochs <= 0:
         raise UsageError("--finetune-epochs must be positive")
+    if args.prune_steps != 1 and args.finetune_epochs is None:
+        raise UsageError("--prune-steps is for --finetune-epochs (pruning steps each followed by retraining)")
     guard_paths(args, inputs=("model", "data", "eval_data", "finetune_data", "teacher"),
                 files=("output", "runnable", "report"))
     for path in (args.output, args.runnable, args.report):
@@ -169,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         def attempt(factor: float):
             start = time.perf_counter()
             result = compress(model, CompressOptions(scaled(pruning, factor), sharing, recover,
-                                                     fold=not args.no_fold), data, retrainer)
+                                                     fold=not args.no_fold, prune_steps=args.prune_steps),
+                              data, retrainer)
             seconds = time.perf_counter() - start
             start = time.perf_counter()
             restored = decompress(result.container, str(args.output))

@@ -39,6 +39,7 @@ from onnxprune.passes.prune_connections import (
     PRUNABLE_OPS,
     ConnectionPruning,
     PruneConnections,
+    scaled,
 )
 from onnxprune.recover import Recover
 
@@ -72,6 +73,11 @@ class CompressOptions:
     sharing: Sharing = field(default_factory=Sharing)
     recover: Recover = Recover.NONE   # with data: lsq (refit), bias (bias correction); see compress.refit
     fold: bool = True
+    prune_steps: int = 1              # with retraining: reach the sparsity in this many pruned-retrained steps
+
+    def __post_init__(self) -> None:
+        if self.prune_steps < 1:
+            raise UsageError(f"--prune-steps {self.prune_steps} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -187,11 +193,12 @@ def _encode(shared: _Shared, kind: str, sharing: Sharing, writer: ContainerWrite
 class Retrainer(Protocol):
     """Deep Compression's retraining, supplied by :mod:`onnxprune.training` (so this module needs no PyTorch).
 
-    ``masked``: train ``model``'s weights with every zero kept at zero, distilling ``teacher``.
+    ``masked``: train ``model``'s weights with every zero kept at zero, distilling ``teacher``, for ``share`` of
+    the masked-phase budget.
     ``centroids``: train the codebooks of the shared weights (``ties``: name -> (codebook with 0 first, index
     array of the weight's shape); indices fixed) and the unshared tensors; return the model and the codebooks."""
 
-    def masked(self, model: onnx.ModelProto, teacher: onnx.ModelProto) -> onnx.ModelProto: ...
+    def masked(self, model: onnx.ModelProto, teacher: onnx.ModelProto, share: float = 1.0) -> onnx.ModelProto: ...
 
     def centroids(self, model: onnx.ModelProto, teacher: onnx.ModelProto,
                   ties: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
@@ -202,14 +209,28 @@ def compress(model: onnx.ModelProto, options: CompressOptions | None = None,
              data: Dataset | None = None, retrain: Retrainer | None = None) -> CompressResult:
     """Prune (``options.pruning``), refit on ``data`` (``options.recover``), share and code ``model``
     (normalized); see the module doc. With ``retrain``: the refit is done in float, then the pruned model is
-    retrained with its masks fixed, shared, and its codebooks fine-tuned (the paper's pipeline)."""
+    retrained with its masks fixed, shared, and its codebooks fine-tuned (the paper's pipeline). With
+    ``options.prune_steps`` K > 1 the sparsity is reached gradually, as in the paper's iterative pruning: step k
+    prunes to the cubic schedule's fraction 1 - (1 - k/K)^3 of each target (Zhu & Gupta 2017), refits (with
+    ``recover``) against the model just before that step, and retrains on 1/K of the masked-phase budget."""
     options = options or CompressOptions()
+    if options.prune_steps > 1 and retrain is None:
+        raise UsageError("--prune-steps needs retraining (--finetune-epochs)")
     if options.recover is not Recover.NONE and data is None:
         raise UsageError(f"--recover {options.recover.value} needs calibration data (--data)")
     source_bytes = model.ByteSize()
     if options.fold:
         model = onnxprune.fold(model).model
     reference = model
+    steps = options.prune_steps if options.pruning.active else 1
+    before_step = model             # what the last pruning step's refit restores: the model just before it
+    for step in range(1, steps):
+        fraction = 1.0 - (1.0 - step / steps) ** 3
+        pruned = PassManager([PruneConnections(scaled(options.pruning, fraction))]).run(model).model
+        if data is not None and options.recover is not Recover.NONE:
+            refit(model, pruned, data, set(coded_weights(pruned)), lambda name, w: w, options.recover,
+                  seed=options.sharing.seed)
+        model = before_step = retrain.masked(pruned, reference, 1.0 / steps)  # type: ignore[union-attr]
     if options.pruning.active:
         model = PassManager([PruneConnections(options.pruning)]).run(model).model
     out = onnx.ModelProto()
@@ -228,12 +249,18 @@ def compress(model: onnx.ModelProto, options: CompressOptions | None = None,
     fits: tuple[LayerFit, ...] = ()
     if retrain is not None:
         if data is not None and options.recover is not Recover.NONE:
-            fits = tuple(refit(reference, out, data, set(coded), lambda name, w: w, options.recover,
-                               seed=options.sharing.seed))
-        out = retrain.masked(out, reference)
-        for init in out.graph.initializer:
-            if init.name in coded:
-                init.CopyFrom(numpy_helper.from_array(quantize(init.name, numpy_helper.to_array(init)), init.name))
+            refit(before_step, out, data, set(coded), lambda name, w: w, options.recover, seed=options.sharing.seed)
+        out = retrain.masked(out, reference, 1.0 / steps)
+        if data is not None and options.recover is not Recover.NONE:
+            # share layer by layer, each refit against the retrained float model (coarse codebooks, e.g. 4-bit
+            # convs, otherwise compound: 98.4% -> 10% on VGG-16-BN digits when shared all at once)
+            retrained = onnx.ModelProto()
+            retrained.CopyFrom(out)
+            fits = tuple(refit(retrained, out, data, set(coded), quantize, options.recover, seed=options.sharing.seed))
+        else:
+            for init in out.graph.initializer:
+                if init.name in coded:
+                    init.CopyFrom(numpy_helper.from_array(quantize(init.name, numpy_helper.to_array(init)), init.name))
         ties = {}
         for name, shared in shares.items():
             if shared.codebook is not None and shared.indices is not None:

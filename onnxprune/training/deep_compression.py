@@ -24,9 +24,12 @@ class DistillRetrainer:
     teacher: onnx.ModelProto | None = None
     eval_data: Dataset | None = None
 
-    def masked(self, model: onnx.ModelProto, teacher: onnx.ModelProto) -> onnx.ModelProto:
+    def masked(self, model: onnx.ModelProto, teacher: onnx.ModelProto, share: float = 1.0) -> onnx.ModelProto:
+        options = replace(self.options, masks=True,
+                          epochs=self.options.epochs * share,
+                          steps=None if self.options.steps is None else max(1, round(self.options.steps * share)))
         return finetune(model, self.train, teacher=self.teacher or teacher, eval_data=self.eval_data,
-                        options=replace(self.options, masks=True)).model
+                        options=options).model
 
     def centroids(self, model: onnx.ModelProto, teacher: onnx.ModelProto,
                   ties: dict[str, tuple[np.ndarray, np.ndarray]]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
