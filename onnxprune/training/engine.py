@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -30,6 +31,9 @@ from onnx import numpy_helper
 
 from onnxprune.errors import UnsupportedModelError, VerificationError
 from onnxprune.normalize import default_opset
+
+if TYPE_CHECKING:
+    from onnxprune.verify import Reference
 
 Tensor = torch.Tensor
 
@@ -725,7 +729,7 @@ class OnnxModule(torch.nn.Module):
                             if i.name not in {t.name for t in model.graph.initializer}]
         train = set(trainable_names(model) if trainable is None else trainable)
         self._keys: dict[str, str] = {}
-        self._tied: dict[str, tuple[str, Tensor]] = {}
+        self._tied: dict[str, tuple[str, Tensor, Tensor, Tensor]] = {}   # name -> (key, index, base, scale)
         self.params = torch.nn.ParameterDict()
         self.constants: dict[str, Tensor] = {}
         for t in model.graph.initializer:
@@ -751,27 +755,40 @@ class OnnxModule(torch.nn.Module):
 
     def tie(self, name: str, codebook: np.ndarray, index: np.ndarray) -> torch.nn.Parameter:
         """Make weight ``name`` shared (Deep Compression): ``codebook[index]`` with ``index`` fixed and
-        ``codebook[0] == 0`` fixed (pruned connections); the other entries become the trainable parameter, and
-        each one's gradient is the sum of the gradients of the weights sharing it. Returns that parameter."""
+        ``codebook[0] == 0`` fixed (pruned connections); the other entries train, and each one's gradient is the
+        sum of the gradients of the weights sharing it. Returns the parameter, which is *relative*: entry k is
+        ``c_k * (1 + u_k)`` (scale floored at 1% of the codebook's RMS), so an optimizer step moves every centroid
+        by a fraction of itself. In absolute units Adam moved the near-zero centroids, shared by most weights, as
+        far as the largest ones and ruined a 4-bit VGG-16-BN in a few steps (90% -> 21%)."""
         key = self._keys.pop(name, None)
         if key is not None:
             del self.params[key]
         self.constants.pop(name, None)
         tied_key = f"t{len(self._tied)}"
-        self.params[tied_key] = torch.nn.Parameter(torch.from_numpy(codebook[1:].astype(np.float32).copy()))
-        self._tied[name] = (tied_key, torch.from_numpy(index.astype(np.int64)))
+        base = torch.from_numpy(codebook[1:].astype(np.float32).copy())
+        scale = base.abs() + 0.01 * float(base.pow(2).mean().sqrt())
+        self.params[tied_key] = torch.nn.Parameter(torch.zeros_like(base))
+        self._tied[name] = (tied_key, torch.from_numpy(index.astype(np.int64)), base, scale)
         return self.params[tied_key]
+
+    def tied_parameters(self) -> list[torch.nn.Parameter]:
+        """The relative codebook parameters (see :meth:`tie`): already in units of their own scale."""
+        return [self.params[key] for key, *_ in self._tied.values()]
+
+    def _codebook(self, name: str) -> Tensor:
+        key, _, base, scale = self._tied[name]
+        return base + scale * self.params[key]
 
     def tied_codebooks(self) -> dict[str, np.ndarray]:
         """Each tied weight's codebook, 0 first."""
-        return {name: np.concatenate([[0.0], self.params[key].detach().numpy()]).astype(np.float32)
-                for name, (key, _) in self._tied.items()}
+        return {name: np.concatenate([[0.0], self._codebook(name).detach().numpy()]).astype(np.float32)
+                for name in self._tied}
 
     def onnx_values(self) -> dict[str, Tensor]:
         """Every trained tensor's current value by ONNX name (tied weights expanded)."""
         values = {name: self.params[key] for name, key in self._keys.items()}
-        for name, (key, index) in self._tied.items():
-            values[name] = torch.cat([torch.zeros(1), self.params[key]])[index]
+        for name, (_, index, _, _) in self._tied.items():
+            values[name] = torch.cat([torch.zeros(1), self._codebook(name)])[index]
         return values
 
     def forward(self, feeds: dict[str, Tensor], want: Sequence[str] = ()) -> dict[str, Tensor]:
@@ -826,6 +843,10 @@ def verify_engine(model: onnx.ModelProto, module: OnnxModule, feeds: dict[str, n
                   rel_tol: float | None = None) -> float:
     """Compare the engine with ONNX Runtime (graph optimizations off) on ``feeds``; raises
     :class:`VerificationError` naming the worst output when they disagree beyond the ``--verify`` tolerance.
+
+    Beyond it, float32 rounding alone may be the cause (a deep net whose refit weights are large): then the
+    engine is run once more in float64, and the two agree when ONNX Runtime is as close to that float64 result
+    as :data:`ROUNDING_FACTOR` times the engine's own float32 rounding (a wrong op is off by far more).
     Returns the relative difference."""
     from onnxprune.pass_infra import default_tolerance
     from onnxprune.verify import Reference
@@ -837,9 +858,37 @@ def verify_engine(model: onnx.ModelProto, module: OnnxModule, feeds: dict[str, n
         got = {k: v.detach().numpy() for k, v in module(to_torch(feeds), want).items()}
     comparison = reference.compare_results(got)
     tol = rel_tol if rel_tol is not None else default_tolerance(reference)
-    if not comparison.within(tol):
+    if not comparison.within(tol) and not _rounding_explains(module, feeds, want, got, reference):
         raise VerificationError(
             f"the training engine disagrees with ONNX Runtime on output {comparison.worst_output!r}: max abs diff "
             f"{comparison.max_abs_diff:.3g} > {tol:g} x max|output| {comparison.max_abs_reference:.3g}; not "
             f"training a model the engine does not reproduce")
     return comparison.relative
+
+
+#: ``verify_engine``: how much farther than the engine's float32 result ONNX Runtime may be from the engine's
+#: float64 result (two float32 implementations of the same graph round differently, by the same order).
+ROUNDING_FACTOR = 8.0
+
+
+def _rounding_explains(module: OnnxModule, feeds: dict[str, np.ndarray], want: list[str],
+                       got32: dict[str, np.ndarray], reference: Reference) -> bool:
+    import copy
+
+    try:
+        wide = copy.deepcopy(module).double()
+        wide_feeds = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in feeds.items()}
+        with torch.no_grad():
+            got64 = {k: v.detach().numpy() for k, v in wide(to_torch(wide_feeds), want).items()}
+    except (RuntimeError, TypeError, ValueError, UnsupportedModelError):   # an op that is float32-only here: no
+        return False                                                        # second opinion, the float32 check stands
+    ort_outputs = {**reference.outputs, **{p.tensor: value for p, value in reference.probes.values()}}
+    for name, value in got32.items():
+        if name not in got64 or name not in ort_outputs or got64[name].dtype.kind != "f":
+            continue
+        truth = got64[name]
+        ours = float(np.max(np.abs(value.astype(np.float64) - truth), initial=0.0))
+        theirs = float(np.max(np.abs(np.asarray(ort_outputs[name], np.float64) - truth), initial=0.0))
+        if theirs > ROUNDING_FACTOR * max(ours, np.finfo(np.float32).eps * float(np.max(np.abs(truth), initial=0.0))):
+            return False
+    return True

@@ -11,7 +11,8 @@ Rules:
   with labels, cross-entropy for ``(N,)`` labels on 2-D scores and CTC (blank 0, labels padded with -1 or 0) for
   ``(N, L)`` labels on 3-D ``(N, T, C)`` scores; the two mixed as ``alpha * KD + (1 - alpha) * task``. Feature
   matching adds ``match_weight * MSE / mean(teacher^2)`` on each tensor named in ``match`` (same name and shape
-  in both graphs).
+  in both graphs); ``match`` containing ``"auto"`` (unless the student has a tensor of that name) adds the
+  tensors :func:`auto_match` picks.
 - Teacher targets are computed once with ONNX Runtime (no augmentation, so they do not change between epochs).
 - Evaluation (``eval_data``) uses the chosen metric; the best weights by it are the result (early stopping after
   ``patience`` evaluations without improvement). Without eval data the last weights are the result.
@@ -119,13 +120,14 @@ class FinetuneResult:
     evals: tuple[tuple[int, float], ...] = ()
     stopped_early: bool = False
     codebooks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)   # trained, for options.ties
+    matched: tuple[str, ...] = ()          # intermediate tensors matched to the teacher's
 
     def to_json(self) -> dict[str, object]:
         return {"metric": self.metric, "before": self.before, "after": self.after, "steps": self.steps,
                 "best_step": self.best_step, "seconds": round(self.seconds, 2),
                 "samples_per_second": round(self.samples_per_second, 1),
                 "engine_relative_diff": self.engine_relative_diff, "trained": list(self.trained),
-                "frozen": list(self.frozen), "stopped_early": self.stopped_early,
+                "frozen": list(self.frozen), "matched": list(self.matched), "stopped_early": self.stopped_early,
                 "loss_curve": [[s, round(v, 6)] for s, v in self.losses],
                 "eval_curve": [[s, round(v, 6)] for s, v in self.evals]}
 
@@ -195,6 +197,44 @@ def sensitive_layers(directory: Path, tolerance: float) -> tuple[str, ...]:
         if drop > tolerance:
             out.append(group)
     return tuple(sorted(out))
+
+
+#: ``--match auto``: at most this many tensors, and at most this many bytes of teacher values kept for them.
+AUTO_MATCH = "auto"
+AUTO_MATCH_MAX = 4
+AUTO_MATCH_BYTES = 256 * 2**20
+
+
+def auto_match(student: onnx.ModelProto, teacher: onnx.ModelProto, module: OnnxModule,
+               feeds: dict[str, np.ndarray], samples: int, exclude: set[str]) -> tuple[str, ...]:
+    """Intermediate tensors to match for ``--match auto``: computed by both models under the same name with the
+    same float shape (rank >= 2) on ``feeds``, not a graph output or in ``exclude``. Of those, at most
+    AUTO_MATCH_MAX spread evenly over the student's node order (the deepest always), within AUTO_MATCH_BYTES of
+    teacher values for ``samples`` samples. Pruned layers change shape, so they are never matched; what is left
+    is the features a pruning kept whole (residual streams, a block's output, the pooled features)."""
+    taught = {o for n in teacher.graph.node for o in n.output if o}
+    outputs = {o.name for o in student.graph.output} | {o.name for o in teacher.graph.output} | exclude
+    common = list(dict.fromkeys(o for n in student.graph.node for o in n.output
+                                if o and o in taught and o not in outputs))
+    if not common:
+        return ()
+    got_teacher = run(session_with_outputs(teacher, common), feeds)
+    with torch.no_grad():
+        got_student = module(to_torch(feeds), common)
+    same = [name for name in common
+            if isinstance(got_teacher.get(name), np.ndarray) and got_teacher[name].dtype.kind == "f"
+            and got_teacher[name].ndim >= 2 and name in got_student
+            and tuple(got_student[name].shape) == got_teacher[name].shape]
+    if len(same) > AUTO_MATCH_MAX:
+        picks = np.linspace(len(same) - 1, 0, AUTO_MATCH_MAX).round().astype(int)
+        same = [same[i] for i in sorted(set(picks.tolist()))]
+    chosen, budget = [], AUTO_MATCH_BYTES
+    for name in reversed(same):          # deepest first: closest to the outputs the KD loss already reads
+        size = got_teacher[name].nbytes // max(1, got_teacher[name].shape[0]) * samples
+        if size <= budget:
+            chosen.append(name)
+            budget -= size
+    return tuple(reversed(chosen))
 
 
 def _targets(teacher: onnx.ModelProto, names: list[str], data: Dataset, batch: int) -> dict[str, np.ndarray]:
@@ -277,12 +317,22 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
              if options.masks and name not in frozen]
 
     student_heads, teacher_heads = _heads(student), _heads(teacher) if teacher is not None else []
-    for name in options.match:
+    match = options.match
+    student_tensors = {o for n in student.graph.node for o in n.output} | {i.name for i in student.graph.input}
+    if AUTO_MATCH in match and AUTO_MATCH not in student_tensors:
+        if teacher is None:
+            raise UsageError("--match needs a teacher (--teacher)")
+        heads = {h.scores for h in student_heads} | {h.scores for h in teacher_heads}
+        match = tuple(m for m in match if m != AUTO_MATCH)
+        match += tuple(m for m in auto_match(student, teacher, module, first, len(data), heads) if m not in match)
+    if match and teacher is None:
+        raise UsageError("--match needs a teacher (--teacher)")
+    for name in match:
         for m, role in ((student, "student"), (teacher, "teacher")):
             if m is None or name not in {o for n in m.graph.node for o in n.output} | {i.name for i in m.graph.input}:
                 raise UsageError(f"--match {name!r}: no such tensor in the {role}")
     with stage("teacher targets (ONNX Runtime)"):
-        wanted = [h.scores for h in teacher_heads] + list(options.match)
+        wanted = [h.scores for h in teacher_heads] + list(match)
         targets = _targets(teacher, list(dict.fromkeys(wanted)), data, options.batch_size) if teacher else {}
 
     metric = None
@@ -300,8 +350,9 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
     lr = options.lr if options.lr is not None else (1e-2 if options.optimizer is Optimizer.ADAM else 1e-3)
     params = [p for p in module.parameters() if p.requires_grad]
     if options.optimizer is Optimizer.ADAM:   # relative steps: each tensor moves by ~lr x its own scale
-        params = [{"params": [p], "lr": lr * max(float(p.detach().pow(2).mean().sqrt()), RMS_FLOOR)}
-                  for p in params]
+        relative_already = {id(p) for p in module.tied_parameters()}
+        params = [{"params": [p], "lr": lr if id(p) in relative_already else
+                   lr * max(float(p.detach().pow(2).mean().sqrt()), RMS_FLOOR)} for p in params]
     optimizer = (torch.optim.Adam(params, lr=lr, weight_decay=options.weight_decay)
                  if options.optimizer is Optimizer.ADAM else
                  torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=options.weight_decay, nesterov=True))
@@ -332,7 +383,7 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
     order = rng.permutation(len(data))
     cursor = 0
     start = time.perf_counter()
-    want = [h.scores for h in student_heads if h.scores != h.output] + list(options.match)
+    want = [h.scores for h in student_heads if h.scores != h.output] + list(match)
     with stage("fine-tuning", total=total, unit="steps") as progress:
         for step in range(1, total + 1):
             if cursor + batch > len(order):
@@ -355,7 +406,7 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
                     task = _task(scores, labels[index], axis)
                     if task is not None:
                         total_loss = total_loss + (1 - alpha) * task
-            for name in options.match:
+            for name in match:
                 t = torch.from_numpy(targets[name][index])
                 if t.shape != got[name].shape:
                     raise UsageError(f"--match {name!r}: shapes differ ({list(got[name].shape)} in the student, "
@@ -405,4 +456,4 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
     return FinetuneResult(result_model, metric.value if metric is not None else None, before, after, steps_done,
                           best_step, seconds, steps_done * batch / max(seconds, 1e-9), relative, tuple(trained),
                           tuple(sorted(frozen)), tuple(losses), tuple(evals), stopped_early,
-                          {} if best_step == 0 else module.tied_codebooks())
+                          {} if best_step == 0 else module.tied_codebooks(), match)
