@@ -11,9 +11,10 @@ Each variant runs through the CLI as a user would: ``prune --target-flops F --ro
 No ``--eval-data`` is given: the test split is only scored, never used to choose weights; the last weights are
 written. Fine-tuning seconds are wall time on this machine, ``--threads`` torch threads.
 
-Deep Compression on the digits VGG-16-BN (``--dc-sparsities``): ``compress --sparsity S --data CALIB`` (lsq refit,
-8-bit conv / 5-bit fc codebooks), without and with ``--finetune-epochs E --finetune-data TRAIN``: container ratio
-and test accuracy, the ratio-accuracy curve with and without retraining.
+Deep Compression on the digits VGG-16-BN (``--dc-sparsities``, ``--dc-per-layer``): ``compress --sparsity S
+--data CALIB`` (lsq refit, ``--dc-conv-bits`` conv / 5-bit fc codebooks), without and with ``--finetune-epochs E
+--finetune-data TRAIN --prune-steps K``: container ratio and test accuracy, the ratio-accuracy curve with and
+without retraining.
 
 Usage: python -m benchmarks.bench_finetune [--models ...] [--targets 0.5,0.3] [--epochs 5] [--out DIR]
 Writes finetune.json and finetune.md (``--name`` changes the stem).
@@ -112,21 +113,39 @@ def torch_pruning_kd(name: str, target: float, train: Path, epochs: float, threa
     return row
 
 
+#: Han et al.'s recipe for VGG-16 (ICLR 2016, table 4) transposed to the digits VGG-16-BN: the small early layers
+#: and the last classifier pruned least, the 128-channel 3x3 stack (80% of the weights) most.
+PER_LAYER = ("*/features.0/*=0.5,*/features.3/*=0.6,*/features.7/*=0.7,*/features.10/*=0.7,*/features.14/*=0.85,"
+             "*/features.17/*=0.85,*/features.20/*=0.85,*/features.24/*=0.93,*/classifier.0/*=0.9,"
+             "*/classifier.3/*=0.5,*=0.975")
+
+
 def deep_compression(args: argparse.Namespace, tmp: Path) -> list[dict[str, object]]:
     src, calib = DIGITS / "vgg16_bn.onnx", DIGITS / "digits_calib.npz"
     train = training_split("vgg16_bn", tmp, 0)
     rows = []
-    for sparsity in args.dc_sparsities.split(","):
+    settings = [(bits, s) for bits in args.dc_conv_bits.split(",") for s in args.dc_sparsities.split(",")]
+    if args.dc_per_layer:
+        settings += [(bits, "per-layer") for bits in args.dc_conv_bits.split(",")]
+    for bits, sparsity in settings:
+        if sparsity == "per-layer":
+            *specific, rest = args.dc_per_layer.split(",")
+            pruning = ["--sparsity", rest.split("=")[1]] + [a for spec in specific for a in ("--sparsity-for", spec)]
+        else:
+            pruning = ["--sparsity", sparsity]
         for retrain in (False, True):
             container, restored, report = tmp / "dc.onnxz", tmp / "dc.onnx", tmp / "dc.json"
             start = time.perf_counter()
-            cli("compress", str(src), "-o", str(container), "--sparsity", sparsity, "--data", str(calib),
-                "--report", str(report), *(["--finetune-epochs", str(args.dc_epochs), "--finetune-data", str(train)]
-                                           if retrain else []))
+            cli("compress", str(src), "-o", str(container), *pruning, "--conv-bits", bits, "--data", str(calib),
+                "--report", str(report), *(["--finetune-epochs", str(args.dc_epochs), "--finetune-data", str(train),
+                                            "--prune-steps", str(args.dc_prune_steps)] if retrain else []))
             seconds = round(time.perf_counter() - start, 1)
             cli("decompress", str(container), "-o", str(restored))
-            row = {"sparsity": float(sparsity), "retraining": "yes" if retrain else "no",
-                   "ratio": json.loads(report.read_text())["ratio"], "seconds": seconds, **digits_score(restored)}
+            r = json.loads(report.read_text())
+            kept = sum(x["nonzero"] for x in r["layers"]) / sum(x["weights"] for x in r["layers"])
+            row = {"pruning": sparsity, "sparsity": round(1 - kept, 4), "conv_bits": int(bits),
+                   "retraining": "yes" if retrain else "no", "ratio": r["ratio"], "seconds": seconds,
+                   **digits_score(restored)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
@@ -145,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="tp: Torch-Pruning + KD (digits only); cycles: prune --schedule iterative --steps 2 "
                              "--finetune-epochs E (prune-retrain cycles, the same total budget)")
     parser.add_argument("--dc-sparsities", default="0.9,0.95,0.97", help="Deep Compression curve ('' to skip)")
-    parser.add_argument("--dc-epochs", type=float, default=4.0)
+    parser.add_argument("--dc-epochs", type=float, default=8.0, help="retraining epochs (half masked, half codebooks)")
+    parser.add_argument("--dc-conv-bits", default="5", help="conv codebook bits, comma-separated (fc: 5)")
+    parser.add_argument("--dc-prune-steps", type=int, default=3, help="compress --prune-steps with retraining")
+    parser.add_argument("--dc-per-layer", default=PER_LAYER,
+                        help="a per-layer row: GLOB=S,... (last one the default) ('' to skip)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--name", default="finetune", help="results file stem (default finetune)")
     args = parser.parse_args(argv)
@@ -208,14 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Fine-tuning after pruning (held-out test splits)", "",
              f"Command: `python -m benchmarks.bench_finetune{' ' + ' '.join(argv) if argv else ''}`  ",
              f"Machine: {machine()}", "",
-             f"`prune --target-flops F --round-to 8` (lsq on the calibration split), then `finetune --teacher "
+             (f"`prune --target-flops F --round-to 8` (lsq on the calibration split), then `finetune --teacher "
              f"ORIGINAL --data TRAIN` (KD T=4 + cross-entropy/CTC, Adam at relative lr 1e-2 with warmup, cosine, batch 32, "
              f"{args.threads} torch threads; no --eval-data: the last weights). Digits: {args.epochs:g} epochs on the "
              f"1347-image training split, 450 test images. Hard models: {args.hard_epochs:g} epochs on "
              f"{args.hard_train} generated training samples; glyphs 1000 test images (top-1), textline 600 test "
-             f"lines (exact-line accuracy, CER).", "",
-             "| model | MACs kept | variant | accuracy / line accuracy | CER | fine-tune steps | fine-tune s | "
-             "step s |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+             f"lines (exact-line accuracy, CER)."), "",
+             ("| model | MACs kept | variant | accuracy / line accuracy | CER | fine-tune steps | fine-tune s | "
+             "step s |"), "|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['target']:.0%} | {r['variant']} | fails: {r['error']} | | | | |")
@@ -225,12 +248,17 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['model']} | {r['target']:.0%} | {r['variant']} | {acc:.2%} | {cer} | "
                      f"{r.get('steps', '')} | {r.get('finetune_seconds', '')} | {r.get('seconds', '')} |")
     if dc_rows:
-        lines += ["", f"## Deep Compression with retraining (digits VGG-16-BN, {args.dc_epochs:g} epochs: half masked, "
-                  "half codebooks)", "", "| sparsity | retraining | container ratio | accuracy | s |",
-                  "|---:|---|---:|---:|---:|"]
+        lines += ["", "## Deep Compression with retraining (digits VGG-16-BN, 450 test images)", "",
+                  (f"`compress --sparsity S --conv-bits B --data CALIB` (lsq refit, 5-bit fc codebooks); retraining adds "
+                  f"`--finetune-epochs {args.dc_epochs:g} --finetune-data TRAIN --prune-steps {args.dc_prune_steps}` "
+                  f"(half the epochs masked, spread over the pruning steps; half fine-tuning the codebooks). "
+                  f"Per-layer: `{args.dc_per_layer}` (first match wins)."), "",
+                  "| pruning | weights pruned | conv bits | retraining | container ratio | accuracy | s |",
+                  "|---|---:|---:|---|---:|---:|---:|"]
         for r in dc_rows:
-            lines.append(f"| {r['sparsity']:.0%} | {r['retraining']} | {r['ratio']:.1f}× | {r['accuracy']:.2%} | "
-                         f"{r['seconds']} |")
+            label = r["pruning"] if r["pruning"] == "per-layer" else f"uniform {float(r['pruning']):.0%}"
+            lines.append(f"| {label} | {r['sparsity']:.1%} | {r['conv_bits']} | {r['retraining']} | {r['ratio']:.1f}× | "
+                         f"{r['accuracy']:.2%} | {r['seconds']} |")
     (args.out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out / (args.name + '.md')}")
     return 0

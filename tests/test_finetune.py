@@ -17,12 +17,14 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+import onnxprune
 from models.architectures import ZOO
 from models.zoo_cache import zoo_model
 from onnxprune.api import load as onnxprune_load
+from onnxprune.channels import analyze
 from onnxprune.cli.main import main
 from onnxprune.data import load_data
-from onnxprune.errors import UnsupportedModelError, VerificationError
+from onnxprune.errors import UnsupportedModelError, UsageError, VerificationError
 from onnxprune.io import read_model
 from onnxprune.training import (
     FinetuneOptions,
@@ -33,6 +35,7 @@ from onnxprune.training import (
     write_back,
 )
 from onnxprune.training import engine as engine_module
+from onnxprune.training.engine import to_torch
 from onnxprune.verify import (
     InputSpec,
     make_session,
@@ -110,6 +113,37 @@ def test_engine_refuses_a_model_it_does_not_reproduce(monkeypatch):
     monkeypatch.setitem(engine_module.OPS, "Conv", lambda ctx, *xs: conv(ctx, *xs) * 1.001)   # off by 0.1%
     with pytest.raises(VerificationError, match="disagrees with ONNX Runtime"):
         verify_engine(model, OnnxModule(model), feeds_for(model))
+
+
+def cancelling_convs(scale: float = 100.0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """y = conv(x, W) - conv(x, W + dW): large terms cancel, so float32 rounding decides most of y."""
+    rng = np.random.default_rng(0)
+    w1 = (rng.standard_normal((64, 64, 3, 3)) * scale).astype(np.float32)
+    w2 = (w1 + rng.standard_normal(w1.shape).astype(np.float32) * 1e-3).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w2"], ["b"], pads=[1, 1, 1, 1]), helper.make_node("Sub", ["a", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "cancel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64, 8, 8])],
+                              [init("w1", w1), init("w2", w2)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return model, {"x": rng.standard_normal((2, 64, 8, 8)).astype(np.float32)}
+
+
+def test_engine_check_tells_float32_rounding_from_a_wrong_result():
+    """Two right float32 implementations of a cancelling graph differ far beyond 1e-5 relative; the float64
+    second opinion accepts that, and still refuses an engine that computes something else."""
+    from onnxprune.verify import Reference
+
+    model, feeds = cancelling_convs()
+    module = OnnxModule(model)
+    got = {k: v.detach().numpy() for k, v in module(to_torch(feeds), []).items()}
+    assert Reference.on(model, feeds).compare_results(got).relative > 1e-3      # the float32 check alone refuses
+    assert verify_engine(model, module, feeds) > 1e-3                           # rounding explains it: accepted
+    wrong = OnnxModule(model)
+    with torch.no_grad():
+        wrong.named_onnx_parameters()["w2"].mul_(1 + 1e-5)                     # a different model, by a little
+    with pytest.raises(VerificationError, match="disagrees with ONNX Runtime"):
+        verify_engine(model, wrong, feeds)
 
 
 def test_unsupported_op_is_a_one_line_refusal(tmp_path, capsys):
@@ -292,7 +326,38 @@ def test_compress_retraining_keeps_masks_and_codebooks_and_decodes_bit_exact(dig
         assert got[i.name].tobytes() == numpy_helper.to_array(i).tobytes(), i.name   # bit-exact decompress
 
 
-@pytest.mark.parametrize("schedule", ["oneshot", "iterative"])
+def test_compress_gradual_pruning_retrains_between_steps_and_reaches_the_sparsity(digits_train, tmp_path):
+    from onnxprune.passes.prune_connections import ConnectionPruning
+
+    from onnxprune.compress.pipeline import CompressOptions, compress
+    from onnxprune.training.deep_compression import DistillRetrainer
+
+    calls = []
+
+    class Recording(DistillRetrainer):
+        def masked(self, model, teacher, share=1.0):
+            zeros = sum(int((numpy_helper.to_array(i) == 0).sum()) for i in model.graph.initializer
+                        if i.name in coded)
+            calls.append((share, zeros))
+            return super().masked(model, teacher, share)
+
+    from onnxprune.compress.pipeline import coded_weights
+
+    model = onnxprune_load(DIGITS / "studentnet.onnx")
+    coded = coded_weights(onnxprune.fold(model).model)
+    retrain = Recording(load_data(digits_train, model), FinetuneOptions(steps=6, threads=1))
+    result = compress(model, CompressOptions(ConnectionPruning(sparsity=0.8), prune_steps=3), retrain=retrain)
+    assert [share for share, _ in calls] == [1 / 3] * 3
+    zeros = [z for _, z in calls]
+    assert zeros[0] < zeros[1] < zeros[2]                  # the cubic schedule: each step prunes more
+    assert abs(sum(r.nonzero for r in result.layers) / sum(r.weights for r in result.layers) - 0.2) < 0.01
+    with pytest.raises(UsageError, match="needs retraining"):
+        compress(model, CompressOptions(ConnectionPruning(sparsity=0.8), prune_steps=3))
+    assert main(["compress", str(DIGITS / "studentnet.onnx"), "-o", str(tmp_path / "c.onnxz"), "--sparsity", "0.8",
+                 "--prune-steps", "3", "-q"]) == UsageError.exit_code
+
+
+@pytest.mark.parametrize("schedule", ["oneshot", "iterative", "layerwise"])
 def test_prune_with_finetune_oneshot_and_cycles(digits_train, tmp_path, schedule):
     out, report = tmp_path / "p.onnx", tmp_path / "p.json"
     assert main(["prune", str(DIGITS / "studentnet.onnx"), "-o", str(out), "--target-flops", "0.5", "--round-to", "8",
@@ -304,7 +369,52 @@ def test_prune_with_finetune_oneshot_and_cycles(digits_train, tmp_path, schedule
     else:
         assert [x["round"] for x in r["rounds"]] == [1, 2] and r["rounds"][-1]["macs_kept"] <= 0.5
         assert all(x["finetune_steps"] == round(0.2 * (1347 // 32)) for x in r["rounds"])   # same total budget
+    if schedule == "layerwise":
+        one_shot = tmp_path / "oneshot.json"
+        assert main(["prune", str(DIGITS / "studentnet.onnx"), "-o", str(tmp_path / "o.onnx"), "--target-flops", "0.5",
+                     "--round-to", "8", "--plan-out", str(one_shot), "-q"]) == 0
+        planned = {g["id"]: g["channels"] - len(g["keep"]) for g in json.loads(one_shot.read_text())["groups"]}
+        order = [x["group"] for x in r["order"]]
+        assert sorted(order) == sorted(g for g, n in planned.items() if n)   # every planned group, ordered once
+        losses = [x["loss"] for x in r["order"]]
+        assert losses == sorted(losses) and r["left_whole"] == []             # least sensitive first
+        assert r["rounds"][0]["macs_kept"] > r["rounds"][1]["macs_kept"]      # round 1 pruned only its chunk
+        final = analyze(onnxprune_load(out))
+        # the same channel counts as the one-shot plan: each group lost exactly its planned count
+        kept = {g.id: g.channels for g in final.groups}
+        for gid, removed in planned.items():
+            if gid in kept:
+                original = next(g["channels"] for g in json.loads(one_shot.read_text())["groups"] if g["id"] == gid)
+                assert kept[gid] == original - removed, gid
     assert accuracy(out) > 0.5
+
+
+def test_match_auto_matches_the_tensors_pruning_kept_whole(pruned_student, digits_train, tmp_path):
+    """StudentNet pruned with its last conv left whole: auto-matching picks tensors of the same shape in both
+    graphs (the last conv's output and what follows it); a model where pruning changed every such tensor gets
+    none, and says so."""
+    from onnxprune.training.train import AUTO_MATCH_MAX
+    from onnxprune.verify import session_with_outputs
+
+    partial = tmp_path / "partial.onnx"
+    assert main(["prune", str(DIGITS / "studentnet.onnx"), "-o", str(partial), "--target-flops", "0.5",
+                 "--round-to", "8", "--exclude", "*cnn.7.3*", "-q"]) == 0
+    found = {}
+    for student in (partial, pruned_student):
+        report = tmp_path / "r.json"
+        assert main(["finetune", str(student), "-o", str(tmp_path / "f.onnx"), "--teacher",
+                     str(DIGITS / "studentnet.onnx"), "--data", str(digits_train), "--steps", "2", "--threads", "1",
+                     "--match", "auto", "--report", str(report), "-q"]) == 0
+        found[student] = json.loads(report.read_text())["matched"]
+    matched = found[partial]
+    assert 1 <= len(matched) <= AUTO_MATCH_MAX and "/cnn/cnn.7/cnn.7.3/Conv_output_0" in matched
+    assert found[pruned_student] == []            # every prunable group pruned: nothing keeps its shape
+    feeds = feeds_for(onnxprune_load(DIGITS / "studentnet.onnx"))
+    student = run(session_with_outputs(onnx.load(partial), matched), feeds)
+    teacher = run(session_with_outputs(onnx.load(DIGITS / "studentnet.onnx"), matched), feeds)
+    assert all(student[n].shape == teacher[n].shape for n in matched)
+    assert main(["finetune", str(pruned_student), "-o", str(tmp_path / "g.onnx"), "--data", str(digits_train),
+                 "--steps", "1", "--match", "auto", "-q"]) == UsageError.exit_code   # matching needs a teacher
 
 
 def test_recipe_finetune_step_distils_the_input_model(digits_train, tmp_path):

@@ -55,7 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--alpha", type=float, default=0.5,
                    help="weight of distillation vs. the label loss when both apply (default 0.5)")
     t.add_argument("--match", action="append", default=[], metavar="TENSOR",
-                   help="also match this intermediate tensor of the teacher (same name and shape; repeatable)")
+                   help="also match this intermediate tensor of the teacher (same name and shape; repeatable); "
+                        "'auto': up to 4 tensors both compute with equal shapes (the features pruning kept whole)")
     t.add_argument("--patience", type=int, help="stop after N evaluations on --eval-data without improvement")
     t.add_argument("--eval-every", type=int, help="steps between evaluations (default: one epoch)")
     t.add_argument("--seed", type=int, default=0)
@@ -133,6 +134,10 @@ def _print(result: FinetuneResult, args: argparse.Namespace, train: int, held_ou
                   f"{result.steps} steps on {train} samples in {result.seconds:.1f} s "
                   f"({result.samples_per_second:.0f} samples/s); engine vs ONNX Runtime: relative diff "
                   f"{result.engine_relative_diff:.1e}", markup=False)
+    if "auto" in args.match:
+        console.print("--match auto: " + (", ".join(result.matched) if result.matched else
+                                          "no intermediate tensor has the same name and shape in both models"),
+                      markup=False)
     if result.before is not None and result.after is not None and result.metric is not None:
         console.print(f"on {held_out} samples of --eval-data: {result.metric} "
                       f"{figure(result.metric, result.before[result.metric])} -> "

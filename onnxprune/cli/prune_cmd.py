@@ -218,9 +218,9 @@ def _finetune(args: argparse.Namespace, original: onnx.ModelProto, pruned: onnx.
 def _run_cycles(args: argparse.Namespace, model: onnx.ModelProto, options: PlanOptions, spec: InputSpec,
                 data: Dataset | None, eval_data: Dataset | None) -> int:
     """``--schedule iterative|layerwise --finetune-epochs N``: prune-retrain cycles (onnxprune.training.cycles)."""
-    if Schedule(args.schedule) is Schedule.LAYERWISE:
-        raise UsageError("--schedule layerwise with --finetune-epochs is not built (one fine-tune per group); use "
-                         "--schedule iterative --steps K")
+    layerwise = Schedule(args.schedule) is Schedule.LAYERWISE
+    if layerwise and data is None:
+        raise UsageError("--schedule layerwise orders groups by their measured sensitivity: it needs --data")
     for flag, value in (("--plan", args.plan), ("--sensitivity", args.sensitivity), ("--plan-out", args.plan_out),
                         ("--verify", args.verify), ("--dump-dir", args.dump_dir)):
         if value:
@@ -229,12 +229,21 @@ def _run_cycles(args: argparse.Namespace, model: onnx.ModelProto, options: PlanO
     training = _training()
     cycles = import_deferred("onnxprune.training.cycles")
     train = load_data(args.finetune_data, model, image_preprocess(args))
-    result = cycles.prune_finetune_cycles(
-        model, options, rounds=args.steps, train=train, spec=spec, recover_with=Recover(args.recover), data=data,
-        eval_data=eval_data, finetune_options=training.FinetuneOptions(epochs=args.finetune_epochs,
-                                                                       metric=parse_metric(args.metric)))
+    tune = training.FinetuneOptions(epochs=args.finetune_epochs, metric=parse_metric(args.metric))
+    if layerwise:
+        assert data is not None
+        result = cycles.layerwise_finetune_cycles(
+            model, options, rounds=args.steps, train=train, data=data, spec=spec, recover_with=Recover(args.recover),
+            eval_data=eval_data, finetune_options=tune, metric=parse_metric(args.metric))
+    else:
+        result = cycles.prune_finetune_cycles(
+            model, options, rounds=args.steps, train=train, spec=spec, recover_with=Recover(args.recover), data=data,
+            eval_data=eval_data, finetune_options=tune)
     save(result.model, args.output, source=args.model)
-    report = {"input": args.model, "output": args.output, "schedule": "iterative", "rounds": result.to_json()}
+    report = {"input": args.model, "output": args.output, "schedule": args.schedule, "rounds": result.to_json()}
+    if layerwise:
+        report["order"] = [{"group": g, "loss": v} for g, v in result.order]
+        report["left_whole"] = list(result.skipped)
     if args.report:
         write_text_atomic(args.report, json.dumps(report, indent=2) + "\n", args.model)
     if args.json:
@@ -247,5 +256,8 @@ def _run_cycles(args: argparse.Namespace, model: onnx.ModelProto, options: PlanO
                        f" -> {figure(r.tuned.metric, r.tuned.after[r.tuned.metric])}")
         console.print(f"round {r.round}: MACs {r.macs_kept:.1%} of the original; fine-tuned {r.tuned.steps} steps in "
                       f"{r.tuned.seconds:.1f} s{quality}", markup=False)
+    if result.skipped:
+        console.print(f"left whole ({len(result.skipped)} groups no longer prunable as one unit after earlier "
+                      f"rounds): {', '.join(result.skipped)}", markup=False)
     console.print(f"wrote {args.output}", markup=False)
     return 0

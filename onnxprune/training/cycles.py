@@ -7,21 +7,33 @@ the total training budget equals one-shot pruning followed by ``epochs`` epochs.
 ``iterative`` schedule (which rewrites the original each round), each round starts from the fine-tuned model
 of the round before: its weights carry over. Limits: ``--ratio-for`` ratios compound the same way; explicit plans
 (``--plan``, ``--sensitivity``) prune once, so they are refused here.
+
+Layer-wise (:func:`layerwise_finetune_cycles`): the plan is made once on the original (so the channel counts
+equal one-shot's), its groups are ordered least sensitive first on the calibration data (the metric loss when
+that group alone is pruned, as ``--schedule layerwise``), and split into ``rounds`` consecutive chunks; round i
+prunes chunk i's groups to their planned counts, choosing the channels by the criterion on the current
+(fine-tuned) weights, then fine-tunes ``epochs / K``. A group the current model no longer has as one prunable
+unit is left whole and named in the result.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
 import onnx
 
+from onnxprune.channels import analyze
 from onnxprune.data import Dataset
 from onnxprune.errors import UsageError
 from onnxprune.flops import count_costs
-from onnxprune.plan import PlanOptions
+from onnxprune.importance import Criterion, score_groups
+from onnxprune.metrics import Metric
+from onnxprune.plan import GroupPlan, PlanOptions, PruningPlan, _select
 from onnxprune.progress import stage
-from onnxprune.prune import PruneResult, prune
+from onnxprune.prune import PruneResult, masked_model, plan_pruning, prune
 from onnxprune.recover import Recover
+from onnxprune.schedule import removal_counts, sensitivity_order
 from onnxprune.training.train import FinetuneOptions, FinetuneResult, finetune
 from onnxprune.verify import InputSpec, resolve_input_shapes
 
@@ -38,6 +50,8 @@ class CycleRound:
 class CycleResult:
     model: onnx.ModelProto
     rounds: tuple[CycleRound, ...]
+    order: tuple[tuple[str, float], ...] = ()     # layer-wise: (group, metric loss alone), least sensitive first
+    skipped: tuple[str, ...] = ()                 # layer-wise: planned groups left whole (see the module doc)
 
     def to_json(self) -> list[dict[str, object]]:
         return [{"round": r.round, "macs_kept": round(r.macs_kept, 4), "finetune_steps": r.tuned.steps,
@@ -80,3 +94,44 @@ def prune_finetune_cycles(model: onnx.ModelProto, options: PlanOptions, *, round
             done.append(CycleRound(i, macs / max(macs_original, 1), pruned, tuned))
             progress.advance(f"round {i}: MACs {macs / max(macs_original, 1):.1%}")
     return CycleResult(current, tuple(done))
+
+
+def layerwise_finetune_cycles(model: onnx.ModelProto, options: PlanOptions, *, rounds: int, train: Dataset,
+                              data: Dataset, finetune_options: FinetuneOptions, spec: InputSpec | None = None,
+                              recover_with: Recover = Recover.NONE, eval_data: Dataset | None = None,
+                              metric: Metric | None = None) -> CycleResult:
+    """Layer-wise prune–retrain cycles (see the module doc). ``data`` (calibration) orders the groups and feeds
+    recovery; ``train`` is the fine-tuning data."""
+    if rounds < 1:
+        raise UsageError(f"--steps {rounds} must be >= 1")
+    spec = spec or InputSpec()
+    macs_original = count_costs(model, resolve_input_shapes(model, spec)).macs
+    plan, _ = plan_pruning(model, options, spec, data)
+    counts = removal_counts(plan)
+    order = sensitivity_order(model, plan, data, metric, masked_model)
+    chunks = [list(c) for c in np.array_split(np.asarray([g for g, _ in order], dtype=object), min(rounds, len(order)))
+              if len(c)]
+    criterion = Criterion(plan.criterion) if plan.criterion in {c.value for c in Criterion} else options.criterion
+    per_round = replace(finetune_options, epochs=finetune_options.epochs / max(1, len(chunks)),
+                        steps=None if finetune_options.steps is None else max(1, finetune_options.steps // len(chunks)))
+    current, done, skipped = model, [], []
+    with stage(f"layer-wise prune-retrain cycles: {len(chunks)} rounds", total=len(chunks), unit="rounds") as progress:
+        for i, chunk in enumerate(chunks, start=1):
+            analysis = analyze(current, spec.shapes)
+            scores = score_groups(analysis, criterion, options.seed, data, current)
+            groups = []
+            for group in analysis.prunable:
+                keep: tuple[int, ...] = tuple(range(group.channels))
+                if group.id in chunk and group.id in scores:
+                    keep = _select(group, scores[group.id], group.channels - counts[group.id])
+                groups.append(GroupPlan(group.id, group.channels, keep))
+            present = {g.id for g in groups if g.keep != tuple(range(g.channels))}
+            skipped += [g for g in chunk if g not in present]
+            pruned = prune(current, plan=PruningPlan(tuple(groups), plan.criterion), spec=spec,
+                           recover_with=recover_with, data=data)
+            tuned = finetune(pruned.model, train, teacher=model, eval_data=eval_data, options=per_round)
+            current = tuned.model
+            macs = count_costs(current, resolve_input_shapes(current, spec)).macs
+            done.append(CycleRound(i, macs / max(macs_original, 1), pruned, tuned))
+            progress.advance(f"round {i}: {len(chunk)} groups, MACs {macs / max(macs_original, 1):.1%}")
+    return CycleResult(current, tuple(done), tuple(order), tuple(skipped))
