@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
 import warnings
 from pathlib import Path
 
@@ -136,10 +138,33 @@ def test_mobile(style, tmp_path):
     assert ort_entry["max_abs_diff"] <= 1e-4 * ort_entry["max_abs_output"]
 
 
+def logging_state() -> list[tuple[str, int, int, bool]]:
+    """Level, handler count and propagation of the root logger and every named logger that exists."""
+    names = ["", *sorted(logging.root.manager.loggerDict)]
+    loggers = [logging.getLogger(n or None) for n in names]
+    return [(n, lg.level, len(lg.handlers), lg.propagate) for n, lg in zip(names, loggers)
+            if isinstance(lg, logging.Logger)]
+
+
 def test_mobile_int8_from_digits(tmp_path):
+    """Also: emit leaves the process's logging as it found it (ORT's tools are quietened only during the call)."""
     src = DIGITS / "studentnet.onnx"
-    emit(src, tmp_path / "out", EmitOptions(Target.MOBILE, int8=Int8.STATIC, data=CALIB, eval_data=TEST,
-                                             input_shapes={"input": (1, 3, 32, 32)}))
+    for module in ("onnxruntime.quantization", "onnxruntime.tools.convert_onnx_models_to_ort",
+                   "onnxruntime.tools.mobile_helpers.usability_checker"):
+        importlib.import_module(module)   # loggers ORT's tools create on import exist before the snapshot
+
+    logging.getLogger("ort_format_model.utils").setLevel(logging.DEBUG)   # a user's own settings
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        before = logging_state()
+        emit(src, tmp_path / "out", EmitOptions(Target.MOBILE, int8=Int8.STATIC, data=CALIB, eval_data=TEST,
+                                                 input_shapes={"input": (1, 3, 32, 32)}))
+        after = {n: state for n, *state in logging_state()}
+        assert all(after[n] == state for n, *state in before), \
+            [n for n, *state in before if after[n] != state]
+    finally:
+        logging.getLogger("ort_format_model.utils").setLevel(logging.NOTSET)
+        logging.getLogger().setLevel(logging.WARNING)
     m = check_manifest(tmp_path / "out", src)
     ort_file = next(f for f in m["files"] if f["name"] == "model.int8.ort")
     on_test = next(a for a in ort_file["agreement"] if a["samples"])

@@ -15,6 +15,7 @@ import onnx
 from onnxprune.emit.options import Style
 from onnxprune.errors import UsageError
 from onnxprune.interface import fix_input_shapes
+from onnxprune.logs import captured_logger, logger_level
 from onnxprune.signals import import_deferred
 from onnxprune.verify import graph_inputs
 
@@ -35,10 +36,9 @@ def to_ort_format(onnx_path: Path, out_dir: Path, style: Style) -> tuple[Path, P
     tool = import_deferred("onnxruntime.tools.convert_onnx_models_to_ort")
     OptimizationStyle, convert_onnx_models_to_ort = tool.OptimizationStyle, tool.convert_onnx_models_to_ort
 
-    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
-
     work = out_dir / "_ort"
-    with contextlib.redirect_stdout(io.StringIO()):  # the tool prints progress lines
+    with contextlib.redirect_stdout(io.StringIO()), logger_level(logging.WARNING, "ort_format_model.utils"):
+        # the tool prints progress lines
         convert_onnx_models_to_ort(onnx_path, output_dir=work,
                                    optimization_styles=[OptimizationStyle.Fixed if style is Style.FIXED
                                                         else OptimizationStyle.Runtime])
@@ -57,12 +57,9 @@ def usability_report(onnx_path: Path) -> tuple[str, dict[str, object]]:
     analyze_model = import_deferred("onnxruntime.tools.mobile_helpers.usability_checker").analyze_model
 
     buffer = io.StringIO()
-    logger = logging.getLogger("onnxprune.mobile_usability")
-    logger.handlers[:] = [logging.StreamHandler(buffer)]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)
-    try_eps = analyze_model(onnx_path, logger=logger)
+    with captured_logger("onnxprune.mobile_usability", buffer) as logger, \
+            logger_level(logging.WARNING, "ort_format_model.utils"):
+        try_eps = analyze_model(onnx_path, logger=logger)
     text = buffer.getvalue()
     summary: dict[str, object] = {"recommended": bool(try_eps)}
     for section in re.split(r"\n(?=Checking )", text):

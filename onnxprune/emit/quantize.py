@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from onnx import version_converter
 from onnxprune.data import Dataset
 from onnxprune.emit.options import Int8
 from onnxprune.errors import VerificationError
+from onnxprune.logs import logger_level
 from onnxprune.normalize import default_opset
 from onnxprune.signals import import_deferred
 from onnxprune.workdir import private_cwd
@@ -36,16 +36,9 @@ class _Reader:
         pass
 
 
-@contextlib.contextmanager
-def quiet_root_logger() -> Iterator[None]:
+def quiet_root_logger() -> contextlib.AbstractContextManager[None]:
     """ORT's quantization tools log through the root logger: ERROR only inside the block, restored after."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
+    return logger_level(logging.ERROR)
 
 
 def preprocess(src: Path, dst: Path, notes: list[str]) -> None:
