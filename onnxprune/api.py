@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from onnxprune.inspect import ModelSummary, summarize
+from onnxprune.model_summary import ModelSummary, summarize
 from onnxprune.io import read_model, save_model
 from onnxprune.normalize import normalize
 from onnxprune.pass_infra import Checks, Finding, GraphPass, PassManager, PipelineResult

@@ -56,6 +56,19 @@ class PreconditionError(OnnxPruneError):
     exit_code = 8
 
 
+class PassError(OnnxPruneError):
+    """A graph pass failed with an unexpected error (a bug, not a property of the model): names the pass and the
+    passes that ran before it; the original exception is ``__cause__``. Exit 1, as any internal error."""
+
+    exit_code = 1
+
+    def __init__(self, pass_name: str, before: tuple[str, ...], cause: BaseException) -> None:
+        self.pass_name, self.before = pass_name, before
+        after = f" (after {', '.join(before)})" if before else " (the first pass)"
+        super().__init__(f"pass {pass_name} failed{after}: {type(cause).__name__}: "
+                         f"{' '.join(str(cause).split())[:300]}")
+
+
 class ResourceLimitError(OnnxPruneError):
     """The work needs more memory than this process can allocate (checked before allocating)."""
 

@@ -19,7 +19,12 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from onnxprune.errors import OutputPathError, VerificationError
+from onnxprune.errors import (
+    OnnxPruneError,
+    OutputPathError,
+    PassError,
+    VerificationError,
+)
 from onnxprune.graph import to_graph, to_model
 from onnxprune.io import check_model, save_model
 from onnxprune.paths import is_marked, mark
@@ -49,6 +54,8 @@ class GraphPass(abc.ABC):
     name: ClassVar[str]
     #: True when the pass can change tensor shapes (the manager then clears and re-infers them).
     changes_shapes: ClassVar[bool] = False
+    #: True when the pass rewrites the graph it is given and returns it (the manager checks that it does).
+    in_place: ClassVar[bool] = True
 
     def requires(self, graph: gs.Graph) -> None:
         """Precondition; raise PreconditionError with a reason when it does not hold."""
@@ -149,7 +156,16 @@ class PassManager:
         checking = self.checks.level is not CheckLevel.NONE or self.checks.dump_dir is not None
         for index, graph_pass in enumerate(self.passes):
             start = time.perf_counter()
-            result = graph_pass(graph)
+            before = tuple(p.name for p in self.passes[:index])
+            try:
+                result = graph_pass(graph)
+            except (OnnxPruneError, KeyboardInterrupt, MemoryError):
+                raise                       # already a one-line, user-facing reason (or not a failure of the pass)
+            except Exception as e:          # a bug in the pass: say which one, and what ran before it
+                raise PassError(graph_pass.name, before, e) from e
+            if graph_pass.in_place and result.graph is not graph:
+                raise PassError(graph_pass.name, before, TypeError(
+                    "declared in_place but returned a different graph than the one it was given"))
             graph = result.graph
             if result.modified:
                 current = None

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxprune.channels import ChannelAnalysis, ChannelGroup
-from onnxprune.errors import UsageError
+from onnxprune.errors import PreconditionError, UsageError
 from onnxprune.flops import CostReport
 from onnxprune.importance import Criterion
 from onnxprune.io import write_text_atomic
@@ -119,20 +119,21 @@ class PruningPlan:
 
     def removed_roots(self, analysis: ChannelAnalysis) -> np.ndarray:
         """Boolean array over element ids: True for the roots of removed units. Validates the plan against the
-        analysis of the model it is applied to."""
+        analysis of the model it is applied to: :class:`PreconditionError` (exit 8) when the plan was made for
+        another model (a group missing, another channel count, a frozen group pruned, bad indices)."""
         removed = np.zeros(len(analysis.roots), dtype=bool)
         by_id = {g.id: g for g in analysis.groups}
         for gp in self.groups:
             group = by_id.get(gp.id)
             if group is None:
-                raise UsageError(f"plan group {gp.id!r} does not exist in this model")
+                raise PreconditionError(f"plan group {gp.id!r} does not exist in this model")
             if group.channels != gp.channels:
-                raise UsageError(f"plan group {gp.id!r} has {gp.channels} channels, the model has {group.channels}")
+                raise PreconditionError(f"plan group {gp.id!r} has {gp.channels} channels, the model has {group.channels}")
             if gp.removed and not group.prunable:
-                raise UsageError(f"plan prunes group {gp.id!r}, which is frozen: {group.reason}")
+                raise PreconditionError(f"plan prunes group {gp.id!r}, which is frozen: {group.reason}")
             keep = set(gp.keep)
             if not keep or any(not 0 <= k < group.channels for k in keep):
-                raise UsageError(f"plan group {gp.id!r}: kept indices must be non-empty and within 0..{group.channels - 1}")
+                raise PreconditionError(f"plan group {gp.id!r}: kept indices must be non-empty and within 0..{group.channels - 1}")
             drop = np.asarray([i for i in range(group.channels) if i not in keep], dtype=np.int64)
             removed[group.units[drop]] = True
         return removed

@@ -48,8 +48,16 @@ class _PlanPass(GraphPass):
     def apply(self, rule: OpRule, node: gs.Node, ctx: RewriteContext) -> None:
         raise NotImplementedError
 
+    def requires(self, graph: gs.Graph) -> None:
+        """The plan fits this graph (its groups exist with these channel counts, none frozen is pruned):
+        :class:`~onnxprune.errors.PreconditionError` otherwise, before anything is rewritten."""
+        self._ready = (graph, _context(graph, self.plan, self.analysis, self.input_shapes))
+
     def call(self, graph: gs.Graph) -> PassResult:
-        ctx = _context(graph, self.plan, self.analysis, self.input_shapes)
+        ready = getattr(self, "_ready", None)
+        ctx = ready[1] if ready is not None and ready[0] is graph else \
+            _context(graph, self.plan, self.analysis, self.input_shapes)
+        self._ready = None
         if ctx is None:
             return PassResult(graph, False)
         for node in list(graph.nodes):

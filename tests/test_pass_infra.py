@@ -65,3 +65,38 @@ def test_fold_cli_text_explains_what_remains(tmp_path, zoo_path, capsys):
     assert main(["fold", str(zoo_path("densenet", "legacy_bn")), "-o", str(out)]) == 0
     text = capsys.readouterr().out
     assert "remain" in text and "kept" in text and "not a Conv" in text
+
+
+def test_a_failing_pass_is_named_with_the_passes_before_it():
+    from onnxprune.errors import PassError
+
+    class Fine(GraphPass):
+        name = "fine"
+
+        def call(self, graph):
+            return PassResult(graph, False)
+
+    class Broken(GraphPass):
+        name = "broken"
+
+        def call(self, graph):
+            raise KeyError("a tensor the pass expected")
+
+    class Copying(GraphPass):
+        name = "copying"
+
+        def call(self, graph):
+            return PassResult(graph.copy(), True)
+
+    model = normalize(conv_bn())
+    with pytest.raises(PassError, match=r"pass broken failed \(after fine\): KeyError") as info:
+        PassManager([Fine(), Broken()]).run(model)
+    assert info.value.pass_name == "broken" and info.value.before == ("fine",)
+    assert isinstance(info.value.__cause__, KeyError) and info.value.exit_code == 1
+    with pytest.raises(PassError, match="declared in_place but returned a different graph"):
+        PassManager([Copying()]).run(model)
+    Copying.in_place = False
+    try:
+        assert PassManager([Copying()]).run(model).model.graph.node   # declared: a new graph is accepted
+    finally:
+        Copying.in_place = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -190,3 +191,27 @@ def test_prune_cli_bad_options(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("onnxprune: error:") == 3 and "Traceback" not in err
     assert not (tmp_path / "a.onnx").exists()
+
+
+@pytest.mark.parametrize("edit,reason", [
+    (lambda g, frozen: g.update(id="no-such-group"), "does not exist in this model"),
+    (lambda g, frozen: g.update(channels=g["channels"] + 1), "channels, the model has"),
+    (lambda g, frozen: g.update(keep=[]), "kept indices must be non-empty"),
+    (lambda g, frozen: g.update(id=frozen["id"], channels=frozen["channels"], keep=[0]), "which is frozen"),
+])
+def test_a_plan_for_another_model_is_a_precondition_error(tmp_path, capsys, edit, reason):
+    """Each reason a plan can fail the pruning pass's precondition, raised before anything is rewritten: exit 8."""
+    from onnxprune.errors import PreconditionError
+
+    src = Path(onnxprune.__file__).resolve().parents[1] / "models" / "digits" / "studentnet.onnx"
+    plan_path, out = tmp_path / "plan.json", tmp_path / "out.onnx"
+    assert main(["prune", str(src), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.5", "--plan-out",
+                 str(plan_path), "-q"]) == 0
+    plan = json.loads(plan_path.read_text())
+    frozen = next(g for g in analyze(onnxprune.load(src)).groups if not g.prunable)
+    edit(plan["groups"][0], {"id": frozen.id, "channels": frozen.channels})
+    plan_path.write_text(json.dumps(plan))
+    capsys.readouterr()
+    assert main(["prune", str(src), "-o", str(out), "--plan", str(plan_path), "-q"]) == PreconditionError.exit_code
+    err = capsys.readouterr().err.strip()
+    assert reason in err and len(err.splitlines()) == 1 and not out.exists()
