@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 import onnx
 
-from onnxprune.model_summary import ModelSummary, summarize
 from onnxprune.io import read_model, save_model
+from onnxprune.model_summary import ModelSummary, summarize
 from onnxprune.normalize import normalize
-from onnxprune.pass_infra import Checks, Finding, GraphPass, PassManager, PipelineResult
-from onnxprune.passes import Cleanup, FoldBatchNorm, FoldChannelAffine, Simplify
+from onnxprune.pass_infra import Checks, Finding, PassManager, PipelineResult
+from onnxprune.passes import Simplify
+from onnxprune.pipelines import fold_passes
 from onnxprune.verify import InputSpec
 
 
@@ -61,13 +62,6 @@ class FoldResult:
     def simplified(self) -> tuple[Finding, ...]:
         """What the exact simplifications changed (a merged or removed node, a constant Reshape target...)."""
         return tuple(f for f in self._findings(True) if f.applied)
-
-
-def fold_passes(simplify: bool = True) -> list[GraphPass]:
-    """The fold pipeline: exact simplifications (``simplify``: shared constants, common subexpressions, no-op
-    nodes, Reshape targets, Slice chains), then BatchNorms (into the layer, or the layer and its bias Add), then
-    per-channel affine ops (a bias Add, a scale after a BN) into the layer they follow."""
-    return [*([Simplify()] if simplify else []), FoldBatchNorm(), FoldChannelAffine(), Cleanup()]
 
 
 def fold(model: onnx.ModelProto, checks: Checks = Checks(), *, simplify: bool = True) -> FoldResult:

@@ -275,12 +275,25 @@ def _live(nodes: list[onnx.NodeProto], keep: set[str]) -> list[onnx.NodeProto]:
     return live[::-1]
 
 
-def _names_read_by_subgraphs(graph: onnx.GraphProto) -> set[str]:
-    from onnxprune.normalize import _subgraph_outer_inputs
+def subgraph_outer_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing scope."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            local = {i.name for i in g.input} | {t.name for t in g.initializer}
+            for n in g.node:
+                local.update(n.output)
+            for n in g.node:
+                names.update(i for i in n.input if i and i not in local)
+                names.update(x for x in subgraph_outer_inputs(n) if x not in local)
+    return names
 
+
+def _names_read_by_subgraphs(graph: onnx.GraphProto) -> set[str]:
     names: set[str] = set()
     for node in graph.node:
-        names |= _subgraph_outer_inputs(node)
+        names |= subgraph_outer_inputs(node)
     return names
 
 

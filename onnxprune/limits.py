@@ -67,9 +67,19 @@ def ensure_memory(nbytes: int, what: str, error: type[Exception] = ResourceLimit
                     f"({gib(budget)} available)")
 
 
+#: Below this much address space left, an error from native code is taken for a failed allocation.
+NEARLY_EXHAUSTED = 64 << 20
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """True for Python's ``MemoryError`` and for an OS error ``ENOMEM`` (what an import, ``mmap`` or a thread
-    start raises under an address-space limit instead of ``MemoryError``)."""
+    """True for Python's ``MemoryError``, an OS error ``ENOMEM`` (what an import, ``mmap`` or a thread start
+    raises under an address-space limit instead of ``MemoryError``), and an error from native code
+    (``SystemError``, ``RuntimeError``) that says ``bad_alloc`` or comes while the address-space limit is nearly
+    exhausted: a C++ ``std::bad_alloc`` inside onnx surfaces as "SystemError: error return without exception
+    set"."""
     import errno
 
-    return isinstance(error, MemoryError) or (isinstance(error, OSError) and error.errno == errno.ENOMEM)
+    if isinstance(error, MemoryError) or (isinstance(error, OSError) and error.errno == errno.ENOMEM):
+        return True
+    return isinstance(error, (SystemError, RuntimeError)) and (
+        "bad_alloc" in str(error) or _address_space_left() < NEARLY_EXHAUSTED)

@@ -19,6 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.constant_fold import fold_constant_nodes, static_shapes
+from onnxprune.constant_fold import subgraph_outer_inputs as _subgraph_outer_inputs
 from onnxprune.errors import InvalidModelError, UnsupportedModelError
 from onnxprune.safe_inference import infer_shapes as safe_infer_shapes
 
@@ -60,21 +61,6 @@ def normalize(model: onnx.ModelProto, *, infer: bool = True, copy: bool = True) 
             infer_shapes(out, clear=True)
         check_weight_shapes(out)
     return out
-
-
-def _subgraph_outer_inputs(node: onnx.NodeProto) -> set[str]:
-    """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing scope."""
-    names: set[str] = set()
-    for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for g in graphs:
-            local = {i.name for i in g.input} | {t.name for t in g.initializer}
-            for n in g.node:
-                local.update(n.output)
-            for n in g.node:
-                names.update(i for i in n.input if i and i not in local)
-                names.update(x for x in _subgraph_outer_inputs(n) if x not in local)
-    return names
 
 
 def toposort(graph: onnx.GraphProto) -> None:

@@ -16,7 +16,7 @@ from onnxprune.io import check_model
 from onnxprune.metrics import Metric, check_metric, default_metric, metrics, outputs
 from onnxprune.normalize import normalize
 from onnxprune.pass_infra import Checks, PassManager, default_tolerance
-from onnxprune.passes import Cleanup, MaskRemovedChannels, PruneChannels
+from onnxprune.pipelines import mask_passes, prune_passes
 from onnxprune.plan import CostModel, PlanOptions, PruningPlan, make_plan
 from onnxprune.progress import Stage, stage
 from onnxprune.recover import ConsumerFix, Recover, recover
@@ -72,7 +72,7 @@ def plan_pruning(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec |
 def masked_model(model: onnx.ModelProto, plan: PruningPlan,
                  input_shapes: dict[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
     """The original model with every weight that reads a removed channel set to zero."""
-    return PassManager([MaskRemovedChannels(plan, input_shapes=input_shapes)]).run(model).model
+    return PassManager(mask_passes(plan, input_shapes)).run(model).model
 
 
 def verify_pruned(original: onnx.ModelProto, pruned: onnx.ModelProto, plan: PruningPlan,
@@ -106,7 +106,7 @@ def _rewrite(model: onnx.ModelProto, plan: PruningPlan, analysis: ChannelAnalysi
     """The pruned model (no recovery); ``analysis`` (of ``model``) has its graph rewritten and is consumed."""
     analysis = analysis or analyze(model, input_shapes)
     plan.removed_roots(analysis)  # validate before rewriting
-    pruned = PassManager([PruneChannels(plan, analysis), Cleanup()], checks or Checks()).run(model, analysis.graph)
+    pruned = PassManager(prune_passes(plan, analysis), checks or Checks()).run(model, analysis.graph)
     return pruned.model, analysis
 
 

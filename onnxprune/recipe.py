@@ -12,19 +12,18 @@ steps:
   - bench: {runs: 20}
 ```
 
-Each step is a subcommand (``fold``, ``prune``, ``sensitivity``, ``finetune``, ``compress``, ``emit``, ``bench``);
-its keys are that subcommand's long options without the dashes (``target-flops`` or ``target_flops``). ``true`` gives a flag,
-``false`` leaves it out, a list repeats an option that takes several values (``--exclude``, ``--sparsity-for``);
+Each step is a typed step of :mod:`onnxprune.steps` (``fold``, ``prune``, ``sensitivity``, ``finetune``,
+``compress``, ``emit``, ``bench``); its keys are the step's fields, named as the subcommand's long options without
+the dashes (``target-flops`` or ``target_flops``). ``true``/``false`` set a flag, a list gives an option that takes
+several values (``exclude``, ``sparsity-for``);
 ``emit: {target: [...]}`` emits once per target. The runner sets the model, ``-o`` and the report files, and
 writes what ``dump-dir``, ``plan-out`` and ``runnable: true`` ask for into the model's folder; a
 ``prune`` step with ``sensitivity: previous`` uses the folder of the last ``sensitivity`` step. Every key is
-checked against the subcommand's parser when the recipe is loaded, so a typo fails before any model runs.
+checked against the step's fields when the recipe is loaded, so a typo fails before any model runs.
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -32,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from onnxprune.errors import UsageError
+from onnxprune.steps import STEPS as STEP_CLASSES
+from onnxprune.steps.base import StepOptionError
 
-STEPS = ("fold", "prune", "sensitivity", "finetune", "compress", "emit", "bench")
+STEPS = tuple(STEP_CLASSES)
 RUNNER_SET = {"model", "models", "output", "report", "json", "csv", "markdown", "html", "plot"}
 #: Options that name a file or folder to write: in a recipe only ``true`` (the runner writes it into the model's
 #: output folder, named after the step) or ``false``, so no step writes outside that folder.
@@ -52,7 +53,7 @@ class Step:
     def option(self, name: str, default: Any = None) -> Any:
         return next((v for k, v in self.options if k == name), default)
 
-    def with_overrides(self, overrides: dict[str, Any]) -> "Step":
+    def with_overrides(self, overrides: dict[str, Any]) -> Step:
         merged = dict(self.options)
         merged.update({_dashed(k): v for k, v in overrides.items()})
         return Step(self.kind, tuple(merged.items()))
@@ -72,7 +73,7 @@ class Recipe:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def with_overrides(self, overrides: dict[str, dict[str, Any]], data: str | None,
-                       eval_data: str | None = None) -> "Recipe":
+                       eval_data: str | None = None) -> Recipe:
         """Per-model overrides from a manifest: ``{step kind: {option: value}}`` applied to every such step."""
         unknown = set(overrides) - {s.kind for s in self.steps}
         if unknown:
@@ -88,53 +89,30 @@ def _dashed(key: str) -> str:
     return str(key).replace("_", "-")
 
 
-@functools.lru_cache(maxsize=1)
-def _parsers() -> dict[str, argparse.ArgumentParser]:
-    """The CLI's subcommand parsers, built once per process (every step of every model consults them)."""
-    from onnxprune.cli.main import build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(sub.choices)
-
-
-def options_of(kind: str) -> dict[str, argparse.Action]:
-    """The subcommand's long options by name (without dashes)."""
-    out = {}
-    for action in _parsers()[kind]._actions:
-        for opt in action.option_strings:
-            if opt.startswith("--"):
-                out[opt[2:]] = action
-    return out
-
-
 def _check_step(step: Step, where: str) -> None:
-    known = options_of(step.kind)
+    """Every key is a field of the step (with "did you mean") and every value fits it."""
+    cls = STEP_CLASSES[step.kind]
+    flags = cls.flags()
     for key, value in step.options:
         if key.replace("-", "_") in RUNNER_SET:
             raise RecipeError(f"{where}.{key}: set by the runner, not by the recipe")
-        if key in OUTPUT_OPTIONS and key in known:
+        if key in OUTPUT_OPTIONS and key in flags:
             if not isinstance(value, bool):
                 raise RecipeError(f"{where}.{key}: true or false (the runner writes it into the model's output "
                                   f"folder), not a path")
             continue
-        if key == "target" and step.kind == "emit":
-            if not (_scalar(value) or (isinstance(value, list) and all(_scalar(v) for v in value))):
-                raise RecipeError(f"{where}.{key}: expected a target or a list of targets")
+        if key == "target" and step.kind == "emit" and isinstance(value, list):
+            for v in value:
+                _validate(cls, key, v, where)
             continue
-        if key not in known:
-            near = sorted(k for k in known if k[:3] == key[:3])
-            hint = f" (did you mean {', '.join(near[:3])}?)" if near else ""
-            raise RecipeError(f"{where}.{key}: unknown option of 'onnxprune {step.kind}'{hint}")
-        action = known[key]
-        if isinstance(value, list) and not isinstance(action, argparse._AppendAction):
-            raise RecipeError(f"{where}.{key}: takes one value, not a list")
-        if isinstance(value, dict) or (isinstance(value, list) and not all(_scalar(v) for v in value)):
-            raise RecipeError(f"{where}.{key}: expected a value or a list of values, not a nested structure")
-        if not isinstance(value, list) and not _scalar(value):
-            raise RecipeError(f"{where}.{key}: expected a value, got {type(value).__name__}")
-        if action.nargs == 0 and not isinstance(value, bool):
-            raise RecipeError(f"{where}.{key}: a flag: expected true or false, got {value!r}")
+        _validate(cls, key, value, where)
+
+
+def _validate(cls: type, key: str, value: Any, where: str) -> None:
+    try:
+        cls.from_options({key: value}, where)
+    except StepOptionError as e:
+        raise RecipeError(str(e)) from None
 
 
 #: YAML aliases a recipe or manifest may use: enough for sharing a few option blocks, too few for an alias bomb
@@ -170,10 +148,6 @@ def load_yaml(text: str | bytes, source: str, error: type[UsageError] = UsageErr
         raise error(f"{source}:{where} not valid YAML: {getattr(e, 'problem', None) or e}") from None
     except RecursionError:
         raise error(f"{source}: nested too deeply") from None
-
-
-def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def parse_recipe(text: str | bytes, source: str = "recipe") -> Recipe:
@@ -219,35 +193,6 @@ def load_recipe(path: str | Path) -> Recipe:
     except InputFileError as e:
         raise RecipeError(f"cannot read the recipe: {e}") from None
     return parse_recipe(text, str(p))
-
-
-def step_argv(step: Step, skip: set[str] = frozenset()) -> list[str]:
-    """The step's options as CLI arguments (``skip``: names the runner handles itself; output options are
-    added by :func:`output_argv`)."""
-    argv: list[str] = []
-    for key, value in step.options:
-        if key in skip or key in OUTPUT_OPTIONS:
-            continue
-        if value is True:
-            argv.append(f"--{key}")
-        elif value is False or value is None:
-            continue
-        elif isinstance(value, list):
-            for v in value:
-                argv += [f"--{key}", str(v)]
-        else:
-            argv += [f"--{key}", str(value)]
-    return argv
-
-
-def output_argv(step: Step, folder: Path, tag: str) -> list[str]:
-    """``--dump-dir`` / ``--plan-out`` / ``--runnable`` for the output options set to true, each a path in
-    ``folder`` named after the step (``tag``)."""
-    argv: list[str] = []
-    for key, suffix in OUTPUT_OPTIONS.items():
-        if step.option(key) is True and key in options_of(step.kind):
-            argv += [f"--{key}", str(folder / f"{tag}.{suffix}")]
-    return argv
 
 
 def _needs_data(step: Step) -> str | None:

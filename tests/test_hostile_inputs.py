@@ -217,6 +217,21 @@ def test_os_out_of_memory_is_one_line_exit_10(tmp_path, monkeypatch, capsys):
     assert err == ["onnxprune: error: out of memory (OSError: [Errno 12] Cannot allocate memory: '/somewhere')"]
 
 
+def test_native_allocation_failures_count_as_out_of_memory(monkeypatch):
+    """A C++ bad_alloc inside onnx surfaces as SystemError (seen under a zoo worker's --memory-limit once the
+    libraries were imported before the limit was set): out of memory when it says so or when the address space
+    is nearly exhausted, an internal error otherwise."""
+    from onnxprune import limits
+
+    monkeypatch.setattr(limits, "_address_space_left", lambda: 1 << 40)
+    assert limits.is_out_of_memory(RuntimeError("std::bad_alloc"))
+    assert not limits.is_out_of_memory(SystemError("error return without exception set"))
+    assert not limits.is_out_of_memory(ValueError("bad_alloc"))
+    monkeypatch.setattr(limits, "_address_space_left", lambda: 1 << 20)
+    assert limits.is_out_of_memory(SystemError("error return without exception set"))
+    assert not limits.is_out_of_memory(KeyError("x"))
+
+
 # --- recipes, devices, pipes -----------------------------------------------------------------------------------
 
 def test_yaml_alias_bomb_is_refused_fast(tmp_path):

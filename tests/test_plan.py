@@ -58,7 +58,9 @@ def test_plan_json_round_trip_and_replay(resnet18, tmp_path):
 
 def test_plan_for_another_model_is_refused(resnet18, mobilenet):
     plan, _ = plan_pruning(mobilenet, PlanOptions(ratio=0.3))
-    with pytest.raises(UsageError, match="does not exist|channels"):
+    from onnxprune.errors import PreconditionError
+
+    with pytest.raises(PreconditionError, match="does not exist|channels"):
         prune(resnet18, plan=plan)
 
 

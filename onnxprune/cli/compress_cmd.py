@@ -3,57 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from pathlib import Path
-
-import onnx
 
 from onnxprune.api import save
 from onnxprune.cli.common import (
     add_data_args,
     console,
-    data_from_args,
     figure,
-    glob_values,
     guard_paths,
     human,
-    image_preprocess,
-    load_model,
     print_json,
+    step_from_args,
 )
 from onnxprune.compress.kmeans import Init
-from onnxprune.compress.layer_sparsity import (
-    DEFAULT_GRID,
-    layer_curves,
-    sparsity_for,
-    weighted_sparsity,
-)
-from onnxprune.compress.pipeline import (
-    CompressOptions,
-    CompressResult,
-    Retrainer,
-    Sharing,
-    compress,
-    decompress,
-)
+from onnxprune.compress.pipeline import CompressResult, decompress
 from onnxprune.compress.runnable import runnable
-from onnxprune.data import load_data
-from onnxprune.errors import UsageError
-from onnxprune.io import ensure_output_path, write_bytes_atomic, write_text_atomic
-from onnxprune.metrics import (
-    METRIC_HELP,
-    default_metric,
-    loss,
-    metrics,
-    outputs,
-    parse_metric,
-)
-from onnxprune.passes.prune_connections import ConnectionPruning, scaled
+from onnxprune.io import ensure_output_path
+from onnxprune.metrics import METRIC_HELP
 from onnxprune.paths import read_regular_file
-from onnxprune.progress import stage, timing
 from onnxprune.recover import Recover
-from onnxprune.signals import import_deferred
+from onnxprune.steps.base import StepContext
+from onnxprune.steps.compress import CompressStep
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -120,146 +90,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.finetune_epochs is None) != (args.finetune_data is None):
-        raise UsageError("--finetune-epochs and --finetune-data go together")
-    if args.teacher is not None and args.finetune_epochs is None:
-        raise UsageError("--teacher is for --finetune-epochs")
-    if args.finetune_epochs is not None and args.finetune_epochs <= 0:
-        raise UsageError("--finetune-epochs must be positive")
-    if args.prune_steps != 1 and args.finetune_epochs is None:
-        raise UsageError("--prune-steps is for --finetune-epochs (pruning steps each followed by retraining)")
-    guard_paths(args, inputs=("model", "data", "eval_data", "finetune_data", "teacher"),
-                files=("output", "runnable", "report"))
-    for path in (args.output, args.runnable, args.report):
-        if path is not None:
-            ensure_output_path(path, args.model)
-    model = load_model(args.model)
-    data = data_from_args(args, model)
-    metric = parse_metric(args.metric)
-    per_layer = glob_values("--sparsity-for", args.sparsity_for, "/features*=0.8")
-    notes = []
-    sharing = Sharing(not args.no_sharing, args.conv_bits, args.fc_bits, args.conv_index_bits, args.fc_index_bits,
-                      Init(args.init))
-    explicit = args.quality is not None or args.sparsity is not None or args.sparsity_for or args.tolerance is not None
-    tolerance, max_drop = args.tolerance, args.max_drop
-    if data is not None and not explicit:
-        tolerance, max_drop = DEFAULT_TOLERANCE, DEFAULT_MAX_DROP if max_drop is None else max_drop
-        notes.append(f"defaults with --data: --tolerance {tolerance} --max-drop {max_drop}")
-    if max_drop is not None and (data is None or max_drop < 0):
-        raise UsageError("--max-drop needs --data (and POINTS >= 0)" if data is None else
-                         f"--max-drop {max_drop}: expected points >= 0")
-    with timing() as stages:
-        folded_model = model
-        recover = Recover(args.recover or ("lsq" if data is not None else "none"))
-        if recover is not Recover.NONE and data is None:
-            raise UsageError(f"--recover {recover.value} needs calibration data (--data)")
-        if tolerance is not None:
-            if data is None:
-                raise UsageError("--tolerance measures each layer's sensitivity: it needs --data")
-            if not args.no_fold:
-                import onnxprune
-
-                folded_model = onnxprune.fold(model).model
-            metric, curves = layer_curves(folded_model, data, metric, DEFAULT_GRID, recover)
-            per_layer = per_layer + sparsity_for(curves, tolerance)
-            notes.append(f"sensitivity ({metric.value}, tolerance {tolerance}): {weighted_sparsity(curves, per_layer[-len(curves):]):.1%} of coded weights pruned")
-        pruning = ConnectionPruning(args.quality, args.sparsity, args.global_sparsity, per_layer, tuple(args.include),
-                                    tuple(args.exclude))
-        eval_data = data_from_args(args, model, "eval_data") if args.eval_data is not None else data
-        reference = outputs(model, eval_data) if eval_data is not None else None
-        chosen_metric = (metric or default_metric(eval_data, reference)) if eval_data is not None else None
-
-        retrainer = _retrainer(args, model) if args.finetune_epochs else None
-
-        def attempt(factor: float):
-            start = time.perf_counter()
-            result = compress(model, CompressOptions(scaled(pruning, factor), sharing, recover,
-                                                     fold=not args.no_fold, prune_steps=args.prune_steps),
-                              data, retrainer)
-            seconds = time.perf_counter() - start
-            start = time.perf_counter()
-            restored = decompress(result.container, str(args.output))
-            decode_seconds = time.perf_counter() - start
-            quality = None
-            if eval_data is not None:
-                quality = {"original": metrics(reference, reference, eval_data.labels),
-                           "compressed": metrics(reference, outputs(restored, eval_data), eval_data.labels)}
-            return result, quality, seconds, decode_seconds
-
-        result, quality, seconds, decode_seconds = attempt(1.0)
-        if max_drop is not None and pruning.active:
-            result, quality, seconds, decode_seconds = _back_off(attempt, (result, quality, seconds, decode_seconds),
-                                                                 chosen_metric, max_drop, notes)
-    write_bytes_atomic(args.output, result.container, args.model)
-    runnable_bytes = None
-    if args.runnable:
-        small = runnable(result.container, str(args.output))
-        save(small, args.runnable, source=args.model)
-        runnable_bytes = args.runnable.stat().st_size
-    report = _report(result, recover, None if args.eval_data is None else str(args.eval_data), quality, seconds, decode_seconds, runnable_bytes, notes)
-    report["stages"] = stages
-    if args.report:
-        write_text_atomic(args.report, json.dumps(report, indent=2) + "\n", args.model)
+    result = step_from_args(CompressStep, args).run(StepContext(Path(args.model), args.output, args.report))
     if args.json:
-        print_json(report)
+        print_json(result.report)
         return 0
-    _print(result, report)
+    _print(result.details, result.report)
     console.print(f"wrote {args.output}" + (f", {args.runnable}" if args.runnable else ""))
     return 0
-
-
-DEFAULT_TOLERANCE = 0.01
-DEFAULT_MAX_DROP = 1.0
-
-
-def _retrainer(args: argparse.Namespace, model: onnx.ModelProto) -> Retrainer:
-    """Deep Compression's retraining from onnxprune.training (PyTorch imported here, signals held)."""
-    try:
-        retraining = import_deferred("onnxprune.training.deep_compression")
-        training = import_deferred("onnxprune.training")
-    except ImportError:
-        raise UsageError("--finetune-epochs needs PyTorch: pip install 'onnxprune[finetune]'") from None
-    train = load_data(args.finetune_data, model, image_preprocess(args))
-    teacher = load_model(args.teacher) if args.teacher else None
-    return retraining.DistillRetrainer(train, training.FinetuneOptions(epochs=args.finetune_epochs / 2), teacher)
-_BACK_OFF_STEPS = 4
-
-
-def _drop_points(metric, quality) -> float:
-    return 100.0 * loss(metric, quality["original"], quality["compressed"])
-
-
-def _back_off(attempt, first, metric, max_drop: float, notes: list[str]):
-    """Largest sparsity factor in [0, 1] (bisection, :data:`_BACK_OFF_STEPS` tries) whose metric drop on the
-    evaluation data is at most ``max_drop`` points; the factor-1 try is ``first``."""
-    drop = _drop_points(metric, first[1])
-    if drop <= max_drop:
-        notes.append(f"--max-drop {max_drop:g}: {metric.value} drops {drop:.2f} points at full sparsity: kept")
-        return first
-    with stage("compress: backing off sparsity to meet --max-drop", total=_BACK_OFF_STEPS, unit="tries") as s:
-        low, high, best = 0.0, 1.0, None
-        for _ in range(_BACK_OFF_STEPS):
-            mid = (low + high) / 2
-            tried = attempt(mid)
-            s.advance()
-            if _drop_points(metric, tried[1]) <= max_drop:
-                low, best = mid, tried
-            else:
-                high = mid
-    if best is None:
-        best, low = attempt(0.0), 0.0
-    notes.append(f"--max-drop {max_drop:g}: {metric.value} dropped {drop:.2f} points at full sparsity; every "
-                 f"layer's sparsity scaled by {low:.3g} -> {_drop_points(metric, best[1]):.2f} points")
-    return best
-
-
-def _report(result: CompressResult, recover: Recover, eval_data: str | None, quality, seconds: float, decode_seconds: float, runnable_bytes: int | None,
-            notes: list[str]) -> dict[str, object]:
-    return {"source_bytes": result.source_bytes, "container_bytes": len(result.container), "ratio": result.ratio,
-            "weights_ratio": result.weights_ratio(), "runnable_bytes": runnable_bytes,
-            "compress_seconds": seconds, "decompress_seconds": decode_seconds, "quality": quality, "notes": notes,
-            "recover": recover.value, "eval_data": eval_data, "layers": [{**r.__dict__, "kept": r.kept} for r in result.layers],
-            "refit": [f.__dict__ for f in result.fits]}
 
 
 def _print(result: CompressResult, report: dict[str, object]) -> None:

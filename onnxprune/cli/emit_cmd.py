@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from onnxprune.cli.common import add_data_args, console, image_preprocess, print_json
-from onnxprune.emit import EmitOptions, Int8, Style, Target, emit
+from onnxprune.cli.common import add_data_args, console, print_json, step_from_args
+from onnxprune.emit import Style, Target
 from onnxprune.emit.manifest import Manifest
 from onnxprune.emit.options import CalibrationMethod
-from onnxprune.metrics import METRIC_HELP, parse_metric
-from onnxprune.verify import parse_input_shapes
+from onnxprune.metrics import METRIC_HELP
+from onnxprune.steps.base import StepContext
+from onnxprune.steps.emit import EmitStep
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,20 +49,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    parse_metric(args.metric)              # a bad --metric fails now, before any work
-    options = EmitOptions(target=Target(args.target), int8=Int8(args.int8) if args.int8 else Int8.NONE,
-                          data=args.data, eval_data=args.eval_data, random_calibration=args.calibration == "random",
-                          for_this_machine=args.for_this_machine, input_shapes=parse_input_shapes(args.input_shape),
-                          style=Style(args.style), force=args.force,
-                          calibration_samples=args.limit or 256, preprocess=image_preprocess(args),
-                          max_drop=args.max_drop, metric=args.metric,
-                          calibration_method=CalibrationMethod(args.calibration_method),
-                          symmetric_activations=args.symmetric_activations)
-    result = emit(Path(args.model), args.output, options)
+    result = step_from_args(EmitStep, args).run(StepContext(Path(args.model), args.output))
     if args.json:
-        print_json(json.loads((result.folder / "manifest.json").read_text()))
+        print_json(result.report)
         return 0
-    _print(result.folder, result.manifest)
+    _print(result.details.folder, result.details.manifest)
     return 0
 
 

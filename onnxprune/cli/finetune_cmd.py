@@ -4,25 +4,19 @@ ONNX graph by distillation from the teacher (and labels when the data has them).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import onnx
-
-from onnxprune.api import save
 from onnxprune.cli.common import (
     add_data_args,
     console,
-    data_from_args,
     figure,
-    guard_paths,
-    load_model,
     print_json,
+    step_from_args,
 )
-from onnxprune.errors import UsageError
-from onnxprune.io import ensure_output_path, write_text_atomic
-from onnxprune.metrics import METRIC_HELP, parse_metric
+from onnxprune.metrics import METRIC_HELP
+from onnxprune.steps.base import StepContext
+from onnxprune.steps.finetune import FinetuneStep
 
 if TYPE_CHECKING:
     from onnxprune.training.train import FinetuneResult
@@ -77,55 +71,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise UsageError("onnxprune finetune needs PyTorch: pip install 'onnxprune[finetune]'") from None
-    from onnxprune.signals import signals_deferred
-    with signals_deferred():   # torch's import must not be cut by a signal (see onnxprune.signals)
-        from onnxprune.training.train import (
-            FinetuneOptions,
-            Optimizer,
-            Schedule,
-            finetune,
-            sensitive_layers,
-        )
-    guard_paths(args, inputs=("model", "teacher", "data", "eval_data", "freeze_sensitive"),
-                files=("output", "report"))
-    ensure_output_path(args.output, args.model)
-    if args.save_best and args.eval_data is None:
-        raise UsageError("--save-best needs --eval-data (the best is chosen on it)")
-    if args.batch_size < 1 or (args.steps is not None and args.steps < 1) or args.epochs <= 0:
-        raise UsageError("--batch-size, --steps and --epochs must be positive")
-    student = load_model(args.model, normalized=False)     # trained as it is: only weight values change
-    teacher = load_model(args.teacher) if args.teacher else None
-    data = data_from_args(args, student)
-    eval_data = data_from_args(args, student, "eval_data")
-    freeze = tuple(args.freeze)
-    if args.freeze_sensitive:
-        freeze += sensitive_layers(args.freeze_sensitive, args.tolerance)
-    options = FinetuneOptions(epochs=args.epochs, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
-                              optimizer=Optimizer(args.optimizer), schedule=Schedule(args.schedule),
-                              weight_decay=args.weight_decay, temperature=args.temperature, alpha=args.alpha,
-                              match=tuple(args.match), freeze=freeze, eval_every=args.eval_every,
-                              patience=args.patience, seed=args.seed, threads=args.threads,
-                              metric=parse_metric(args.metric))
-
-    def save_best(model: onnx.ModelProto, step: int) -> None:
-        save(model, args.output, source=args.model)
-
-    result = finetune(student, data, teacher=teacher, eval_data=eval_data, options=options,
-                      on_improved=save_best if args.save_best else None)
-    save(result.model, args.output, source=args.model)
-    report = {"input": args.model, "output": args.output, "teacher": str(args.teacher) if args.teacher else None,
-              "train_samples": len(data), "eval_samples": len(eval_data) if eval_data is not None else None,
-              **result.to_json()}
-    if args.report:
-        write_text_atomic(args.report, json.dumps(report, indent=1) + "\n", args.model)
+    result = step_from_args(FinetuneStep, args).run(StepContext(Path(args.model), Path(args.output), args.report))
     if args.json:
-        print_json(report)
+        print_json(result.report)
         return 0
-    _print(result, args, len(data), len(eval_data) if eval_data is not None else None)
+    _print(result.details, args, result.report["train_samples"], result.report["eval_samples"])
     return 0
 
 

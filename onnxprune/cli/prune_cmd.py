@@ -3,46 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING
 
-import onnx
-
-from onnxprune.api import save
 from onnxprune.cli.common import (
     add_data_args,
     add_input_shape_args,
     console,
-    data_from_args,
     err_console,
     figure,
-    glob_values,
-    guard_paths,
     human,
-    image_preprocess,
-    input_spec,
-    load_model,
     print_json,
+    step_from_args,
 )
-from onnxprune.data import Dataset, load_data
-from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
-from onnxprune.io import ensure_output_path, write_text_atomic
-from onnxprune.metrics import METRIC_HELP, parse_metric
-from onnxprune.pass_infra import CheckLevel, Checks
-from onnxprune.plan import CHANNEL_MULTIPLE, PlanOptions, PruningPlan
-from onnxprune.progress import timing
-from onnxprune.prune import prune
+from onnxprune.metrics import METRIC_HELP
+from onnxprune.plan import CHANNEL_MULTIPLE
 from onnxprune.recover import Recover
-from onnxprune.schedule import Schedule, ScheduleOptions
-from onnxprune.sensitivity import plan_for_prune
-from onnxprune.signals import import_deferred
-from onnxprune.verify import InputSpec
-
-if TYPE_CHECKING:
-    from onnxprune.training import FinetuneResult
+from onnxprune.schedule import Schedule
+from onnxprune.steps.base import StepContext, StepResult
+from onnxprune.steps.prune import PruneOutcome, PruneStep
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -105,58 +84,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if (args.finetune_epochs is None) != (args.finetune_data is None):
-        raise UsageError("--finetune-epochs and --finetune-data go together")
-    if args.finetune_epochs is not None and args.finetune_epochs <= 0:
-        raise UsageError("--finetune-epochs must be positive")
-    guard_paths(args, inputs=("model", "data", "eval_data", "plan", "sensitivity", "finetune_data"),
-                files=("output", "plan_out", "report"),
-                folders=("dump_dir",))
-    ensure_output_path(args.output, args.model)
-    for extra in (args.plan_out, args.report):
-        if extra is not None:
-            ensure_output_path(extra, args.model)
-    spec = input_spec(args)
-    ratio_for = glob_values("--ratio-for", args.ratio_for, "layer3*=0.5")
-    options = PlanOptions(ratio=args.ratio, ratio_for=ratio_for, exclude=tuple(args.exclude),
-                          global_ranking=args.global_ranking, target_flops=args.target_flops,
-                          min_channels=args.min_channels,
-                          round_to=args.round_to if args.round_to is not None else CHANNEL_MULTIPLE[args.target],
-                          criterion=Criterion(args.criterion), seed=args.seed)
-    if args.plan and args.sensitivity:
-        raise UsageError("--plan and --sensitivity both give a plan: choose one")
-    plan = PruningPlan.load(args.plan) if args.plan else plan_for_prune(args.sensitivity) if args.sensitivity else None
-    model = load_model(args.model)
-    checks = Checks(CheckLevel.STRUCTURE if args.verify else CheckLevel.NONE, rel_tol=args.tolerance,
-                    inputs=spec, dump_dir=args.dump_dir)
-    data = data_from_args(args, model)
-    eval_data = data_from_args(args, model, "eval_data")
-    schedule = ScheduleOptions(Schedule(args.schedule), args.steps, parse_metric(args.metric))
-    if args.finetune_epochs and schedule.schedule is not Schedule.ONESHOT:
-        return _run_cycles(args, model, options, spec, data, eval_data)
-    with timing() as stages:
-        result = prune(model, options, plan=plan, spec=spec, checks=checks, verify=args.verify,
-                       recover_with=Recover(args.recover), data=data, schedule=schedule, eval_data=eval_data)
-    tuned = _finetune(args, model, result.model, eval_data) if args.finetune_epochs else None
-    save(tuned.model if tuned else result.model, args.output, source=args.model)
-    slow = result.plan.off_multiple(CHANNEL_MULTIPLE[args.target])
-    if slow:
-        shown = ", ".join(f"{g} ({k})" for g, k in slow[:4]) + (f" and {len(slow) - 4} more" if len(slow) > 4 else "")
-        err_console.print(f"onnxprune: warning: {len(slow)} pruned group(s) keep channel counts that are not "
-                          f"multiples of {CHANNEL_MULTIPLE[args.target]}, which ONNX Runtime ({args.target}) runs "
-                          f"slowly (depthwise convs most; the model can end up slower than the original): "
-                          f"{shown}. --round-to {CHANNEL_MULTIPLE[args.target]} avoids it.",
-                          soft_wrap=True, markup=False)
-    if args.plan_out:
-        result.plan.save(args.plan_out)
-    report = result.report.to_json()
-    report["target"] = args.target
-    report["off_multiple"] = [{"group": g, "kept": k} for g, k in slow]
-    report["stages"] = stages
-    if tuned is not None:
-        report["finetune"] = {k: v for k, v in tuned.to_json().items() if k not in ("trained", "frozen")}
-    if args.report:
-        write_text_atomic(args.report, json.dumps(report, indent=2) + "\n", args.model)
+    step = step_from_args(PruneStep, args)
+    outcome = step.run(StepContext(Path(args.model), Path(args.output), args.report))
+    for note in outcome.notes:
+        err_console.print(f"onnxprune: warning: {note}", soft_wrap=True, markup=False)
+    report = outcome.report
+    if not isinstance(outcome.details, PruneOutcome):
+        return _print_cycles(args, outcome)
+    result, tuned, eval_data = outcome.details.pruned, outcome.details.tuned, outcome.details.eval_data
     if args.json:
         print_json(report)
         return 0
@@ -188,66 +123,17 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"rewrite verified: equal to the masked original (the original with the removed channels' "
                       f"weights zeroed), max abs diff {r.max_abs_diff:.3g} (max |output| {r.max_abs_output:.3g}); "
                       f"this checks the rewrite, not accuracy")
-    if r.quality is None and r.groups_pruned:
-        err_console.print("onnxprune: warning: no --data: the pruned model's accuracy is unknown, and without "
-                          "recovery it usually collapses; measure it with --data (or --eval-data) and recover "
-                          "with --recover lsq --data CALIB", soft_wrap=True, markup=False)
     console.print(f"wrote {args.output}" + (f", plan {args.plan_out}" if args.plan_out else "")
                   + (f", report {args.report}" if args.report else ""))
     return 0
 
 
-def _training() -> ModuleType:
-    """onnxprune.training (imports PyTorch, with signals held: see onnxprune.signals)."""
-    try:
-        return import_deferred("onnxprune.training")
-    except ImportError:
-        raise UsageError("--finetune-epochs needs PyTorch: pip install 'onnxprune[finetune]'") from None
 
 
-def _finetune(args: argparse.Namespace, original: onnx.ModelProto, pruned: onnx.ModelProto,
-              eval_data: Dataset | None) -> FinetuneResult:
-    """Distil ``original`` into ``pruned`` on --finetune-data."""
-    training = _training()
-    train = load_data(args.finetune_data, pruned, image_preprocess(args))
-    return training.finetune(pruned, train, teacher=original, eval_data=eval_data,
-                             options=training.FinetuneOptions(epochs=args.finetune_epochs,
-                                                              metric=parse_metric(args.metric)))
-
-
-def _run_cycles(args: argparse.Namespace, model: onnx.ModelProto, options: PlanOptions, spec: InputSpec,
-                data: Dataset | None, eval_data: Dataset | None) -> int:
-    """``--schedule iterative|layerwise --finetune-epochs N``: prune-retrain cycles (onnxprune.training.cycles)."""
-    layerwise = Schedule(args.schedule) is Schedule.LAYERWISE
-    if layerwise and data is None:
-        raise UsageError("--schedule layerwise orders groups by their measured sensitivity: it needs --data")
-    for flag, value in (("--plan", args.plan), ("--sensitivity", args.sensitivity), ("--plan-out", args.plan_out),
-                        ("--verify", args.verify), ("--dump-dir", args.dump_dir)):
-        if value:
-            raise UsageError(f"{flag} does not apply to prune-retrain cycles (each round plans on the model the "
-                             f"previous round fine-tuned)")
-    training = _training()
-    cycles = import_deferred("onnxprune.training.cycles")
-    train = load_data(args.finetune_data, model, image_preprocess(args))
-    tune = training.FinetuneOptions(epochs=args.finetune_epochs, metric=parse_metric(args.metric))
-    if layerwise:
-        assert data is not None
-        result = cycles.layerwise_finetune_cycles(
-            model, options, rounds=args.steps, train=train, data=data, spec=spec, recover_with=Recover(args.recover),
-            eval_data=eval_data, finetune_options=tune, metric=parse_metric(args.metric))
-    else:
-        result = cycles.prune_finetune_cycles(
-            model, options, rounds=args.steps, train=train, spec=spec, recover_with=Recover(args.recover), data=data,
-            eval_data=eval_data, finetune_options=tune)
-    save(result.model, args.output, source=args.model)
-    report = {"input": args.model, "output": args.output, "schedule": args.schedule, "rounds": result.to_json()}
-    if layerwise:
-        report["order"] = [{"group": g, "loss": v} for g, v in result.order]
-        report["left_whole"] = list(result.skipped)
-    if args.report:
-        write_text_atomic(args.report, json.dumps(report, indent=2) + "\n", args.model)
+def _print_cycles(args: argparse.Namespace, outcome: StepResult) -> int:
+    result = outcome.details
     if args.json:
-        print_json(report)
+        print_json(outcome.report)
         return 0
     for r in result.rounds:
         quality = ""

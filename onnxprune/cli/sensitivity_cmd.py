@@ -9,24 +9,14 @@ from onnxprune.cli.common import (
     add_data_args,
     add_input_shape_args,
     console,
-    data_from_args,
     figure,
-    guard_paths,
-    input_spec,
-    load_model,
+    step_from_args,
 )
-from onnxprune.emit.outdir import check_output_dir, staged_output_dir
-from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
-from onnxprune.metrics import METRIC_HELP, parse_metric
-from onnxprune.progress import stage, timing
-from onnxprune.sensitivity import (
-    DEFAULT_RATIOS,
-    run_sensitivity,
-    target_plan,
-    tolerance_plan,
-    write_results,
-)
+from onnxprune.metrics import METRIC_HELP
+from onnxprune.sensitivity import DEFAULT_RATIOS
+from onnxprune.steps.base import StepContext
+from onnxprune.steps.sensitivity import SensitivityStep
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,30 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        ratios = tuple(float(r) for r in args.ratios.split(","))
-        if any(not 0 < r < 1 for r in ratios):
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"--ratios {args.ratios!r}: expected comma-separated ratios in (0, 1)") from None
-    guard_paths(args, inputs=("model", "data"), folders=("output",))
-    check_output_dir(args.output, args.force)
-    spec = input_spec(args)
-    with staged_output_dir(args.output, args.force, "sensitivity") as tmp, timing() as stages:
-        with stage("loading the model and data"):
-            model = load_model(args.model)
-            data = data_from_args(args, model)
-        metric = parse_metric(args.metric)
-        result = run_sensitivity(model, data, ratios=ratios, metric=metric, criterion=Criterion(args.criterion),
-                                 jobs=args.jobs, spec=spec)
-        with stage("deriving plans"):
-            plans = {"plan_tolerance.json": tolerance_plan(model, result, args.tolerance, data)}
-            if args.target_flops:
-                plans["plan_target.json"] = target_plan(model, result, args.target_flops, spec, data)
-        for name, plan in plans.items():
-            plan.save(tmp / name)
-        write_results(tmp, result, stages)
-    groups = len({p.group for p in result.points})
-    console.print(f"{groups} groups x {len(ratios)} ratios on {len(data)} samples ({result.metric.value}, original "
-                  f"{figure(result.metric.value, result.baseline[result.metric.value])}); wrote {args.output}/")
+    result = step_from_args(SensitivityStep, args).run(StepContext(Path(args.model), args.output))
+    r = result.report
+    console.print(f"{r['groups']} groups x {len(r['ratios'])} ratios on {r['samples']} samples ({r['metric']}, "
+                  f"original {figure(r['metric'], r['baseline'][r['metric']])}); wrote {args.output}/")
     return 0

@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 from onnxprune.cli.common import console
-from onnxprune.emit.outdir import check_output_dir, staged_output_dir
 from onnxprune.errors import OnnxPruneError, OutputPathError, UsageError
 from onnxprune.paths import check_paths, regular_file
 from onnxprune.recipe import Recipe, Step, check_requirements, load_recipe
 from onnxprune.verify import parse_input_shapes
-from onnxprune.zoo import Backend, Limits, ModelJob, ZooOptions, discover, run_zoo
+from onnxprune.zoo import Backend, Limits, ZooOptions, discover, run_zoo
 from onnxprune.zoo.jobs import check_zoo_paths
-from onnxprune.zoo.model_run import preflight, run_model_in
+from onnxprune.zoo.model_run import run_recipe
 
 DEFAULT_RECIPE = Recipe((Step("fold"),), None, "default recipe (fold)")
 
@@ -64,16 +63,8 @@ def run_one(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
     if args.data or args.eval_data:
         recipe = Recipe(recipe.steps, args.data or recipe.data, recipe.source, args.eval_data or recipe.eval_data)
-    check_requirements(recipe)
-    check_paths(inputs=[args.recipe, args.model, recipe.data, recipe.eval_data], folders=[("-o", args.output)])
-    check_output_dir(args.output, force=True)
-    shapes = tuple((k, tuple(v)) for k, v in parse_input_shapes(args.input_shape).items())
-    job = ModelJob(args.output.name, str(args.model), recipe, shapes)
-    problem = preflight(job)
-    if problem:
-        raise UsageError(f"{args.model}: {problem}")
-    with staged_output_dir(args.output, force=True, command="run") as folder:
-        result = run_model_in(job, folder)
+    check_paths(inputs=[args.recipe], folders=[("-o", args.output)])
+    result = run_recipe(recipe, args.model, args.output, parse_input_shapes(args.input_shape))
     if args.json:
         print(json.dumps(result, indent=2))
     else:

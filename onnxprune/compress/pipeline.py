@@ -38,9 +38,9 @@ from onnxprune.pass_infra import PassManager
 from onnxprune.passes.prune_connections import (
     PRUNABLE_OPS,
     ConnectionPruning,
-    PruneConnections,
     scaled,
 )
+from onnxprune.pipelines import connection_passes
 from onnxprune.recover import Recover
 
 CONV_OPS = ("Conv",)
@@ -226,13 +226,13 @@ def compress(model: onnx.ModelProto, options: CompressOptions | None = None,
     before_step = model             # what the last pruning step's refit restores: the model just before it
     for step in range(1, steps):
         fraction = 1.0 - (1.0 - step / steps) ** 3
-        pruned = PassManager([PruneConnections(scaled(options.pruning, fraction))]).run(model).model
+        pruned = PassManager(connection_passes(scaled(options.pruning, fraction))).run(model).model
         if data is not None and options.recover is not Recover.NONE:
             refit(model, pruned, data, set(coded_weights(pruned)), lambda name, w: w, options.recover,
                   seed=options.sharing.seed)
         model = before_step = retrain.masked(pruned, reference, 1.0 / steps)  # type: ignore[union-attr]
     if options.pruning.active:
-        model = PassManager([PruneConnections(options.pruning)]).run(model).model
+        model = PassManager(connection_passes(options.pruning)).run(model).model
     out = onnx.ModelProto()
     out.CopyFrom(model)
     coded = coded_weights(out)

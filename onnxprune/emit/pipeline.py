@@ -24,7 +24,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune import __version__
-from onnxprune.api import fold, fold_passes, load
+from onnxprune.api import fold, load
 from onnxprune.data import Dataset, load_data
 from onnxprune.emit.fp16 import FP16_BLOCK_LIST, to_float16
 from onnxprune.emit.int8_search import default_float_nodes, search
@@ -135,10 +135,19 @@ def _agreement_data(source_out: np.ndarray, artifact_out: np.ndarray, data: Data
     return agreement
 
 
-def emit(source_path: Path, out_dir: Path, options: EmitOptions) -> EmitResult:
-    """Write the artifacts of ``options.target`` into ``out_dir`` with a manifest (per-stage times included)."""
+def emit(source: Path | str | onnx.ModelProto, out_dir: Path | str, options: EmitOptions) -> EmitResult:
+    """Write the artifacts of ``options.target`` into ``out_dir`` with a manifest (per-stage times included).
+    ``source``: a model file, or a model in memory (written to a private temporary file first, which the
+    manifest then names as the source)."""
+    if isinstance(source, onnx.ModelProto):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="onnxprune-emit-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            save_model(source, path, full_check=True)
+            return emit(path, out_dir, options)
     with timing() as stages:
-        return _emit(source_path, out_dir, options, stages)
+        return _emit(Path(source), Path(out_dir), options, stages)
 
 
 def _emit(source_path: Path, out_dir: Path, options: EmitOptions, stages: list[dict[str, object]]) -> EmitResult:
@@ -168,8 +177,9 @@ def _emit(source_path: Path, out_dir: Path, options: EmitOptions, stages: list[d
             calibration = calibration.limit(options.calibration_samples)
 
         with stage("folding"):
-            folded = fold(source).model
-        passes = [p.name for p in fold_passes()]
+            fold_result = fold(source)
+            folded = fold_result.model
+        passes = [r.name for r in fold_result.pipeline.records]   # the passes that ran
         costs = count_costs(folded, shapes)
         manifest = Manifest(
             target=options.target.value,

@@ -1,6 +1,7 @@
 """Run one model through a recipe, in a private work folder published atomically as ``OUTDIR/<name>/``.
 
-Steps call the CLI's own subcommands (same parsing, same checks); their console output goes to ``log.txt``.
+Each recipe step becomes a typed step (:mod:`onnxprune.steps`: the objects the CLI builds from its arguments)
+and runs in this process; their progress and notes go to ``log.txt``, their results into ``result.json``.
 The folder always ends with ``result.json`` (status, error, steps done, before/after figures): on success and
 on failure alike, so a failed model can be inspected; ``--resume`` reruns anything not ``ok``.
 """
@@ -17,11 +18,13 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from onnxprune.errors import OnnxPruneError, OutputPathError
-from onnxprune.paths import is_marked, mark
+from onnxprune.emit.outdir import check_output_dir, staged_output_dir
+from onnxprune.errors import OnnxPruneError, OutputPathError, UsageError
 from onnxprune.limits import is_out_of_memory
+from onnxprune.paths import check_paths, is_marked, mark, regular_file
 from onnxprune.progress import Stage, stage
-from onnxprune.recipe import Step, options_of, output_argv, step_argv
+from onnxprune.recipe import OUTPUT_OPTIONS, Recipe, Step, check_requirements
+from onnxprune.steps import STEPS, StepContext, StepResult
 from onnxprune.zoo.jobs import WORK_FOLDER, ModelJob
 
 RESULT = "result.json"
@@ -38,6 +41,7 @@ class ModelResult:
     status: str                         # ok | failed | timeout | resumed | not run
     error: str = ""
     steps_done: list[str] = field(default_factory=list)
+    steps: list[dict[str, object]] = field(default_factory=list)   # per step: kind, model, files, seconds
     macs_before: int | None = None
     macs_after: int | None = None
     params_before: int | None = None
@@ -67,30 +71,41 @@ def _stats(path: str, shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[
         return None, None
 
 
-def _run_cli(argv: list[str]) -> None:
-    from onnxprune.cli.main import build_parser
-
-    print(f"$ onnxprune {' '.join(argv)}", flush=True)
-    args = build_parser().parse_args(argv)
-    rc = args.run(args)
-    if rc:
-        raise StepFailed(f"exit code {rc}")
-
-
-def _common_args(step: Step, job: ModelJob) -> list[str]:
-    """--data, --eval-data and --input-shape from the manifest/recipe, for steps that take them and did not set
-    them. ``bench`` measures on the held-out data when there is some (it reports accuracy), else on --data."""
-    known = options_of(step.kind)
-    argv: list[str] = []
+def _options(step: Step, job: ModelJob, work: Path, tag: str, sensitivity_dir: str | None) -> dict[str, object]:
+    """The step's recipe options, completed by the runner: ``data``, ``eval-data`` and ``input-shape`` from the
+    manifest/recipe where the step takes them and did not set them (``bench`` measures on the held-out data when
+    there is some: it reports accuracy), output options set to true as paths in ``work`` named after ``tag``, and
+    ``sensitivity: previous`` as the folder of the last sensitivity step."""
+    flags = STEPS[step.kind].flags()
+    options: dict[str, object] = {}
+    for key, value in step.options:
+        if key in OUTPUT_OPTIONS:
+            if value is True and key in flags:
+                options[key] = str(work / f"{tag}.{OUTPUT_OPTIONS[key]}")
+            continue
+        options[key] = value
     data = job.recipe.eval_data if step.kind == "bench" and job.recipe.eval_data else job.recipe.data
-    if data and "data" in known and step.option("data") is None:
-        argv += ["--data", data]
-    if job.recipe.eval_data and "eval-data" in known and step.option("eval-data") is None:
-        argv += ["--eval-data", job.recipe.eval_data]
-    if job.input_shapes and "input-shape" in known and step.option("input-shape") is None:
-        for name, dims in job.input_shapes:
-            argv += ["--input-shape", f"{name}={'x'.join(map(str, dims))}"]
-    return argv
+    if data and "data" in flags and step.option("data") is None:
+        options["data"] = data
+    if job.recipe.eval_data and "eval-data" in flags and step.option("eval-data") is None:
+        options["eval-data"] = job.recipe.eval_data
+    if job.input_shapes and "input-shape" in flags and step.option("input-shape") is None:
+        options["input-shape"] = [f"{name}={'x'.join(map(str, dims))}" for name, dims in job.input_shapes]
+    if step.kind == "prune" and step.option("sensitivity") == "previous":
+        if sensitivity_dir is None:
+            raise StepFailed("sensitivity: previous, but no sensitivity step ran before")
+        options["sensitivity"] = sensitivity_dir
+    return options
+
+
+def _run(step: Step, options: dict[str, object], ctx: StepContext) -> StepResult:
+    print(f"$ onnxprune {step.kind} {ctx.model}" + "".join(f" --{k} {v}" for k, v in options.items()), flush=True)
+    result = STEPS[step.kind].from_options(options).run(ctx)
+    for note in result.notes:
+        print(f"onnxprune: warning: {note}", flush=True)
+    if result.exit_code:
+        raise StepFailed(f"exit code {result.exit_code}")
+    return result
 
 
 def _steps(job: ModelJob, work: Path, result: ModelResult) -> str:
@@ -130,58 +145,73 @@ def _run_steps(job: ModelJob, work: Path, result: ModelResult, progress: Stage) 
     problem = preflight(job)
     if problem:
         raise StepFailed(problem)
-    current = job.path
+    current = Path(job.path)
+    original = Path(job.path)   # the model as it came in: finetune's default teacher, bench's baseline
     sensitivity_dir: str | None = None
     for i, step in enumerate(job.recipe.steps):
         tag = f"{i + 1:02d}-{step.kind}"
         started = time.perf_counter()
         progress.advance(tag, n=0)
-        extra = _common_args(step, job)
         try:
-            if step.kind in ("fold", "prune"):
+            options = _options(step, job, work, tag, sensitivity_dir)
+            report = work / f"{tag}.json"
+            if step.kind in ("fold", "prune", "finetune"):
                 out = work / f"{tag}.onnx"
-                argv = [step.kind, current, "-o", str(out)]
-                if step.kind == "prune":
-                    argv += ["--report", str(work / f"{tag}.json")]
-                    if step.option("sensitivity") == "previous":
-                        if sensitivity_dir is None:
-                            raise StepFailed("sensitivity: previous, but no sensitivity step ran before")
-                        argv += ["--sensitivity", sensitivity_dir]
-                _run_cli(argv + step_argv(step, {"sensitivity"} if step.option("sensitivity") == "previous"
-                                          else set()) + output_argv(step, work, tag) + extra)
-                current = str(out)
-            elif step.kind == "finetune":
-                out = work / f"{tag}.onnx"
-                teacher = [] if step.option("teacher") else ["--teacher", job.path]   # the model as it came in
-                _run_cli(["finetune", current, "-o", str(out), "--report", str(work / f"{tag}.json")] + teacher
-                         + step_argv(step) + extra)
-                current = str(out)
+                done = _run(step, options, StepContext(current, out, None if step.kind == "fold" else report,
+                                                       original))
+                current = done.model or out
             elif step.kind == "sensitivity":
                 sensitivity_dir = str(work / tag)
-                _run_cli(["sensitivity", current, "-o", sensitivity_dir] + step_argv(step) + extra)
+                done = _run(step, options, StepContext(current, work / tag, None, original))
             elif step.kind == "compress":
                 out = work / f"{tag}.onnxz"
-                argv = ["compress", current, "-o", str(out), "--report", str(work / f"{tag}.json")]
-                _run_cli(argv + step_argv(step) + output_argv(step, work, tag) + extra)
+                done = _run(step, options, StepContext(current, out, report, original))
                 result.compressed_bytes = out.stat().st_size
             elif step.kind == "emit":
-                targets = step.option("target") or ["cpu"]
+                targets = options.pop("target", None) or ["cpu"]
                 for target in targets if isinstance(targets, list) else [targets]:
-                    _run_cli(["emit", current, "--target", str(target), "-o", str(work / f"{tag}-{target}")]
-                             + step_argv(step, {"target"}) + extra)
+                    done = _run(step, {**options, "target": target},
+                                StepContext(current, work / f"{tag}-{target}", None, original))
+                    result.steps.append(_record(done, work, started))
             elif step.kind == "bench":
-                report = work / f"{tag}.json"
-                _run_cli(["bench", job.path, current, "--json", str(report)] + step_argv(step) + extra)
-                rows = json.loads(report.read_text())["results"]
-                speed = rows[1].get("speedup") if len(rows) > 1 else None
-                result.latency_ratio = speed["ratio"] if speed else None
+                done = _run(step, options, StepContext(current, None, report, original, (original, current)))
+                result.latency_ratio = done.report["latency_ratio"]
         except (OnnxPruneError, StepFailed) as e:
             progress.note(f"{job.name}: step {tag} failed after {time.perf_counter() - started:.1f} s")
             raise StepFailed(f"step {tag}: {e}") from None
+        if step.kind != "emit":
+            result.steps.append(_record(done, work, started))
         result.steps_done.append(step.kind)
         progress.advance(tag)
         progress.note(f"{job.name}: step {tag} done in {time.perf_counter() - started:.1f} s")
-    return current
+    return str(current)
+
+
+def _record(done: StepResult, work: Path, started: float) -> dict[str, object]:
+    """A step's result as ``result.json`` keeps it: kind, the model it made, the files it wrote (relative)."""
+    return {"kind": done.kind, "model": os.path.relpath(done.model, work) if done.model else None,
+            "files": [os.path.relpath(f, work) for f in done.files],
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def run_recipe(recipe: Recipe, model: str | Path, output: str | Path,
+               input_shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, object]:
+    """Run one model through ``recipe`` into the folder ``output`` (new, empty, or one onnxprune wrote: it is
+    replaced atomically when the run ends). Returns the result (``status``, ``error``, ``steps``...); a failing
+    step is recorded there, not raised. Raises for what can be told before any step runs: bad paths, missing
+    data, a mobile emit without fixed input shapes."""
+    output = Path(output)
+    regular_file(Path(model), "ONNX model")
+    check_requirements(recipe)
+    check_paths(inputs=[model, recipe.data, recipe.eval_data], folders=[("-o", output)])
+    check_output_dir(output, force=True)
+    shapes = tuple((k, tuple(v)) for k, v in (input_shapes or {}).items())
+    job = ModelJob(output.name, str(model), recipe, shapes)
+    problem = preflight(job)
+    if problem:
+        raise UsageError(f"{model}: {problem}")
+    with staged_output_dir(output, force=True, command="run") as folder:
+        return run_model_in(job, folder)
 
 
 def run_model(job: ModelJob, outdir: str, key: str | None = None) -> dict[str, object]:
