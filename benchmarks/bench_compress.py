@@ -28,17 +28,22 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnxprune.passes import ConnectionPruning
 
 import onnxprune
 from benchmarks.common import DIGITS, accuracy, digits_test, machine
-from onnxprune.compress import CompressOptions, Sharing, compress, decompress
-from onnxprune.compress.layer_sparsity import DEFAULT_GRID, layer_curves, sparsity_for, weighted_sparsity
-from onnxprune.compress.runnable import runnable
+from onnxprune.compression import CompressOptions, Sharing, compress, decompress
+from onnxprune.compression.layer_sparsity import (
+    DEFAULT_GRID,
+    layer_curves,
+    sparsity_for,
+    weighted_sparsity,
+)
+from onnxprune.compression.runnable import runnable
 from onnxprune.data import load_data
 from onnxprune.metrics import Metric
-from onnxprune.passes import ConnectionPruning
 from onnxprune.plan import PlanOptions
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.recover import Recover
 from onnxprune.verify import InputSpec
 

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import DIGITS, machine
-from onnxprune.emit import EmitOptions, Int8, Target, emit
+from onnxprune.emission import EmitOptions, Int8, Target, emit
 
 MODELS = ("studentnet", "vgg16_bn", "resnet56")
 CALIB, TEST = DIGITS / "digits_calib.npz", DIGITS / "digits_test.npz"

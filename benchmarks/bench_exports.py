@@ -143,7 +143,7 @@ def speed(row: Row, runs: int) -> None:
     from models.zoo_cache import zoo_model
     from onnxprune.flops import count_costs
     from onnxprune.plan import PlanOptions
-    from onnxprune.prune import prune
+    from onnxprune.pruning import prune
     from onnxprune.verify import random_inputs
 
     model = onnxprune.load(zoo_model(row.model, row.form))

@@ -102,7 +102,7 @@ def variant(name: str, which: str, tmp: Path) -> Path:
 
 def latency(name: str, timed: list[tuple[dict[str, object], Path]], runs: int) -> None:
     """p50 latency and speedup over the original for every variant, timed interleaved in one run."""
-    from onnxprune.bench import BenchOptions, run_benchmark
+    from onnxprune.benchmark import BenchOptions, run_benchmark
 
     shape = (1, 1, 32, 128) if name == "textline" else (1, 1, 32, 32)
     original = HARD / f"{name}.onnx"

@@ -21,7 +21,7 @@ import onnxprune
 from benchmarks.common import DIGITS, accuracy, digits_test, machine
 from onnxprune.importance import Criterion
 from onnxprune.plan import PlanOptions
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.verify import InputSpec
 
 MODELS = ("studentnet", "vgg16_bn", "resnet56")

@@ -36,7 +36,7 @@ from models.export_zoo import build_model, export
 from onnxprune.flops import count_costs
 from onnxprune.normalize import normalize
 from onnxprune.plan import PlanOptions
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.verify import InputSpec
 
 RATIOS = (0.3, 0.5)

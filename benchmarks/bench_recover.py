@@ -33,10 +33,10 @@ from onnxprune.data import load_data
 from onnxprune.importance import Criterion
 from onnxprune.metrics import Metric
 from onnxprune.plan import PlanOptions
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.recover import Recover
 from onnxprune.schedule import Schedule, ScheduleOptions
-from onnxprune.sensitivity import run_sensitivity, target_plan
+from onnxprune.sensitivity_analysis import run_sensitivity, target_plan
 from onnxprune.verify import InputSpec
 
 MODELS = ("studentnet", "vgg16_bn", "resnet56")
@@ -50,10 +50,10 @@ def torch_pruning_at(name: str, reduction: float, example) -> tuple[object, obje
     import torch
     import torch_pruning as tp
 
+    from models.onnx_weights import load_weights
     from models.train_digits import RECIPES
 
-    base = RECIPES[name].build()
-    base.load_state_dict(torch.load(DIGITS / f"{name}.pt"))
+    base = load_weights(RECIPES[name].build(), DIGITS / f"{name}.onnx")
     base.eval()
     macs0, _ = tp.utils.count_ops_and_params(base, example)
 

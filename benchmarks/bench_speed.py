@@ -56,7 +56,7 @@ def _generated(model, shape: tuple[int, ...], n: int):
 def _lsq(model_path: Path, data_factory, spec_shape: tuple[int, ...]) -> dict[str, object]:
     import onnxprune
     from onnxprune.plan import PlanOptions
-    from onnxprune.prune import prune
+    from onnxprune.pruning import prune
     from onnxprune.recover import Recover
     from onnxprune.verify import InputSpec, graph_inputs
 
@@ -94,12 +94,12 @@ def run_case(case: str) -> dict[str, object]:
         from onnxprune.passes.prune_connections import ConnectionPruning
 
         import onnxprune
-        from onnxprune.compress.layer_sparsity import (
+        from onnxprune.compression.layer_sparsity import (
             DEFAULT_GRID,
             layer_curves,
             sparsity_for,
         )
-        from onnxprune.compress.pipeline import CompressOptions, compress
+        from onnxprune.compression.pipeline import CompressOptions, compress
         from onnxprune.data import load_data
         from onnxprune.metrics import Metric
         from onnxprune.recover import Recover

@@ -19,15 +19,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 import onnxprune
 from benchmarks.common import DIGITS, machine
 from models.architectures import ZOO
 from models.zoo_cache import zoo_model
-from onnxprune.bench import BenchOptions, run_benchmark
-from onnxprune.emit import EmitOptions, Int8, Target, emit
+from onnxprune.benchmark import BenchOptions, run_benchmark
+from onnxprune.emission import EmitOptions, Int8, Target, emit
 from onnxprune.plan import PlanOptions
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.verify import InputSpec
 
 DIGITS_MODELS = ("studentnet", "vgg16_bn", "resnet56")

@@ -5,8 +5,8 @@ The digits (1,797 real 8x8 scans, shipped inside scikit-learn, no download) are 
 (``train_test_split(test_size=0.25, random_state=0, stratify=y)``).
 
 Writes into models/digits/: ``<name>.onnx`` (legacy exporter, ``TrainingMode.PRESERVE``: BN kept, dynamic
-batch), ``<name>.pt`` (state dict, for PyTorch-side comparisons), ``digits_test.npz`` (``input``, ``labels``)
-and ``results.json`` (test accuracy of the ONNX file, measured with ONNX Runtime).
+batch; PyTorch-side comparisons load the weights back from it with ``models.onnx_weights``), ``digits_test.npz``
+(``input``, ``labels``) and ``results.json`` (test accuracy of the ONNX file, measured with ONNX Runtime).
 
 Usage: python -m models.train_digits [--models studentnet,vgg16_bn,resnet56] [--epochs N]
 """
@@ -133,7 +133,6 @@ def main(argv: list[str] | None = None) -> int:
         proto = export(entry, "legacy_bn", model=model)
         onnx_path = args.out / f"{name}.onnx"
         onnx.save(proto, onnx_path)
-        torch.save(model.state_dict(), args.out / f"{name}.pt")
         acc = evaluate_onnx(onnx_path, x_te, y_te)
         results[name] = {"test_accuracy": round(acc, 4), "torch_test_accuracy": round(torch_acc, 4),
                          "test_samples": int(len(y_te)), "epochs": args.epochs or RECIPES[name].epochs,

@@ -67,7 +67,7 @@ def test_modules_import_only_their_own_layer_and_below():
 
 def cycles(top_level_only: bool) -> list[list[str]]:
     """Back edges found by a depth-first walk of the import graph (none iff the graph has no cycle). An import
-    of a module's own ancestor package (``onnxprune.compress.pipeline`` importing ``onnxprune.compress`` for a
+    of a module's own ancestor package (``onnxprune.compression.pipeline`` importing ``onnxprune.compression`` for a
     sibling) is not counted: the package's ``__init__`` is part of loading the module itself."""
     graph = {name: {t for t in imports(path, top_level_only) if t in MODULES and t != name
                     and not name.startswith(t + ".")} for name, path in MODULES.items()}

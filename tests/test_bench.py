@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from models.zoo_cache import zoo_model
-from onnxprune.bench import BenchOptions, Summary, run_benchmark, speedup
+from onnxprune.benchmark import BenchOptions, Summary, run_benchmark, speedup
 from onnxprune.cli.main import main
 from onnxprune.errors import InvalidModelError, UsageError
 
@@ -67,7 +67,7 @@ def test_formats_and_failure_isolation(tmp_path, capsys):
 
 
 def test_accuracy_with_labels_and_ort_files(tmp_path):
-    from onnxprune.emit import EmitOptions, Target, emit
+    from onnxprune.emission import EmitOptions, Target, emit
 
     emit(DIGITS / "studentnet.onnx", tmp_path / "mobile", EmitOptions(Target.MOBILE,
                                                                        input_shapes={"input": (1, 3, 32, 32)}))

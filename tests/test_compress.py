@@ -8,15 +8,23 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+from onnxprune.passes import ConnectionPruning, PruneConnections
 
 import onnxprune
 from onnxprune.cli.main import main
-from onnxprune.compress import CompressOptions, Init, Sharing, compress, decompress, huffman, sparse_index
-from onnxprune.compress.kmeans import kmeans_1d
-from onnxprune.compress.runnable import runnable
+from onnxprune.compression import (
+    CompressOptions,
+    Init,
+    Sharing,
+    compress,
+    decompress,
+    huffman,
+    sparse_index,
+)
+from onnxprune.compression.kmeans import kmeans_1d
+from onnxprune.compression.runnable import runnable
 from onnxprune.errors import InvalidModelError
 from onnxprune.pass_infra import PassManager
-from onnxprune.passes import ConnectionPruning, PruneConnections
 from onnxprune.verify import make_session
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"

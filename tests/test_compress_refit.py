@@ -10,14 +10,14 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+from onnxprune.passes import ConnectionPruning
 
 from onnxprune.cli.main import main
-from onnxprune.compress import CompressOptions, Sharing, compress, decompress
-from onnxprune.compress.layer_sparsity import layer_curves
+from onnxprune.compression import CompressOptions, Sharing, compress, decompress
+from onnxprune.compression.layer_sparsity import layer_curves
 from onnxprune.data import Dataset, load_npz
 from onnxprune.errors import UsageError
 from onnxprune.normalize import normalize
-from onnxprune.passes import ConnectionPruning
 from onnxprune.recover import Recover
 from onnxprune.verify import make_session
 from tests.channels.builder import G

@@ -13,7 +13,7 @@ from onnxprune.channels import analyze
 from onnxprune.constant_fold import MAX_GROWTH_ELEMENTS, fold_constant_nodes
 from onnxprune.normalize import normalize
 from onnxprune.plan import PlanOptions
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.verify import InputSpec, Reference
 from tests.channels.builder import G
 from tests.graphs import rand

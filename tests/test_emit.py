@@ -14,8 +14,8 @@ import pytest
 
 from models.zoo_cache import zoo_model
 from onnxprune.cli.main import main
-from onnxprune.emit import EmitOptions, Int8, Style, Target, emit
-from onnxprune.emit.manifest import sha256
+from onnxprune.emission import EmitOptions, Int8, Style, Target, emit
+from onnxprune.emission.manifest import sha256
 from onnxprune.errors import OutputPathError, UsageError
 from onnxprune.paths import MARKER
 

@@ -292,7 +292,7 @@ def test_sigterm_during_finetune_leaves_nothing_half_written(pruned_student, dig
 def test_compress_retraining_keeps_masks_and_codebooks_and_decodes_bit_exact(digits_train):
     from onnxprune.passes.prune_connections import ConnectionPruning
 
-    from onnxprune.compress.pipeline import (
+    from onnxprune.compression.pipeline import (
         CompressOptions,
         compress,
         decode,
@@ -329,7 +329,7 @@ def test_compress_retraining_keeps_masks_and_codebooks_and_decodes_bit_exact(dig
 def test_compress_gradual_pruning_retrains_between_steps_and_reaches_the_sparsity(digits_train, tmp_path):
     from onnxprune.passes.prune_connections import ConnectionPruning
 
-    from onnxprune.compress.pipeline import CompressOptions, compress
+    from onnxprune.compression.pipeline import CompressOptions, compress
     from onnxprune.training.deep_compression import DistillRetrainer
 
     calls = []
@@ -341,7 +341,7 @@ def test_compress_gradual_pruning_retrains_between_steps_and_reaches_the_sparsit
             calls.append((share, zeros))
             return super().masked(model, teacher, share)
 
-    from onnxprune.compress.pipeline import coded_weights
+    from onnxprune.compression.pipeline import coded_weights
 
     model = onnxprune_load(DIGITS / "studentnet.onnx")
     coded = coded_weights(onnxprune.fold(model).model)

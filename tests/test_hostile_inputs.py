@@ -23,7 +23,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.compress.container import _HEAD, FORMAT_VERSION, MAGIC
+from onnxprune.compression.container import _HEAD, FORMAT_VERSION, MAGIC
 from onnxprune.errors import (
     InputFileError,
     InvalidModelError,

@@ -84,7 +84,7 @@ def test_quantized_layers_are_counted(tmp_path):
     """QDQ int8 models keep their MACs and count int8 weights as parameters."""
     from pathlib import Path
 
-    from onnxprune.emit import EmitOptions, Int8, Target, emit
+    from onnxprune.emission import EmitOptions, Int8, Target, emit
 
     digits = Path(__file__).resolve().parents[1] / "models" / "digits"
     emit(digits / "vgg16_bn.onnx", tmp_path / "out", EmitOptions(Target.CPU, int8=Int8.STATIC,

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.cli.main import main
-from onnxprune.emit.int8_search import default_float_nodes
+from onnxprune.emission.int8_search import default_float_nodes
 
 
 def sensitive_model(tmp_path):

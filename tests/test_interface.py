@@ -10,11 +10,11 @@ import pytest
 import onnxprune
 from onnxprune.cli.main import main
 from onnxprune.data import load_data
-from onnxprune.emit.mobile import fix_shapes
+from onnxprune.emission.mobile import fix_shapes
 from onnxprune.interface import fix_input_shapes, repair_interface
 from onnxprune.io import read_model
 from onnxprune.plan import PlanOptions
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.recover import Recover
 from onnxprune.verify import InputSpec
 from tests.channels.builder import G

@@ -17,7 +17,7 @@ from onnxprune.data import Dataset
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.importance import Criterion, score_groups
 from onnxprune.plan import PlanOptions, PruningPlan, round_kept
-from onnxprune.prune import plan_pruning, prune
+from onnxprune.pruning import plan_pruning, prune
 from onnxprune.verify import InputSpec, Reference
 
 

@@ -11,7 +11,7 @@ import torch
 
 import onnxprune
 from onnxprune.plan import PlanOptions
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.verify import make_session
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
@@ -25,8 +25,9 @@ def test_pruned_onnx_matches_pytorch_with_channels_zeroed(ratio):
     # the block-internal groups (conv1 of each block); the stage groups (residual stream, option-A padding
     # included) are covered by the masked-model oracle
     result = prune(onnxprune.load(DIGITS / "resnet56.onnx"), PlanOptions(ratio_for=(("/layers/*/conv1/Conv", ratio),)))
-    net = RECIPES["resnet56"].build()
-    net.load_state_dict(torch.load(DIGITS / "resnet56.pt"))
+    from models.onnx_weights import load_weights
+
+    net = load_weights(RECIPES["resnet56"].build(), DIGITS / "resnet56.onnx")
     net.eval()
     pruned_blocks = 0
     with torch.no_grad():

@@ -9,12 +9,12 @@ import onnx
 import pytest
 
 import onnxprune
+from models.architectures import ZOO
 from models.zoo_cache import zoo_model
 from onnxprune.importance import Criterion
 from onnxprune.plan import PlanOptions
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.verify import InputSpec
-from models.architectures import ZOO
 from tests.conftest import ZOO_CASES
 
 

@@ -18,10 +18,10 @@ from models.zoo_cache import zoo_model
 from onnxprune.cli.main import main
 from onnxprune.normalize import normalize
 from onnxprune.plan import PlanOptions
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.verify import InputSpec, Reference, compare, run, session_with_outputs
-from tests.channels.builder import G
 from tests import graphs
+from tests.channels.builder import G
 from tests.graphs import rand
 
 #: reasons a group may stay frozen in the reference zoo: the model's interface and true cross-channel ops

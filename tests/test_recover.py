@@ -16,7 +16,7 @@ from onnxprune.data import Dataset, load_npz
 from onnxprune.errors import UsageError
 from onnxprune.normalize import normalize
 from onnxprune.plan import GroupPlan, PlanOptions, PruningPlan
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.recover import Recover
 from onnxprune.verify import InputSpec, make_session
 from tests.channels.builder import G

@@ -17,7 +17,7 @@ from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion, score_groups
 from onnxprune.normalize import normalize
 from onnxprune.plan import PlanOptions
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.recover import Recover
 from onnxprune.schedule import Schedule, ScheduleOptions
 from onnxprune.verify import make_session

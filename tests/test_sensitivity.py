@@ -12,7 +12,7 @@ import onnxprune
 from onnxprune.cli.main import main
 from onnxprune.data import load_npz
 from onnxprune.metrics import Metric, loss, metrics
-from onnxprune.sensitivity import run_sensitivity, target_plan, tolerance_plan
+from onnxprune.sensitivity_analysis import run_sensitivity, target_plan, tolerance_plan
 from onnxprune.verify import InputSpec
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
@@ -49,7 +49,7 @@ def test_curves_and_plans(studentnet):
     assert sum(g.removed for g in strict.groups) <= sum(g.removed for g in loose.groups)
     assert all(g.removed == round(0.75 * g.channels) for g in loose.groups)
     target = target_plan(model, result, 0.8, spec)
-    pruned = onnxprune.prune.prune(model, plan=target, spec=spec)
+    pruned = onnxprune.pruning.prune(model, plan=target, spec=spec)
     assert pruned.report.flops_after <= 0.8 * pruned.report.flops_before
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from onnxprune.bench.report import table
+from onnxprune.benchmark.report import table
 from onnxprune.cli.common import add_data_args, console, step_from_args
 from onnxprune.steps.base import StepContext
 from onnxprune.steps.bench import BenchStep

@@ -15,9 +15,9 @@ from onnxprune.cli.common import (
     print_json,
     step_from_args,
 )
-from onnxprune.compress.kmeans import Init
-from onnxprune.compress.pipeline import CompressResult, decompress
-from onnxprune.compress.runnable import runnable
+from onnxprune.compression.kmeans import Init
+from onnxprune.compression.pipeline import CompressResult, decompress
+from onnxprune.compression.runnable import runnable
 from onnxprune.io import ensure_output_path
 from onnxprune.metrics import METRIC_HELP
 from onnxprune.paths import read_regular_file

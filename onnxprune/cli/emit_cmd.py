@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from onnxprune.cli.common import add_data_args, console, print_json, step_from_args
-from onnxprune.emit import Style, Target
-from onnxprune.emit.manifest import Manifest
-from onnxprune.emit.options import CalibrationMethod
+from onnxprune.emission import Style, Target
+from onnxprune.emission.manifest import Manifest
+from onnxprune.emission.options import CalibrationMethod
 from onnxprune.metrics import METRIC_HELP
 from onnxprune.steps.base import StepContext
 from onnxprune.steps.emit import EmitStep

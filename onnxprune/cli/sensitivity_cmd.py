@@ -14,7 +14,7 @@ from onnxprune.cli.common import (
 )
 from onnxprune.importance import Criterion
 from onnxprune.metrics import METRIC_HELP
-from onnxprune.sensitivity import DEFAULT_RATIOS
+from onnxprune.sensitivity_analysis import DEFAULT_RATIOS
 from onnxprune.steps.base import StepContext
 from onnxprune.steps.sensitivity import SensitivityStep
 

@@ -13,7 +13,7 @@ from onnxprune.recipe import Recipe, Step, check_requirements, load_recipe
 from onnxprune.verify import parse_input_shapes
 from onnxprune.zoo import Backend, Limits, ZooOptions, discover, run_zoo
 from onnxprune.zoo.jobs import check_zoo_paths
-from onnxprune.zoo.model_run import run_recipe
+from onnxprune.zoo.model_run import Status, run_recipe
 
 DEFAULT_RECIPE = Recipe((Step("fold"),), None, "default recipe (fold)")
 
@@ -69,7 +69,7 @@ def run_one(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         _print_result(result, args.output)
-    if result["status"] != "ok":
+    if result["status"] != Status.OK:
         raise ModelsFailed(f"{args.model}: {result['error']} (log: {args.output / 'log.txt'})")
     return 0
 

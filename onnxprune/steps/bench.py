@@ -1,4 +1,4 @@
-"""The ``bench`` step: an interleaved latency comparison of model variants (see :mod:`onnxprune.bench`)."""
+"""The ``bench`` step: an interleaved latency comparison of model variants (see :mod:`onnxprune.benchmark`)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from onnxprune.bench import BenchOptions, run_benchmark
-from onnxprune.bench.report import write_outputs
+from onnxprune.benchmark import BenchOptions, run_benchmark
+from onnxprune.benchmark.report import write_outputs
+from onnxprune.benchmark.runner import Provider
 from onnxprune.errors import InvalidModelError, UsageError
 from onnxprune.io import ensure_output_path
 from onnxprune.progress import stage
@@ -25,7 +26,7 @@ class BenchStep(DataOptions, Step):
     runs: int = 100
     seconds: float | None = None
     threads: str = "1"
-    provider: str = option("cpu", choices=("cpu", "cuda"))
+    provider: str = option("cpu", choices=("cpu", "cuda"))   # a Provider
     batch: int = 1
     input_shape: tuple[str, ...] = ()
     csv: Path | None = None
@@ -47,10 +48,10 @@ class BenchStep(DataOptions, Step):
         for path in outputs.values():
             if path is not None:
                 ensure_output_path(path, *models)
-        options = BenchOptions(runs=self.runs, seconds=self.seconds, threads=threads, provider=self.provider,
+        options = BenchOptions(runs=self.runs, seconds=self.seconds, threads=threads, provider=Provider(self.provider),
                                batch=self.batch, input_shapes=parse_input_shapes(list(self.input_shape)),
                                data=self.data, preprocess=image_preprocess(self), data_limit=self.limit)
-        from onnxprune.bench.runner import providers_for
+        from onnxprune.benchmark.runner import providers_for
 
         providers_for(options.provider)  # fail early and clearly when CUDA is not there
         with stage(f"bench: {len(models)} models interleaved", total=len(threads) * options.runs,

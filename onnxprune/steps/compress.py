@@ -1,4 +1,4 @@
-"""The ``compress`` step: Deep Compression into an ``.onnxz`` container (see :mod:`onnxprune.compress`)."""
+"""The ``compress`` step: Deep Compression into an ``.onnxz`` container (see :mod:`onnxprune.compression`)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import ClassVar
 import onnx
 
 from onnxprune.api import save
-from onnxprune.compress.kmeans import Init
-from onnxprune.compress.layer_sparsity import (
+from onnxprune.compression.kmeans import Init
+from onnxprune.compression.layer_sparsity import (
     DEFAULT_GRID,
     layer_curves,
     sparsity_for,
     weighted_sparsity,
 )
-from onnxprune.compress.pipeline import (
+from onnxprune.compression.pipeline import (
     CompressOptions,
     CompressResult,
     Retrainer,
@@ -26,7 +26,7 @@ from onnxprune.compress.pipeline import (
     compress,
     decompress,
 )
-from onnxprune.compress.runnable import runnable
+from onnxprune.compression.runnable import runnable
 from onnxprune.data import load_data
 from onnxprune.errors import UsageError
 from onnxprune.io import ensure_output_path, write_bytes_atomic, write_text_atomic

@@ -1,5 +1,5 @@
 """The ``emit`` step: the files ONNX Runtime should load for a target, checked against the source, and a
-manifest, in a new folder (see :mod:`onnxprune.emit`)."""
+manifest, in a new folder (see :mod:`onnxprune.emission`)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from onnxprune.emit import EmitOptions, Int8, Style, Target, emit
-from onnxprune.emit.options import CalibrationMethod
+from onnxprune.emission import EmitOptions, Int8, Style, Target, emit
+from onnxprune.emission.options import CalibrationMethod
 from onnxprune.metrics import parse_metric
 from onnxprune.steps.base import DataOptions, Step, StepContext, StepResult, option
 from onnxprune.steps.inputs import image_preprocess

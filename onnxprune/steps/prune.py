@@ -1,5 +1,5 @@
 """The ``prune`` step: low-importance filters removed and the change propagated to every consumer (see
-:mod:`onnxprune.prune`), optionally recovered, scheduled and fine-tuned."""
+:mod:`onnxprune.pruning`), optionally recovered, scheduled and fine-tuned."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from onnxprune.metrics import parse_metric
 from onnxprune.pass_infra import CheckLevel, Checks
 from onnxprune.plan import CHANNEL_MULTIPLE, PlanOptions, PruningPlan
 from onnxprune.progress import timing
-from onnxprune.prune import PruneResult, prune
+from onnxprune.pruning import PruneResult, prune
 from onnxprune.recover import Recover
 from onnxprune.schedule import Schedule, ScheduleOptions
-from onnxprune.sensitivity import plan_for_prune
+from onnxprune.sensitivity_analysis import plan_for_prune
 from onnxprune.signals import import_deferred
 from onnxprune.steps.base import DataOptions, Step, StepContext, StepResult, option
 from onnxprune.steps.inputs import (

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from onnxprune.emit.outdir import check_output_dir, staged_output_dir
+from onnxprune.emission.outdir import check_output_dir, staged_output_dir
 from onnxprune.errors import UsageError
 from onnxprune.importance import Criterion
 from onnxprune.metrics import parse_metric
 from onnxprune.progress import stage, timing
-from onnxprune.sensitivity import (
+from onnxprune.sensitivity_analysis import (
     DEFAULT_RATIOS,
     run_sensitivity,
     target_plan,

@@ -31,7 +31,7 @@ from onnxprune.importance import Criterion, score_groups
 from onnxprune.metrics import Metric
 from onnxprune.plan import GroupPlan, PlanOptions, PruningPlan, _select
 from onnxprune.progress import stage
-from onnxprune.prune import PruneResult, masked_model, plan_pruning, prune
+from onnxprune.pruning import PruneResult, masked_model, plan_pruning, prune
 from onnxprune.recover import Recover
 from onnxprune.schedule import removal_counts, sensitivity_order
 from onnxprune.training.train import FinetuneOptions, FinetuneResult, finetune

@@ -1,7 +1,7 @@
 """Deep Compression's retraining (Han et al., ICLR 2016, sec. 2-3) for ``compress --finetune-epochs``: after
 connection pruning, distillation with every pruned connection held at exactly zero; after weight sharing,
 fine-tuning of the codebooks with each weight's centroid index fixed (the gradients of the weights that share a
-centroid are summed into it). Implements :class:`onnxprune.compress.pipeline.Retrainer`."""
+centroid are summed into it). Implements :class:`onnxprune.compression.pipeline.Retrainer`."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from onnxprune.errors import UsageError
 from onnxprune.zoo.jobs import ModelJob
-from onnxprune.zoo.model_run import ModelResult, run_model
+from onnxprune.zoo.model_run import ModelResult, Status, run_model
 
 Result = dict[str, object]
 
@@ -37,7 +37,7 @@ class Limits:
     memory_mb: int | None = None      # address-space cap per local worker
 
 
-def _failed(job: ModelJob, key: str, status: str, error: str, seconds: float) -> Result:
+def _failed(job: ModelJob, key: str, status: Status, error: str, seconds: float) -> Result:
     return ModelResult(job.name, job.path, status, error, key=key, seconds=seconds).to_dict()
 
 
@@ -134,7 +134,7 @@ def run_local(jobs: list[tuple[ModelJob, str]], outdir: str, workers: int, limit
                     proc.kill()
                     proc.join(5)
                     done.append(proc)
-                    yield _failed(job, key, "timeout", f"timed out after {limits.timeout:g} s", elapsed)
+                    yield _failed(job, key, Status.TIMEOUT, f"timed out after {limits.timeout:g} s", elapsed)
             for proc in done:
                 running.pop(proc)[2].close()
             if not done:
@@ -152,7 +152,7 @@ def _died(job: ModelJob, key: str, proc, elapsed: float) -> Result:
     code = proc.exitcode
     how = f"killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
     hint = " (out of memory?)" if code in (-9, -6) else ""
-    return _failed(job, key, "failed", f"worker {how}{hint}", elapsed)
+    return _failed(job, key, Status.FAILED, f"worker {how}{hint}", elapsed)
 
 
 def run_ray(jobs: list[tuple[ModelJob, str]], outdir: str, address: str | None, workers: int, limits: Limits,
@@ -187,14 +187,14 @@ def run_ray(jobs: list[tuple[ModelJob, str]], outdir: str, address: str | None, 
                 try:
                     yield ray.get(ref)
                 except ray.exceptions.RayError as e:
-                    yield _failed(job, key, "failed", f"ray task failed: {type(e).__name__}",
+                    yield _failed(job, key, Status.FAILED, f"ray task failed: {type(e).__name__}",
                                   time.monotonic() - started)
             if limits.timeout:
                 for ref, (job, key, started) in list(refs.items()):
                     if time.monotonic() - started > limits.timeout:
                         ray.cancel(ref, force=True)
                         refs.pop(ref)
-                        yield _failed(job, key, "timeout", f"timed out after {limits.timeout:g} s",
+                        yield _failed(job, key, Status.TIMEOUT, f"timed out after {limits.timeout:g} s",
                                       time.monotonic() - started)
     finally:
         for ref in refs:

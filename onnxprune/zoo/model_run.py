@@ -9,6 +9,7 @@ on failure alike, so a failed model can be inspected; ``--resume`` reruns anythi
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from onnxprune.emit.outdir import check_output_dir, staged_output_dir
+from onnxprune.emission.outdir import check_output_dir, staged_output_dir
 from onnxprune.errors import OnnxPruneError, OutputPathError, UsageError
 from onnxprune.limits import is_out_of_memory
 from onnxprune.paths import check_paths, is_marked, mark, regular_file
@@ -30,6 +31,20 @@ from onnxprune.zoo.jobs import WORK_FOLDER, ModelJob
 RESULT = "result.json"
 
 
+class Status(enum.StrEnum):
+    """A model's outcome in a zoo run (a ``str``: it is written to JSON and compared as its value)."""
+
+    OK = "ok"
+    RESUMED = "resumed"      # ok in an earlier run with the same recipe and model: not run again
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    NOT_RUN = "not run"      # the run was interrupted before it started
+
+    @property
+    def succeeded(self) -> bool:
+        return self in (Status.OK, Status.RESUMED)
+
+
 class StepFailed(Exception):
     """A step returned a non-zero exit code without raising (e.g. bench with a model that could not run)."""
 
@@ -38,7 +53,7 @@ class StepFailed(Exception):
 class ModelResult:
     name: str
     path: str
-    status: str                         # ok | failed | timeout | resumed | not run
+    status: Status
     error: str = ""
     steps_done: list[str] = field(default_factory=list)
     steps: list[dict[str, object]] = field(default_factory=list)   # per step: kind, model, files, seconds
@@ -221,7 +236,7 @@ def run_model(job: ModelJob, outdir: str, key: str | None = None) -> dict[str, o
     out = Path(outdir)
     final = out / job.name
     if final.exists() and not is_marked(final):
-        return ModelResult(job.name, job.path, "failed", f"{final} exists and was not written by onnxprune; left "
+        return ModelResult(job.name, job.path, Status.FAILED, f"{final} exists and was not written by onnxprune; left "
                            f"untouched", key=key or job.key()).to_dict()
     work = out / WORK_FOLDER / f"{job.name}.{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
@@ -234,7 +249,7 @@ def run_model(job: ModelJob, outdir: str, key: str | None = None) -> dict[str, o
 def run_model_in(job: ModelJob, work: Path, key: str | None = None) -> dict[str, object]:
     """Run ``job`` with every output, ``log.txt`` and ``result.json`` written into the folder ``work``."""
     start = time.perf_counter()
-    result = ModelResult(job.name, job.path, "failed", key=key or job.key())
+    result = ModelResult(job.name, job.path, Status.FAILED, key=key or job.key())
     try:
         result.bytes_before = os.path.getsize(job.path)
     except OSError:
@@ -243,7 +258,7 @@ def run_model_in(job: ModelJob, work: Path, key: str | None = None) -> dict[str,
         try:
             result.macs_before, result.params_before = _stats(job.path, job.input_shapes)
             final = _steps(job, work, result)
-            result.status = "ok"
+            result.status = Status.OK
             if final != job.path:
                 result.final_model = os.path.relpath(final, work)
                 result.bytes_after = os.path.getsize(final)

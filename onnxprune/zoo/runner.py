@@ -19,7 +19,7 @@ from onnxprune.paths import is_marked, mark
 from onnxprune.progress import stage
 from onnxprune.zoo.backends import Limits, run_local, run_ray
 from onnxprune.zoo.jobs import WORK_FOLDER, ModelJob
-from onnxprune.zoo.model_run import ModelResult, previous_result
+from onnxprune.zoo.model_run import ModelResult, Status, previous_result
 from onnxprune.zoo.outdir import locked_outdir
 from onnxprune.zoo.summary import totals, write_summary
 
@@ -46,7 +46,7 @@ class ZooRun:
 
     @property
     def failed(self) -> int:
-        return int(self.totals["failed"]) + int(self.totals["timeout"])
+        return int(self.totals[Status.FAILED]) + int(self.totals[Status.TIMEOUT])
 
 
 def run_zoo(jobs: list[ModelJob], outdir: Path, options: ZooOptions,
@@ -58,7 +58,7 @@ def run_zoo(jobs: list[ModelJob], outdir: Path, options: ZooOptions,
         def report(kind: str, job: ModelJob | None, result: dict[str, object] | None) -> None:
             if kind == "done" and result is not None:
                 progress.advance(f"{result['name']}: {result['status']}")
-                failed = result["status"] not in ("ok", "resumed")
+                failed = not Status(result["status"]).succeeded
                 progress.note(f"[{progress.done}/{len(jobs)}] {result['name']}: {result['status']} "
                               f"({float(result['seconds']):.1f} s)" + (f": {result['error']}" if failed else ""),
                               always=failed)
@@ -76,8 +76,8 @@ def _run(jobs: list[ModelJob], outdir: Path, options: ZooOptions,
     for job in jobs:
         key = job.key()
         previous = previous_result(str(outdir), job.name) if options.resume else None
-        if previous and previous.get("status") == "ok" and previous.get("key") == key:
-            results[job.name] = {**previous, "status": "resumed"}
+        if previous and previous.get("status") == Status.OK and previous.get("key") == key:
+            results[job.name] = {**previous, "status": Status.RESUMED}
             on_event("done", job, results[job.name])
         else:
             todo.append((job, key))
@@ -92,7 +92,7 @@ def _run(jobs: list[ModelJob], outdir: Path, options: ZooOptions,
         for result in stream:
             name = str(result["name"])
             results[name] = result
-            if result["status"] == "timeout" or str(result.get("error", "")).startswith("worker "):
+            if result["status"] == Status.TIMEOUT or str(result.get("error", "")).startswith("worker "):
                 _record_failure(outdir, result)
             on_event("done", by_name.get(name), result)
     except KeyboardInterrupt as e:
@@ -104,7 +104,7 @@ def _run(jobs: list[ModelJob], outdir: Path, options: ZooOptions,
                 done = _published_since(outdir, job.name, key, wall_start)
                 if done is not None:
                     results[job.name] = done
-    rows = [results.get(job.name) or ModelResult(job.name, job.path, "not run").to_dict() for job in jobs]
+    rows = [results.get(job.name) or ModelResult(job.name, job.path, Status.NOT_RUN).to_dict() for job in jobs]
     summary = totals(rows, time.perf_counter() - start, options.backend.value, options.jobs)
     write_summary(outdir, rows, summary)
     return ZooRun(rows, summary, interrupted)

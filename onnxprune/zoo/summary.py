@@ -8,14 +8,15 @@ import json
 from pathlib import Path
 
 from onnxprune.io import write_text_atomic
+from onnxprune.zoo.model_run import Status
 
 COLUMNS = ("name", "status", "error", "steps_done", "macs_before", "macs_after", "params_before", "params_after",
            "bytes_before", "bytes_after", "compressed_bytes", "latency_ratio", "seconds", "path")
-OK = ("ok", "resumed")
+OK = (Status.OK, Status.RESUMED)
 
 
 def totals(rows: list[dict[str, object]], wall_seconds: float, backend: str, workers: int) -> dict[str, object]:
-    count = {s: sum(1 for r in rows if r["status"] == s) for s in ("ok", "resumed", "failed", "timeout", "not run")}
+    count = {s.value: sum(1 for r in rows if r["status"] == s) for s in Status}
     ran = count["ok"] + count["failed"] + count["timeout"]
     good = [r for r in rows if r["status"] in OK]
 

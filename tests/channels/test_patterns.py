@@ -9,7 +9,7 @@ import pytest
 from onnxprune.channels import analyze
 from onnxprune.normalize import normalize
 from onnxprune.plan import PlanOptions
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.verify import InputSpec, make_session
 from tests.channels.builder import G
 from tests.graphs import rand

@@ -1,7 +1,7 @@
 """Deep Compression: connection pruning, k-means weight sharing, Huffman-coded ``.onnxz`` containers."""
 
-from onnxprune.compress.kmeans import Init
-from onnxprune.compress.pipeline import (
+from onnxprune.compression.kmeans import Init
+from onnxprune.compression.pipeline import (
     CompressOptions,
     CompressResult,
     Sharing,

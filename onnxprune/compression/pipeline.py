@@ -26,10 +26,10 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 import onnxprune
-from onnxprune.compress import huffman, sparse_index
-from onnxprune.compress.container import Container, ContainerWriter, parse
-from onnxprune.compress.kmeans import Init, kmeans_1d
-from onnxprune.compress.refit import LayerFit, refit
+from onnxprune.compression import huffman, sparse_index
+from onnxprune.compression.container import Container, ContainerWriter, parse
+from onnxprune.compression.kmeans import Init, kmeans_1d
+from onnxprune.compression.refit import LayerFit, refit
 from onnxprune.data import Dataset
 from onnxprune.errors import InvalidModelError, UsageError
 from onnxprune.io import check_model

@@ -8,6 +8,7 @@ the others still run.
 
 from __future__ import annotations
 
+import enum
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxprune.bench.stats import Speedup, Summary, speedup
+from onnxprune.benchmark.stats import Speedup, Summary, speedup
 from onnxprune.data import Dataset, ImagePreprocess, load_data
 from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.flops import count_costs
@@ -27,12 +28,19 @@ from onnxprune.normalize import normalize
 from onnxprune.verify import InputSpec, resolve_input_shapes
 
 
+class Provider(enum.StrEnum):
+    """The ONNX Runtime execution provider a benchmark runs on."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
 @dataclass(frozen=True)
 class BenchOptions:
     runs: int = 100
     seconds: float | None = None       # stop after this long instead (at least 5 rounds)
     threads: tuple[int, ...] = (1,)
-    provider: str = "cpu"
+    provider: Provider = Provider.CPU
     batch: int = 1
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     data: Path | None = None
@@ -70,17 +78,18 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
 
 
-def providers_for(name: str) -> list[str | tuple[str, dict[str, str]]]:
-    if name == "cpu":
+def providers_for(provider: Provider | str) -> list[str | tuple[str, dict[str, str]]]:
+    """ORT's provider list for ``provider`` (CUDA with the CPU fallback); UsageError when CUDA is not there."""
+    if Provider(provider) is Provider.CPU:
         return ["CPUExecutionProvider"]
     available = ort.get_available_providers()
     if "CUDAExecutionProvider" not in available:
-        raise UsageError(f"--provider cuda needs onnxruntime-gpu and an NVIDIA GPU; this onnxruntime "
+        raise UsageError(f"the cuda provider needs onnxruntime-gpu and an NVIDIA GPU; this onnxruntime "
                          f"{ort.__version__} offers {', '.join(available)}")
     return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"}), "CPUExecutionProvider"]
 
 
-def _session(path: str, threads: int, provider: str) -> ort.InferenceSession:
+def _session(path: str, threads: int, provider: Provider) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

@@ -38,7 +38,7 @@ from onnxprune.plan import (
     round_kept,
 )
 from onnxprune.progress import stage
-from onnxprune.prune import prune
+from onnxprune.pruning import prune
 from onnxprune.verify import InputSpec, resolve_input_shapes
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -26,13 +26,13 @@ import onnxruntime as ort
 from onnxprune import __version__
 from onnxprune.api import fold, load
 from onnxprune.data import Dataset, load_data
-from onnxprune.emit.fp16 import FP16_BLOCK_LIST, to_float16
-from onnxprune.emit.int8_search import default_float_nodes, search
-from onnxprune.emit.manifest import Agreement, FileEntry, Manifest, sha256
-from onnxprune.emit.mobile import fix_shapes, to_ort_format, usability_report
-from onnxprune.emit.options import CalibrationMethod, EmitOptions, Int8, Target
-from onnxprune.emit.outdir import check_output_dir, staged_output_dir
-from onnxprune.emit.quantize import int8_role, prepare, quantize, quantize_prepared
+from onnxprune.emission.fp16 import FP16_BLOCK_LIST, to_float16
+from onnxprune.emission.int8_search import default_float_nodes, search
+from onnxprune.emission.manifest import Agreement, FileEntry, Manifest, sha256
+from onnxprune.emission.mobile import fix_shapes, to_ort_format, usability_report
+from onnxprune.emission.options import CalibrationMethod, EmitOptions, Int8, Target
+from onnxprune.emission.outdir import check_output_dir, staged_output_dir
+from onnxprune.emission.quantize import int8_role, prepare, quantize, quantize_prepared
 from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.io import save_model
@@ -249,7 +249,7 @@ def _emit(source_path: Path, out_dir: Path, options: EmitOptions, stages: list[d
 def _int8(src: Path, dst: Path, options: EmitOptions, calibration: Dataset | None, data: Dataset | None,
           work: Path, notes: list[str], manifest: Manifest) -> None:
     """int8 of ``src`` into ``dst``: dynamic as ORT does it; static with the default float nodes, and with
-    ``--max-drop`` the accuracy-driven search of :mod:`onnxprune.emit.int8_search`."""
+    ``--max-drop`` the accuracy-driven search of :mod:`onnxprune.emission.int8_search`."""
     if options.int8 is Int8.DYNAMIC:
         with stage("int8 dynamic quantization"):
             quantize(src, dst, options.int8, calibration, work, notes)

@@ -14,8 +14,8 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.activations import ActivationStream
-from onnxprune.compress.pipeline import coded_weights
-from onnxprune.compress.refit import refit
+from onnxprune.compression.pipeline import coded_weights
+from onnxprune.compression.refit import refit
 from onnxprune.data import Dataset
 from onnxprune.metrics import (
     Metric,

@@ -14,7 +14,7 @@ from pathlib import Path
 import onnxruntime as ort
 from rich.table import Table
 
-from onnxprune.bench.runner import BenchOptions, ModelResult
+from onnxprune.benchmark.runner import BenchOptions, ModelResult
 from onnxprune.errors import UsageError
 from onnxprune.io import write_text_atomic
 

@@ -13,7 +13,7 @@ import onnx
 from onnx import version_converter
 
 from onnxprune.data import Dataset
-from onnxprune.emit.options import Int8
+from onnxprune.emission.options import Int8
 from onnxprune.errors import VerificationError
 from onnxprune.logs import logger_level
 from onnxprune.normalize import default_opset
@@ -70,7 +70,7 @@ def quantize(src: Path, dst: Path, mode: Int8, data: Dataset | None, workdir: Pa
 def prepare(src: Path, workdir: Path, notes: list[str]) -> Path:
     """ORT's pre-processing, the opset upgrade for per-channel QDQ, and a unique name on every node (the
     quantizer excludes nodes by name); returns the prepared model's path in ``workdir``."""
-    from onnxprune.emit.int8_search import name_nodes
+    from onnxprune.emission.int8_search import name_nodes
 
     pre = workdir / "preprocessed.onnx"
     preprocess(src, pre, notes)

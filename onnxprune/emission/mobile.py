@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 
-from onnxprune.emit.options import Style
+from onnxprune.emission.options import Style
 from onnxprune.errors import UsageError
 from onnxprune.interface import fix_input_shapes
 from onnxprune.logs import captured_logger, logger_level

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.compress.pipeline import DecodedTensor, decode
+from onnxprune.compression.pipeline import DecodedTensor, decode
 from onnxprune.errors import InvalidModelError
 
 
