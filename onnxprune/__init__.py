@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from onnxprune import _checkout  # noqa: F401 - first: onnxprune.passes from a plain checkout too
 from onnxprune.api import FoldResult, finetune, fold, inspect, load, save
 from onnxprune.errors import OnnxPruneError
 from onnxprune.pass_infra import CheckLevel, Checks
@@ -57,7 +58,7 @@ _LAZY = {
     "StepContext": ("onnxprune.steps", "StepContext"),
 }
 
-__all__ = ["CheckLevel", "Checks", "FoldResult", "InputSpec", "OnnxPruneError", "finetune", "fold", "inspect",
+__all__ = ["CheckLevel", "Checks", "FoldResult", "InputSpec", "OnnxPruneError", "finetune", "fold", "inspect",  # noqa: PLE0604
            "load", "save", "__version__", *_LAZY]
 
 
