@@ -135,25 +135,110 @@ def prepare_dump_dir(folder: Path) -> None:
         raise OutputPathError(f"{folder}: cannot create the --dump-dir folder: {e.strerror or e}") from None
 
 
-class PassManager:
-    """Runs passes in order on a model; the input ModelProto is never modified."""
+class PassInstrument:
+    """Runs around the passes of a :class:`PassManager` (as TVM's ``PassInstrument`` or torch.fx's checks after
+    each pass): ``start`` once with the input model, ``after_pass`` with the model after each pass that changed
+    it (after every pass when ``every_pass``). May raise to stop the pipeline; may return a comparison."""
 
-    def __init__(self, passes: Sequence[GraphPass], checks: Checks = Checks()) -> None:
+    every_pass: ClassVar[bool] = False
+
+    def start(self, model: onnx.ModelProto) -> None:
+        """Called once, before the first pass."""
+
+    def after_pass(self, index: int, pass_name: str, model: onnx.ModelProto) -> Comparison | None:
+        return None
+
+
+class CheckerInstrument(PassInstrument):
+    """The full ONNX checker on the model after each pass: VerificationError naming the pass."""
+
+    def after_pass(self, index: int, pass_name: str, model: onnx.ModelProto) -> Comparison | None:
+        try:
+            check_model(model, f"after pass {pass_name}", full_check=True)
+        except Exception as e:
+            raise VerificationError(str(e)) from e
+        return None
+
+
+class SessionInstrument(PassInstrument):
+    """An ONNX Runtime session is created from the model after each pass (it loads and is accepted)."""
+
+    def after_pass(self, index: int, pass_name: str, model: onnx.ModelProto) -> Comparison | None:
+        make_session(model)
+        return None
+
+
+class NumericInstrument(PassInstrument):
+    """The outputs after each pass against the input model's on seeded inputs (ORT, optimizations off), by the
+    tolerance rule (``rel_tol``, default :func:`default_tolerance`)."""
+
+    def __init__(self, inputs: InputSpec, seed: int = 0, rel_tol: float | None = None) -> None:
+        self.inputs, self.seed, self.rel_tol = inputs, seed, rel_tol
+        self.reference: Reference | None = None
+
+    def start(self, model: onnx.ModelProto) -> None:
+        self.reference = Reference.of(model, self.inputs, self.seed)
+
+    def after_pass(self, index: int, pass_name: str, model: onnx.ModelProto) -> Comparison | None:
+        assert self.reference is not None, "start() first"
+        comparison = self.reference.compare(model)
+        rel_tol = self.rel_tol if self.rel_tol is not None else default_tolerance(self.reference)
+        if not comparison.within(rel_tol):
+            raise VerificationError(
+                f"pass {pass_name} changed the outputs: max abs diff {comparison.max_abs_diff:.3g} on "
+                f"{comparison.worst_output!r} exceeds {rel_tol:g} x max|output| "
+                f"({comparison.max_abs_reference:.3g})")
+        return comparison
+
+
+class DumpInstrument(PassInstrument):
+    """The model after every pass saved as ``NN-<pass>.onnx`` in ``folder`` (created and marked first)."""
+
+    every_pass = True
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def start(self, model: onnx.ModelProto) -> None:
+        prepare_dump_dir(self.folder)
+
+    def after_pass(self, index: int, pass_name: str, model: onnx.ModelProto) -> Comparison | None:
+        save_model(model, self.folder / f"{index + 1:02d}-{pass_name}.onnx")
+        return None
+
+
+def instruments_for(checks: Checks) -> list[PassInstrument]:
+    """The instruments ``checks`` asks for: STRUCTURE = checker + ORT session; NUMERIC = checker + numeric
+    comparison (which runs a session); ``dump_dir`` adds the dump."""
+    out: list[PassInstrument] = []
+    if checks.level is not CheckLevel.NONE:
+        out.append(CheckerInstrument())
+        out.append(NumericInstrument(checks.inputs, checks.seed, checks.rel_tol)
+                   if checks.level is CheckLevel.NUMERIC else SessionInstrument())
+    if checks.dump_dir is not None:
+        out.append(DumpInstrument(checks.dump_dir))
+    return out
+
+
+class PassManager:
+    """Runs passes in order on a model; the input ModelProto is never modified. ``checks`` (and any extra
+    ``instruments``) run between the passes."""
+
+    def __init__(self, passes: Sequence[GraphPass], checks: Checks = Checks(),
+                 instruments: Sequence[PassInstrument] = ()) -> None:
         self.passes = list(passes)
         self.checks = checks
+        self.instruments = [*instruments_for(checks), *instruments]
 
     def run(self, model: onnx.ModelProto, graph: gs.Graph | None = None) -> PipelineResult:
         """Run the passes on ``model``; ``graph`` may be given when the caller already imported it (it is
         then rewritten in place)."""
-        reference = Reference.of(model, self.checks.inputs, self.checks.seed) \
-            if self.checks.level is CheckLevel.NUMERIC else None
-        if self.checks.dump_dir is not None:
-            prepare_dump_dir(self.checks.dump_dir)
+        for instrument in self.instruments:
+            instrument.start(model)
         records: list[PassRecord] = []
         graph = to_graph(model) if graph is None else graph
         current: onnx.ModelProto | None = model  # None: the graph has changes not exported yet
         reinfer = False
-        checking = self.checks.level is not CheckLevel.NONE or self.checks.dump_dir is not None
         for index, graph_pass in enumerate(self.passes):
             start = time.perf_counter()
             before = tuple(p.name for p in self.passes[:index])
@@ -167,36 +252,19 @@ class PassManager:
                 raise PassError(graph_pass.name, before, TypeError(
                     "declared in_place but returned a different graph than the one it was given"))
             graph = result.graph
-            if result.modified:
+            changed = result.modified
+            if changed:
                 current = None
                 reinfer = reinfer or graph_pass.changes_shapes
+            due = [i for i in self.instruments if i.every_pass or changed]
             comparison = None
-            if checking and current is None:
-                current, reinfer = to_model(graph, model, reinfer=reinfer), False
-                comparison = self._check(current, graph_pass.name, reference)
-            seconds = time.perf_counter() - start
-            if self.checks.dump_dir is not None:
-                save_model(current, self.checks.dump_dir / f"{index + 1:02d}-{graph_pass.name}.onnx")
-            records.append(PassRecord(graph_pass.name, result.modified, result.findings, seconds, comparison))
+            if due:
+                if current is None:
+                    current, reinfer = to_model(graph, model, reinfer=reinfer), False
+                for instrument in due:
+                    comparison = instrument.after_pass(index, graph_pass.name, current) or comparison
+            records.append(PassRecord(graph_pass.name, result.modified, result.findings,
+                                      time.perf_counter() - start, comparison))
         if current is None:
             current = to_model(graph, model, reinfer=reinfer)
         return PipelineResult(current, tuple(records))
-
-    def _check(self, model: onnx.ModelProto, pass_name: str, reference: Reference | None) -> Comparison | None:
-        if self.checks.level is CheckLevel.NONE:
-            return None
-        try:
-            check_model(model, f"after pass {pass_name}", full_check=True)
-        except Exception as e:
-            raise VerificationError(str(e)) from e
-        if reference is None:
-            make_session(model)
-            return None
-        comparison = reference.compare(model)
-        rel_tol = self.checks.rel_tol if self.checks.rel_tol is not None else default_tolerance(reference)
-        if not comparison.within(rel_tol):
-            raise VerificationError(
-                f"pass {pass_name} changed the outputs: max abs diff {comparison.max_abs_diff:.3g} on "
-                f"{comparison.worst_output!r} exceeds {rel_tol:g} x max|output| "
-                f"({comparison.max_abs_reference:.3g})")
-        return comparison

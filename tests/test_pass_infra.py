@@ -100,3 +100,31 @@ def test_a_failing_pass_is_named_with_the_passes_before_it():
         assert PassManager([Copying()]).run(model).model.graph.node   # declared: a new graph is accepted
     finally:
         Copying.in_place = True
+
+
+def test_instruments_run_after_each_pass_that_changed_the_model():
+    """A user's instrument (as the checks are): started once, then called with the model after every pass that
+    changed it; an every-pass instrument also after the passes that did not."""
+    from onnxprune.pass_infra import PassInstrument
+
+    seen: list[tuple[str, str]] = []
+
+    class Record(PassInstrument):
+        def __init__(self, tag: str, every: bool) -> None:
+            self.tag, self.every_pass = tag, every
+
+        def start(self, model):
+            seen.append((self.tag, "start"))
+
+        def after_pass(self, index, pass_name, model):
+            assert model.graph.node
+            seen.append((self.tag, pass_name))
+
+    m = normalize(conv_bn())
+    result = PassManager([FoldBatchNorm(), Cleanup(), Cleanup()],
+                         instruments=[Record("changed", False), Record("every", True)]).run(m)
+    modified = [r.name for r in result.records if r.modified]
+    assert modified and len(modified) < 3                  # the second cleanup has nothing left to do
+    assert ("changed", "start") in seen and ("every", "start") in seen
+    assert [p for t, p in seen if t == "changed" and p != "start"] == modified
+    assert [p for t, p in seen if t == "every" and p != "start"] == ["fold-batchnorm", "cleanup", "cleanup"]

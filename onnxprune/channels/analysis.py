@@ -15,7 +15,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 import onnxprune.channels.rules  # noqa: F401  (registers the rules)
-from onnxprune.channels.context import AnalysisContext, Source, static_dims
+from onnxprune.channels.context import AnalysisContext, Source, SourceKind, static_dims
 from onnxprune.channels.layout import TensorLayout, UnionFind
 from onnxprune.channels.rules.base import rule_for
 from onnxprune.errors import OnnxPruneError
@@ -92,7 +92,7 @@ def analyze(model: onnx.ModelProto | gs.Graph, input_shapes: dict[str, tuple[int
     for inp in graph.inputs:
         dims = static_dims(inp)
         if dims is not None and len(dims) >= 2 and dims[1] is not None:
-            elems = ctx.new_space(None, dims[1], "input", frozen=f"graph input {inp.name!r}", name=f"input:{inp.name}")
+            elems = ctx.new_space(None, dims[1], SourceKind.INPUT, frozen=f"graph input {inp.name!r}", name=f"input:{inp.name}")
             ctx.set_layout(inp, TensorLayout(1, elems))
     for node in graph.nodes:
         if node.op in SOURCE_OPS or any(ctx.layout(t) is not None for t in node.inputs):
@@ -175,7 +175,7 @@ def _build(graph: gs.Graph, ctx: AnalysisContext) -> ChannelAnalysis:
     groups = []
     for gi, r in enumerate(raw):
         sources = r["sources"]
-        real = [s for s in sources if s.kind != "input"]
+        real = [s for s in sources if s.kind is not SourceKind.INPUT]
         reason = r["reason"] or ("" if real else "no layer defines these channels")
         if not reason and len(r["units"]) < 2:
             reason = "a single channel"

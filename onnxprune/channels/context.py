@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,45 @@ def static_dims(tensor: gs.Tensor) -> list[int | None] | None:
     return [d if isinstance(d, int) and d >= 0 else None for d in tensor.shape]
 
 
+class SourceKind(enum.StrEnum):
+    """What defines a channel space: a layer's output channels, a graph input's, or channels a Pad inserts."""
+
+    CONV = "conv"
+    CONVTRANSPOSE = "convtranspose"
+    DEPTHWISE = "depthwise"
+    GEMM = "gemm"
+    MATMUL = "matmul"
+    PAD = "pad"
+    INPUT = "input"
+
+
+class Role(enum.StrEnum):
+    """The part a node plays in a channel group (reported by ``inspect --explain``)."""
+
+    SOURCE = "source"
+    CONSUMER = "consumer"
+    DEPTHWISE = "depthwise"
+    PASSTHROUGH = "passthrough"
+    JOIN = "join"
+    CONCAT = "concat"
+    SPLIT = "split"
+    SLICE = "slice"
+    PAD = "pad"
+    FLATTEN = "flatten"
+    RESHAPE = "reshape"
+    SHUFFLE = "shuffle"
+    TRANSPOSE = "transpose"
+    BARRIER = "barrier"
+
+
+class ConvKind(enum.StrEnum):
+    """A Conv/ConvTranspose by its ``group``: plain (1), depthwise (one filter per input channel), grouped."""
+
+    PLAIN = "plain"
+    DEPTHWISE = "depthwise"
+    GROUPED = "grouped"
+
+
 @dataclass
 class Source:
     """A layer that defines output channels: its elements are the rows of its (reshaped) filters."""
@@ -31,7 +71,7 @@ class Source:
     node: gs.Node | None  # None for a graph input
     name: str
     elems: np.ndarray
-    kind: str  # "conv", "convtranspose", "gemm", "matmul", "depthwise", "input"
+    kind: SourceKind
 
 
 @dataclass
@@ -46,7 +86,7 @@ class AnalysisContext:
     #: must keep equally many channels
     blocks: list[np.ndarray] = field(default_factory=list)
     #: per node name: the role it plays (for reports) and whether it carries per-channel parameters
-    members: dict[str, str] = field(default_factory=dict)
+    members: dict[str, Role] = field(default_factory=dict)
     depthwise: list[gs.Node] = field(default_factory=list)
     consumers: list[tuple[gs.Node, str]] = field(default_factory=list)  # (node, tensor name it reads channels of)
 
@@ -60,10 +100,10 @@ class AnalysisContext:
         self.layouts[tensor.name] = layout
 
     # ---- elements
-    def new_space(self, node: gs.Node | None, size: int, kind: str, frozen: str | None = None,
+    def new_space(self, node: gs.Node | None, size: int, kind: SourceKind, frozen: str | None = None,
                   name: str = "") -> np.ndarray:
         elems = self.uf.add(size)
-        self.sources.append(Source(node, name or (node.name if node is not None else ""), elems, kind))
+        self.sources.append(Source(node, name or (node.name if node is not None else ""), elems, SourceKind(kind)))
         self.element_source.extend([len(self.sources) - 1] * size)
         if frozen:
             for e in elems:
@@ -86,14 +126,14 @@ class AnalysisContext:
         text = f"{node.op} {node.name!r}: {reason}"
         for t in node.inputs:
             self.freeze(self.layout(t), text)
-        self.members[node.name] = "barrier"
+        self.members[node.name] = Role.BARRIER
 
     def add_blocks(self, elems: np.ndarray, blocks: int) -> None:
         if blocks > 1:
             self.blocks.append(elems.reshape(blocks, -1))
 
-    def member(self, node: gs.Node, role: str) -> None:
-        self.members.setdefault(node.name, role)
+    def member(self, node: gs.Node, role: Role | str) -> None:
+        self.members.setdefault(node.name, Role(role))
 
 
 @dataclass

@@ -13,6 +13,7 @@ import onnx_graphsurgeon as gs
 from onnxprune.channels.context import (
     AnalysisContext,
     RewriteContext,
+    Role,
     rank_of,
     static_dims,
 )
@@ -25,7 +26,7 @@ UNARY = ("Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "
          "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Clip", "Dropout", "Relu6")
 
 
-def passthrough(node: gs.Node, ctx: AnalysisContext, role: str = "passthrough") -> None:
+def passthrough(node: gs.Node, ctx: AnalysisContext, role: Role = Role.PASSTHROUGH) -> None:
     layout = ctx.layout(node.inputs[0])
     if layout is None:
         return
@@ -62,7 +63,7 @@ class NormRule(OpRule):
             ctx.barrier(node, "parameters are not constant")
         else:
             ctx.set_layout(node.outputs[0], layout)
-            ctx.member(node, "passthrough")
+            ctx.member(node, Role.PASSTHROUGH)
 
     def rewrite(self, node: gs.Node, ctx: RewriteContext) -> None:
         keep = ctx.keep(node.inputs[0])
@@ -156,7 +157,7 @@ class BroadcastRule(OpRule):
                 continue  # per-channel constant: sliced on rewrite
             ctx.freeze(base, f"{node.op} {node.name!r}: combined with a tensor whose channels are not tracked")
         ctx.set_layout(out, TensorLayout(out_axis, base.elems))
-        ctx.member(node, "join" if len(tracked) > 1 else "passthrough")
+        ctx.member(node, Role.JOIN if len(tracked) > 1 else Role.PASSTHROUGH)
 
     def rewrite(self, node: gs.Node, ctx: RewriteContext) -> None:
         out = node.outputs[0]

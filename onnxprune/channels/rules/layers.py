@@ -10,21 +10,26 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnxprune.channels.context import AnalysisContext, RewriteContext, rank_of
+from onnxprune.channels.context import (
+    AnalysisContext,
+    ConvKind,
+    RewriteContext,
+    Role,
+    SourceKind,
+    rank_of,
+)
 from onnxprune.channels.layout import TensorLayout
 from onnxprune.channels.rules.base import OpRule, register
 from onnxprune.graph import constant_value, optional_input
 
 
-def _conv_kind(node: gs.Node, w: np.ndarray) -> str:
+def _conv_kind(node: gs.Node, w: np.ndarray) -> ConvKind:
     group = int(node.attrs.get("group", 1))
     if group == 1:
-        return "plain"
-    if node.op == "Conv" and w.shape[1] == 1 and w.shape[0] == group:
-        return "depthwise"
-    if node.op == "ConvTranspose" and w.shape[1] == 1 and w.shape[0] == group:
-        return "depthwise"
-    return "grouped"
+        return ConvKind.PLAIN
+    if node.op in ("Conv", "ConvTranspose") and w.shape[1] == 1 and w.shape[0] == group:
+        return ConvKind.DEPTHWISE
+    return ConvKind.GROUPED
 
 
 def _in_channels(node: gs.Node, w: np.ndarray) -> int:
@@ -64,25 +69,25 @@ class ConvRule(OpRule):
         kind = _conv_kind(node, w)
         group = int(node.attrs.get("group", 1))
         out = node.outputs[0]
-        if kind == "depthwise":
+        if kind is ConvKind.DEPTHWISE:
             if layout is None:
-                elems = ctx.new_space(node, cout, "depthwise",
+                elems = ctx.new_space(node, cout, SourceKind.DEPTHWISE,
                                       frozen=f"{node.op} {node.name!r}: depthwise conv on untracked channels")
                 ctx.set_layout(out, TensorLayout(1, elems))
             else:
                 ctx.set_layout(out, layout)
                 ctx.depthwise.append(node)
-            ctx.member(node, "depthwise")
+            ctx.member(node, Role.DEPTHWISE)
             return
         if layout is not None:
             ctx.consumers.append((node, x.name))
-            if kind == "grouped":
+            if kind is ConvKind.GROUPED:
                 ctx.add_blocks(layout.elems, group)
-        elems = ctx.new_space(node, cout, node.op.lower())
-        if kind == "grouped":
+        elems = ctx.new_space(node, cout, SourceKind(node.op.lower()))
+        if kind is ConvKind.GROUPED:
             ctx.add_blocks(elems, group)
         ctx.set_layout(out, TensorLayout(1, elems))
-        ctx.member(node, "source")
+        ctx.member(node, Role.SOURCE)
 
     def rewrite(self, node: gs.Node, ctx: RewriteContext) -> None:
         x, out = node.inputs[0], node.outputs[0]
@@ -93,7 +98,7 @@ class ConvRule(OpRule):
         kind = _conv_kind(node, w)
         keep_out = ctx.keep(out)
         keep_in = ctx.keep(x) if ctx.changed(x) else np.ones(_in_channels(node, w), bool)
-        if kind == "depthwise":
+        if kind is ConvKind.DEPTHWISE:
             w_new = w[keep_out]
             node.attrs["group"] = int(keep_out.sum())
         elif node.op == "Conv":
@@ -122,7 +127,7 @@ class ConvRule(OpRule):
             return
         w = constant_value(node.inputs[1]).copy()
         group = int(node.attrs.get("group", 1))
-        if _conv_kind(node, w) == "depthwise":
+        if _conv_kind(node, w) is ConvKind.DEPTHWISE:
             return
         drop = ~ctx.keep(x)
         if node.op == "ConvTranspose":
@@ -154,8 +159,8 @@ class GemmRule(OpRule):
             layout = None
         if layout is not None:
             ctx.consumers.append((node, a.name))
-        ctx.set_layout(node.outputs[0], TensorLayout(1, ctx.new_space(node, n, "gemm")))
-        ctx.member(node, "source")
+        ctx.set_layout(node.outputs[0], TensorLayout(1, ctx.new_space(node, n, SourceKind.GEMM)))
+        ctx.member(node, Role.SOURCE)
 
     def rewrite(self, node: gs.Node, ctx: RewriteContext) -> None:
         a, out = node.inputs[0], node.outputs[0]
@@ -202,8 +207,8 @@ class MatMulRule(OpRule):
             layout = None
         if layout is not None:
             ctx.consumers.append((node, a.name))
-        ctx.set_layout(node.outputs[0], TensorLayout(rank - 1, ctx.new_space(node, b.shape[1], "matmul")))
-        ctx.member(node, "source")
+        ctx.set_layout(node.outputs[0], TensorLayout(rank - 1, ctx.new_space(node, b.shape[1], SourceKind.MATMUL)))
+        ctx.member(node, Role.SOURCE)
 
     def rewrite(self, node: gs.Node, ctx: RewriteContext) -> None:
         a, out = node.inputs[0], node.outputs[0]
@@ -243,7 +248,7 @@ class RecurrentRule(OpRule):
             ctx.barrier(node, "channels are not the input feature axis")
             return
         ctx.consumers.append((node, x.name))
-        ctx.member(node, "consumer")
+        ctx.member(node, Role.CONSUMER)
 
     def rewrite(self, node: gs.Node, ctx: RewriteContext) -> None:
         keep = ctx.keep(node.inputs[0])

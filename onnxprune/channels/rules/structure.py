@@ -10,6 +10,8 @@ import onnx_graphsurgeon as gs
 from onnxprune.channels.context import (
     AnalysisContext,
     RewriteContext,
+    Role,
+    SourceKind,
     rank_of,
     static_dims,
 )
@@ -74,7 +76,7 @@ class ReduceRule(OpRule):
         keepdims = int(node.attrs.get("keepdims", 1))
         axis = layout.axis if keepdims else layout.axis - sum(a < layout.axis for a in axes)
         ctx.set_layout(node.outputs[0], layout.moved(axis))
-        ctx.member(node, "passthrough")
+        ctx.member(node, Role.PASSTHROUGH)
 
 
 @register("Resize", "Upsample")
@@ -128,10 +130,10 @@ class PadRule(OpRule):
         if not before and not after:
             passthrough(node, ctx)
             return
-        padded = ctx.new_space(node, before + after, "pad")
+        padded = ctx.new_space(node, before + after, SourceKind.PAD)
         ctx.set_layout(node.outputs[0], TensorLayout(layout.axis, np.concatenate(
             [padded[:before], layout.elems, padded[before:]])))
-        ctx.member(node, "pad")
+        ctx.member(node, Role.PAD)
 
     @staticmethod
     def _channel_pads(node: gs.Node, layout: TensorLayout) -> tuple[int, int] | str:
@@ -223,7 +225,7 @@ class SliceRule(OpRule):
             ctx.barrier(node, "slices the channel axis to nothing")
             return
         ctx.set_layout(node.outputs[0], TensorLayout(layout.axis, layout.elems[start:end]))
-        ctx.member(node, "slice")
+        ctx.member(node, Role.SLICE)
 
     def rewrite(self, node: gs.Node, ctx: RewriteContext) -> None:
         keep = ctx.keep(node.inputs[0])
@@ -264,7 +266,7 @@ class ConcatRule(OpRule):
                 return
             elems = np.concatenate([lay.elems for lay in layouts])
             ctx.set_layout(node.outputs[0], TensorLayout(axis, elems))
-            ctx.member(node, "concat")
+            ctx.member(node, Role.CONCAT)
             return
         first = next(lay for lay in layouts if lay is not None)
         if any(lay is None or len(lay) != len(first) for lay in layouts):
@@ -273,7 +275,7 @@ class ConcatRule(OpRule):
         for lay in layouts:
             ctx.union(first.elems, lay.elems)
         ctx.set_layout(node.outputs[0], first)
-        ctx.member(node, "join")
+        ctx.member(node, Role.JOIN)
 
 
 @register("Split")
@@ -299,7 +301,7 @@ class SplitRule(OpRule):
         offsets = np.cumsum([0] + sizes)
         for i, out in enumerate(node.outputs):
             ctx.set_layout(out, TensorLayout(axis, layout.elems[offsets[i]:offsets[i + 1]]))
-        ctx.member(node, "split")
+        ctx.member(node, Role.SPLIT)
 
     @staticmethod
     def _sizes(node: gs.Node, total: int) -> list[int] | None:
@@ -363,7 +365,7 @@ class FlattenRule(OpRule):
         rank = rank_of(node.inputs[0])
         axis = int(node.attrs.get("axis", 1))
         if rank is not None and axis % max(rank, 1) == 1 and _FlattenLike.analyze(node, ctx, layout):
-            ctx.member(node, "flatten")
+            ctx.member(node, Role.FLATTEN)
         else:
             ctx.barrier(node, "flattens channels with dynamic or leading dims")
 
@@ -555,14 +557,14 @@ class ReshapeRule(OpRule):
             else:
                 ctx.set_layout(chain[1].outputs[0], merged)
                 for n in (node, *chain):
-                    ctx.member(n, "shuffle")
+                    ctx.member(n, Role.SHUFFLE)
             return
         entries = _shape_entries(node.inputs[1])
         if entries is None or len(entries) != len(sym_out):
             ctx.barrier(node, "target shape computed at run time")
             return
         if layout.axis == 1 and self._leading_batch(x, entries) and _FlattenLike.analyze(node, ctx, layout):
-            ctx.member(node, "flatten")
+            ctx.member(node, Role.FLATTEN)
             return
         axis, channels = layout.axis, len(layout)
         if len(sym_out) > axis and sym_out[axis] == channels and _same_prefix(sym_out, sym_in, entries, axis):
@@ -570,7 +572,7 @@ class ReshapeRule(OpRule):
                 ctx.barrier(node, "target shape does not state the channel dim as a constant, -1 or 0")
                 return
             ctx.set_layout(out, layout)
-            ctx.member(node, "reshape")
+            ctx.member(node, Role.RESHAPE)
             return
         # singleton moves: every non-batch, non-channel dim is 1 on both sides
         dims, out_dims = static_dims(x), static_dims(out)
@@ -578,7 +580,7 @@ class ReshapeRule(OpRule):
                 and len(out_dims) >= 2 and out_dims[1] in (channels, None) and all(d == 1 for d in out_dims[2:]) \
                 and entries[1] in (channels, -1):
             ctx.set_layout(out, layout.moved(1))
-            ctx.member(node, "reshape")
+            ctx.member(node, Role.RESHAPE)
             return
         ctx.barrier(node, "reshape mixes the channel axis with others")
 
@@ -660,7 +662,7 @@ class SqueezeRule(OpRule):
             kept_positions = [i for i in range(out_rank) if i not in axes]
             axis = kept_positions[layout.axis]
         ctx.set_layout(out, layout.moved(axis))
-        ctx.member(node, "reshape")
+        ctx.member(node, Role.RESHAPE)
 
 
 @register("Transpose")
@@ -676,7 +678,7 @@ class TransposeRule(OpRule):
             ctx.barrier(node, "rank unknown")
             return
         ctx.set_layout(node.outputs[0], layout.moved(perm.index(layout.axis)))
-        ctx.member(node, "transpose")
+        ctx.member(node, Role.TRANSPOSE)
 
 
 #: ops that move shape values around without computing with them
