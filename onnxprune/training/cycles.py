@@ -59,6 +59,14 @@ class CycleResult:
                 for r in self.rounds]
 
 
+def _tuned(i: int, pruned: PruneResult, teacher: onnx.ModelProto, train: Dataset, eval_data: Dataset | None,
+           options: FinetuneOptions, spec: InputSpec, macs_original: float) -> CycleRound:
+    """Round ``i``: fine-tune the pruned model by distilling ``teacher``; its MACs against the original's."""
+    tuned = finetune(pruned.model, train, teacher=teacher, eval_data=eval_data, options=options)
+    macs = count_costs(tuned.model, resolve_input_shapes(tuned.model, spec)).macs
+    return CycleRound(i, macs / max(macs_original, 1), pruned, tuned)
+
+
 def round_options(options: PlanOptions, i: int, rounds: int, macs_original: float, macs_current: float) -> PlanOptions:
     """The plan options of round ``i`` (1-based), relative to the current model."""
     if options.target_flops is not None:
@@ -88,11 +96,9 @@ def prune_finetune_cycles(model: onnx.ModelProto, options: PlanOptions, *, round
             macs_current = count_costs(current, resolve_input_shapes(current, spec)).macs
             pruned = prune(current, round_options(options, i, rounds, macs_original, macs_current), spec=spec,
                            recover_with=recover_with, data=data)
-            tuned = finetune(pruned.model, train, teacher=model, eval_data=eval_data, options=per_round)
-            current = tuned.model
-            macs = count_costs(current, resolve_input_shapes(current, spec)).macs
-            done.append(CycleRound(i, macs / max(macs_original, 1), pruned, tuned))
-            progress.advance(f"round {i}: MACs {macs / max(macs_original, 1):.1%}")
+            done.append(_tuned(i, pruned, model, train, eval_data, per_round, spec, macs_original))
+            current = done[-1].tuned.model
+            progress.advance(f"round {i}: MACs {done[-1].macs_kept:.1%}")
     return CycleResult(current, tuple(done))
 
 
@@ -129,9 +135,7 @@ def layerwise_finetune_cycles(model: onnx.ModelProto, options: PlanOptions, *, r
             skipped += [g for g in chunk if g not in present]
             pruned = prune(current, plan=PruningPlan(tuple(groups), plan.criterion), spec=spec,
                            recover_with=recover_with, data=data)
-            tuned = finetune(pruned.model, train, teacher=model, eval_data=eval_data, options=per_round)
-            current = tuned.model
-            macs = count_costs(current, resolve_input_shapes(current, spec)).macs
-            done.append(CycleRound(i, macs / max(macs_original, 1), pruned, tuned))
-            progress.advance(f"round {i}: {len(chunk)} groups, MACs {macs / max(macs_original, 1):.1%}")
+            done.append(_tuned(i, pruned, model, train, eval_data, per_round, spec, macs_original))
+            current = done[-1].tuned.model
+            progress.advance(f"round {i}: {len(chunk)} groups, MACs {done[-1].macs_kept:.1%}")
     return CycleResult(current, tuple(done), tuple(order), tuple(skipped))
