@@ -30,6 +30,59 @@ from onnxprune.verify import Comparison, InputSpec, Reference, resolve_input_sha
 
 
 @dataclass(frozen=True)
+class QualityReport:
+    """Every metric of the original, pruned and (with recovery) recovered model on ``samples`` samples of the
+    eval data (``data`` "eval") or else the calibration data ("calibration"); ``metric`` is the headline one."""
+
+    metric: str
+    samples: int
+    data: str
+    original: dict[str, float]
+    pruned: dict[str, float]
+    recovered: dict[str, float] | None = None
+
+    def stages(self) -> tuple[str, ...]:
+        return ("original", "pruned") + (("recovered",) if self.recovered is not None else ())
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {"metric": self.metric, "samples": self.samples, "original": self.original,
+                                  "pruned": self.pruned}
+        if self.recovered is not None:
+            out["recovered"] = self.recovered
+        out["data"] = self.data
+        return out
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    """Recovery by ``method`` on ``samples`` samples: the metrics before and after it, and one entry per layer
+    it changed."""
+
+    method: str
+    samples: int
+    before: dict[str, float]
+    after: dict[str, float]
+    layers: tuple[dict[str, object], ...]
+
+    def to_json(self) -> dict[str, object]:
+        return {"method": self.method, "samples": self.samples, "before": self.before, "after": self.after,
+                "layers": list(self.layers)}
+
+
+@dataclass(frozen=True)
+class ScheduleReport:
+    """A schedule's rounds and, for layerwise, the order: (group, metric loss when pruned alone), least first."""
+
+    schedule: str
+    rounds: int
+    order: tuple[tuple[str, float], ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {"schedule": self.schedule, "rounds": self.rounds,
+                "order": [{"group": g, "loss": v} for g, v in self.order]}
+
+
+@dataclass(frozen=True)
 class PruneReport:
     flops_before: int
     flops_after: int
@@ -41,12 +94,16 @@ class PruneReport:
     input_shapes: dict[str, list[int]]
     max_abs_diff: float | None = None
     max_abs_output: float | None = None
-    recovery: dict[str, object] | None = None
-    quality: dict[str, object] | None = None    # metrics on --eval-data (else --data): original, pruned, recovered
-    schedule: dict[str, object] | None = None   # rounds and, for layerwise, the order with each group's loss
+    recovery: RecoveryReport | None = None
+    quality: QualityReport | None = None
+    schedule: ScheduleReport | None = None
 
     def to_json(self) -> dict[str, object]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        for key in ("recovery", "quality", "schedule"):
+            if out[key] is not None:
+                out[key] = out[key].to_json()
+        return out
 
 
 @dataclass(frozen=True)
@@ -160,46 +217,44 @@ def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: P
                                checks.rel_tol) if verify else None
     recovered, fixes = _recovered(model, pruned, plan, analysis, recover_with, data)
     quality = _quality_report(model, pruned, recovered if recover_with is not Recover.NONE else None,
-                              eval_data if eval_data is not None else data, schedule.metric)
-    if quality is not None:
-        quality["data"] = "eval" if eval_data is not None else "calibration"
+                              eval_data if eval_data is not None else data, schedule.metric,
+                              "eval" if eval_data is not None else "calibration")
     recovery = None
     if recover_with is not Recover.NONE:
-        assert quality is not None
-        recovery = {"method": recover_with.value, "samples": quality["samples"], "before": quality["pruned"],
-                    "after": quality["recovered"], "layers": [f.__dict__ for f in fixes]}
+        assert quality is not None and quality.recovered is not None
+        recovery = RecoveryReport(recover_with.value, quality.samples, quality.pruned, quality.recovered,
+                                  tuple(dict(f.__dict__) for f in fixes))
     report = PruneReport(
         flops_before=before.macs, flops_after=after.macs, params_before=before.params, params_after=after.params,
         groups_pruned=sum(1 for g in plan.groups if g.removed), groups_frozen=len(analysis.frozen_groups),
         groups_total=len(analysis.groups), input_shapes={k: list(v) for k, v in shapes.items()},
         max_abs_diff=comparison.max_abs_diff if comparison else None,
         max_abs_output=comparison.max_abs_reference if comparison else None, recovery=recovery, quality=quality,
-        schedule={"schedule": schedule.schedule.value, "rounds": int(plan.options.get("steps", 1)),
-                  "order": [{"group": g, "loss": v} for g, v in order]} if order or plan.options.get("schedule")
-        else None)
+        schedule=ScheduleReport(schedule.schedule.value, int(plan.options.get("steps", 1)), tuple(order))
+        if order or plan.options.get("schedule") else None)
     return PruneResult(recovered, plan, report, analysis)
 
 
 def _quality_report(model: onnx.ModelProto, pruned: onnx.ModelProto, recovered: onnx.ModelProto | None,
-                    data: Dataset | None, metric: Metric | None) -> dict[str, object] | None:
+                    data: Dataset | None, metric: Metric | None, which: str) -> QualityReport | None:
     """Every metric of the original, the pruned and the recovered model on ``data`` (None without data)."""
     if data is None:
         return None
     with stage(f"metrics on {len(data)} samples", total=3 if recovered is not None else 2, unit="models") as s:
-        return _measure(model, pruned, recovered, data, metric, s)
+        return _measure(model, pruned, recovered, data, metric, s, which)
 
 
 def _measure(model: onnx.ModelProto, pruned: onnx.ModelProto, recovered: onnx.ModelProto | None, data: Dataset,
-             metric: Metric | None, progress: Stage) -> dict[str, object]:
+             metric: Metric | None, progress: Stage, which: str) -> QualityReport:
     reference = outputs(model, data)
     progress.advance("original")
     metric = metric or default_metric(data, reference)
     check_metric(metric, data, reference)
-    q: dict[str, object] = {"metric": metric.value, "samples": len(data),
-                            "original": metrics(reference, reference, data.labels),
-                            "pruned": metrics(reference, outputs(pruned, data), data.labels)}
+    original = metrics(reference, reference, data.labels)
+    pruned_metrics = metrics(reference, outputs(pruned, data), data.labels)
     progress.advance("pruned")
+    recovered_metrics = None
     if recovered is not None:
-        q["recovered"] = metrics(reference, outputs(recovered, data), data.labels)
+        recovered_metrics = metrics(reference, outputs(recovered, data), data.labels)
         progress.advance("recovered")
-    return q
+    return QualityReport(metric.value, len(data), which, original, pruned_metrics, recovered_metrics)

@@ -102,7 +102,7 @@ def test_data_driven_commands_on_minus_one_batch(tmp_path):
     assert data.fixed_batch is None and len(list(data.batches(8))) == 3
     result = prune(model, PlanOptions(ratio=0.5, round_to=1), spec=InputSpec({"x": (2, 3, 16, 20)}),
                    recover_with=Recover.LSQ, data=data, verify=True)
-    assert result.report.recovery["after"]["rel-l2"] < result.report.recovery["before"]["rel-l2"]
+    assert result.report.recovery.after["rel-l2"] < result.report.recovery.before["rel-l2"]
     out = tmp_path / "o.onnx"
     assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5", "--recover", "lsq", "--data",
                  str(tmp_path / "calib.npz"), "--input-shape", "x=1x3x16x20"]) == 0

@@ -58,7 +58,7 @@ def test_bias_recovery_is_exact_for_a_constant_channel():
     ref = outputs(model, x)
     assert np.abs(outputs(plain.model, x) - ref).max() > 0.1          # removing it does change the output
     assert np.abs(outputs(fixed.model, x) - ref).max() <= 1e-5 * np.abs(ref).max()
-    assert fixed.report.recovery["after"]["rel-l2"] < 1e-5 < fixed.report.recovery["before"]["rel-l2"]
+    assert fixed.report.recovery.after["rel-l2"] < 1e-5 < fixed.report.recovery.before["rel-l2"]
 
 
 def test_lsq_recovery_is_exact_for_a_duplicated_filter():
@@ -72,7 +72,7 @@ def test_lsq_recovery_is_exact_for_a_duplicated_filter():
     fixed = prune(model, plan=plan_dropping(model, 0), recover_with=Recover.LSQ, data=Dataset({"x": x}, None))
     ref = outputs(model, x)
     assert np.abs(outputs(fixed.model, x) - ref).max() <= 1e-3 * np.abs(ref).max()
-    assert fixed.report.recovery["layers"][0]["method"] == "lsq"
+    assert fixed.report.recovery.layers[0]["method"] == "lsq"
 
 
 # Measured at 30% MACs reduction (L1, calibrated on 128 training digits, 450 test digits):
@@ -112,7 +112,7 @@ def _assert_lsq_exact(model: onnx.ModelProto, plan: PruningPlan, consumer: str) 
     ref = outputs(model, x)
     assert np.abs(outputs(plain.model, x) - ref).max() > 1e-2 * np.abs(ref).max()
     assert np.abs(outputs(fixed.model, x) - ref).max() <= 1e-3 * np.abs(ref).max()
-    assert {f["node"]: f["method"] for f in fixed.report.recovery["layers"]}[consumer] == "lsq"
+    assert {f["node"]: f["method"] for f in fixed.report.recovery.layers}[consumer] == "lsq"
 
 
 def test_lsq_refits_a_grouped_consumer_per_group():
@@ -158,8 +158,8 @@ def test_lsq_with_convtranspose_consumers():
     x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
     result = prune(model, PlanOptions(ratio=0.3), recover_with=Recover.LSQ, data=Dataset({"input": x}, None))
     recovery = result.report.recovery
-    assert result.report.groups_pruned > 0 and recovery["layers"]
-    assert recovery["after"]["rel-l2"] <= recovery["before"]["rel-l2"] + 1e-6
+    assert result.report.groups_pruned > 0 and recovery.layers
+    assert recovery.after["rel-l2"] <= recovery.before["rel-l2"] + 1e-6
 
 
 def test_prune_reports_on_held_out_eval_data_and_says_which(tmp_path, capsys):

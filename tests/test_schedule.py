@@ -61,15 +61,15 @@ def test_schedules_keep_the_counts_and_macs_of_oneshot(data, criterion):
     counts = {s: {g: len(k) for g, k in kept(r).items()} for s, r in results.items()}
     assert counts[Schedule.ITERATIVE] == counts[Schedule.LAYERWISE] == counts[Schedule.ONESHOT]
     assert len({r.report.flops_after for r in results.values()}) == 1
-    assert results[Schedule.ITERATIVE].report.schedule["rounds"] == 3
-    order = results[Schedule.LAYERWISE].report.schedule["order"]
-    assert sorted(o["group"] for o in order) == ["c0", "c1", "c2"]
-    assert [o["loss"] for o in order] == sorted(o["loss"] for o in order)
+    assert results[Schedule.ITERATIVE].report.schedule.rounds == 3
+    order = results[Schedule.LAYERWISE].report.schedule.order
+    assert sorted(g for g, _ in order) == ["c0", "c1", "c2"]
+    assert [loss for _, loss in order] == sorted(loss for _, loss in order)
     assert results[Schedule.ONESHOT].report.schedule is None
     for r in results.values():  # every result is a valid model that runs, with metrics before and after
         onnx.checker.check_model(r.model, full_check=True)
         q = r.report.quality
-        assert q["metric"] == "accuracy" and set(q) >= {"original", "pruned", "recovered"}
+        assert q.metric == "accuracy" and q.stages() == ("original", "pruned", "recovered")
 
 
 @pytest.mark.parametrize("criterion,recover", [(Criterion.ACTIVATION, Recover.NONE), (Criterion.L1, Recover.LSQ)])

@@ -101,18 +101,19 @@ def run(args: argparse.Namespace) -> int:
                   f"({r.flops_after / max(r.flops_before, 1):.1%}), params {human(r.params_before)} -> "
                   f"{human(r.params_after)} ({r.params_after / max(r.params_before, 1):.1%})")
     if r.schedule:
-        console.print(f"schedule {r.schedule['schedule']}: {r.schedule['rounds']} rounds")
+        console.print(f"schedule {r.schedule.schedule}: {r.schedule.rounds} rounds")
     if r.quality:
         q = r.quality
-        stages = [s for s in ("original", "pruned", "recovered") if s in q]
-        keys = list(dict.fromkeys([str(q["metric"])] + [k for k in ("accuracy", "agreement", "rel-l2")
-                                                         if k in q["original"]]))
-        label = " -> ".join(s if s != "recovered" else f"recovered ({r.recovery['method']})" for s in stages)
-        source = "--eval-data (held out)" if q["data"] == "eval" else (
+        stages = q.stages()
+        values = {"original": q.original, "pruned": q.pruned, "recovered": q.recovered or {}}
+        keys = list(dict.fromkeys([q.metric] + [k for k in ("accuracy", "agreement", "rel-l2") if k in q.original]))
+        label = " -> ".join(s if s != "recovered" or r.recovery is None else f"recovered ({r.recovery.method})"
+                            for s in stages)
+        source = "--eval-data (held out)" if q.data == "eval" else (
             "--data (the calibration set recovery was fitted on; --eval-data gives a held-out figure)"
             if r.recovery else "--data")
-        console.print(f"on {q['samples']} samples of {source}, {label}: "
-                      + "; ".join(f"{k} " + " -> ".join(figure(k, q[s][k]) for s in stages) for k in keys))
+        console.print(f"on {q.samples} samples of {source}, {label}: "
+                      + "; ".join(f"{k} " + " -> ".join(figure(k, values[s][k]) for s in stages) for k in keys))
     if tuned is not None:
         held_out = "--eval-data (held out)" if eval_data is not None else ""
         console.print(f"fine-tuned for {tuned.steps} steps in {tuned.seconds:.1f} s"
