@@ -17,9 +17,11 @@ def fold_passes(simplify: bool = True) -> list[GraphPass]:
     return [*([Simplify()] if simplify else []), FoldBatchNorm(), FoldChannelAffine(), Cleanup()]
 
 
-def prune_passes(plan: PruningPlan, analysis: ChannelAnalysis | None = None) -> list[GraphPass]:
-    """Channel pruning by ``plan`` (``analysis``: of the very graph the pipeline gets), then cleanup."""
-    return [PruneChannels(plan, analysis), Cleanup()]
+def prune_passes(plan: PruningPlan, analysis: ChannelAnalysis | None = None,
+                 input_shapes: dict[str, tuple[int, ...]] | None = None) -> list[GraphPass]:
+    """Channel pruning by ``plan`` (``analysis``: of the very graph the pipeline gets; else the pass analyses it,
+    with ``input_shapes``), then cleanup."""
+    return [PruneChannels(plan, analysis, input_shapes), Cleanup()]
 
 
 def mask_passes(plan: PruningPlan, input_shapes: dict[str, tuple[int, ...]] | None = None) -> list[GraphPass]:

@@ -111,7 +111,7 @@ class PruneResult:
     model: onnx.ModelProto
     plan: PruningPlan
     report: PruneReport
-    analysis: ChannelAnalysis  # of the input model; its graph object was rewritten into ``model``
+    analysis: ChannelAnalysis  # of the input model
 
 
 def plan_pruning(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec | None = None,
@@ -160,10 +160,11 @@ def consumer_masks(analysis: ChannelAnalysis, plan: PruningPlan) -> dict[str, tu
 def _rewrite(model: onnx.ModelProto, plan: PruningPlan, analysis: ChannelAnalysis | None = None,
              checks: Checks | None = None, input_shapes: dict[str, tuple[int, ...]] | None = None
              ) -> tuple[onnx.ModelProto, ChannelAnalysis]:
-    """The pruned model (no recovery); ``analysis`` (of ``model``) has its graph rewritten and is consumed."""
+    """The pruned model (no recovery) and the analysis of ``model`` (given or made; never modified: the rewrite
+    imports and analyses a graph of its own)."""
     analysis = analysis or analyze(model, input_shapes)
     plan.removed_roots(analysis)  # validate before rewriting
-    pruned = PassManager(prune_passes(plan, analysis), checks or Checks()).run(model, analysis.graph)
+    pruned = PassManager(prune_passes(plan, input_shapes=input_shapes), checks or Checks()).run(model)
     return pruned.model, analysis
 
 

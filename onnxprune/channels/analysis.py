@@ -50,8 +50,11 @@ class ChannelGroup:
                 "blocks": [int(b.shape[0]) for b in self.blocks]}
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChannelAnalysis:
+    """The channel groups of one graph. Read-only: ``graph`` is the graph it describes (imported for the
+    analysis); pruning rewrites a graph of its own."""
+
     graph: gs.Graph
     groups: list[ChannelGroup]
     layouts: dict[str, TensorLayout]
