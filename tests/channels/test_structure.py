@@ -1,4 +1,6 @@
-"""One tiny graph per channel pattern: the expected groups, and a 50% prune that equals the masked original."""
+"""Structure rules (onnxprune/channels/rules/structure.py): Concat/Split, Slice, Pad, Resize, Flatten/Reshape
+(Gemm rows in channel blocks, channel shuffle), Transpose/Squeeze, Shape. One tiny graph per pattern: the expected groups, and a 50% prune that
+equals the masked original."""
 
 from __future__ import annotations
 
@@ -12,59 +14,8 @@ from onnxprune.plan import PlanOptions
 from onnxprune.pruning import prune
 from onnxprune.verify import InputSpec, make_session
 from tests.channels.builder import G
+from tests.channels.helpers import groups, prune_verified
 from tests.graphs import rand
-
-
-def groups(m: onnx.ModelProto) -> dict[str, tuple[int, bool, str]]:
-    return {g.id: (g.channels, g.prunable, g.reason) for g in analyze(normalize(m)).groups}
-
-
-def prune_verified(m: onnx.ModelProto, ratio: float = 0.5, **kw):
-    result = prune(normalize(m), PlanOptions(ratio=ratio, **kw), spec=InputSpec(batch=2), verify=True)
-    onnx.checker.check_model(result.model, full_check=True)
-    assert result.report.max_abs_diff <= 1e-5 * result.report.max_abs_output
-    return result
-
-
-def test_conv_bn_relu_conv():
-    g = G()
-    y = g.conv(g.op("Relu", [g.bn(g.conv("x", 4, 8, name="c1"), 8)]), 8, 6, name="c2")
-    m = g.build(y)
-    gs_ = groups(m)
-    assert gs_["c1"][:2] == (8, True)
-    assert gs_["c2"][1] is False and "graph output" in gs_["c2"][2]
-    assert gs_["input:x"][1] is False
-    r = prune_verified(m)
-    w = next(t for t in r.model.graph.initializer if list(t.dims)[:2] == [4, 4])
-    assert w is not None  # c1 kept 4 of 8 filters
-
-
-def test_residual_add_is_one_group():
-    g = G()
-    a = g.op("Relu", [g.conv("x", 4, 8, name="stem")])
-    b = g.conv(g.op("Relu", [g.conv(a, 8, 6, name="inner")]), 6, 8, name="c2")
-    s = g.op("Add", [a, b], name="res")
-    y = g.conv(g.op("Relu", [s]), 8, 3, name="head")
-    m = g.build(y)
-    a_ = analyze(normalize(m))
-    stem = a_.group("stem")
-    assert set(stem.sources) == {"stem", "c2"} and stem.prunable and stem.channels == 8
-    assert a_.group("inner").prunable
-    prune_verified(m)
-
-
-def test_depthwise_pointwise_pass_through():
-    g = G()
-    c = g.conv("x", 4, 8, name="c1")
-    dw = g.conv(c, 8, 8, group=8, name="dw")
-    y = g.conv(g.op("Relu", [dw]), 8, 5, k=1, name="pw")
-    m = g.build(y)
-    a_ = analyze(normalize(m))
-    group = a_.group("c1")
-    assert "dw" in group.members and "pw" in group.members and group.channels == 8
-    r = prune_verified(m)
-    dw_node = next(n for n in r.model.graph.node if n.name == "dw")
-    assert next(a.i for a in dw_node.attribute if a.name == "group") == 4
 
 
 def test_concat_offsets_and_split_sizes():
@@ -96,21 +47,6 @@ def test_split_halves_joined_like_c2f():
     prune_verified(m)
 
 
-def test_squeeze_excitation():
-    g = G()
-    x = g.op("HardSwish", [g.conv("x", 4, 8, name="c1")])
-    s = g.op("GlobalAveragePool", [x])
-    s = g.op("Relu", [g.conv(s, 8, 4, k=1, name="fc1")])
-    s = g.op("HardSigmoid", [g.conv(s, 4, 8, k=1, name="fc2")])
-    gated = g.op("Mul", [x, s], name="gate")
-    y = g.conv(gated, 8, 3, name="head")
-    m = g.build(y)
-    a_ = analyze(normalize(m))
-    assert set(a_.group("c1").sources) == {"c1", "fc2"}
-    assert a_.group("fc1").prunable
-    prune_verified(m)
-
-
 @pytest.mark.parametrize("via", ["flatten", "reshape_const", "reshape_dynamic"])
 def test_flatten_gemm_rows_in_channel_blocks(via):
     g = G(hw=8)
@@ -135,39 +71,6 @@ def test_flatten_gemm_rows_in_channel_blocks(via):
     assert w.shape == (5, 48)  # 3 channels x 16 positions
 
 
-def test_grouped_conv_keeps_equal_channels_per_group():
-    g = G()
-    c1 = g.op("Relu", [g.conv("x", 4, 16, k=1, name="c1")])
-    c2 = g.op("Relu", [g.conv(c1, 16, 16, group=4, name="grouped")])
-    y = g.conv(c2, 16, 5, k=1, name="c3")
-    m = g.build(y)
-    a_ = analyze(normalize(m))
-    assert a_.group("c1").blocks and a_.group("grouped").blocks
-    r = prune_verified(m, ratio=0.5)
-    node = next(n for n in r.model.graph.node if n.name == "grouped")
-    w = onnx.numpy_helper.to_array(next(t for t in r.model.graph.initializer if t.name == node.input[1]))
-    assert w.shape == (8, 2, 3, 3)
-
-
-def test_grouped_convtranspose():
-    g = G()
-    c1 = g.conv("x", 4, 8, name="c1")
-    ins = [c1, g.const(rand(8, 3, 4, 4)), g.const(rand(6))]
-    up = g.op("ConvTranspose", ins, name="up", group=2, strides=[2, 2], pads=[1, 1, 1, 1])
-    y = g.conv(g.op("Relu", [up]), 6, 2, name="head")
-    m = g.build(y)
-    assert groups(m)["up"][:2] == (6, True)
-    prune_verified(m)
-
-
-def test_unknown_op_is_a_barrier_with_its_name():
-    g = G()
-    c = g.op("LRN", [g.conv("x", 4, 8, name="c1")], size=3, name="lrn")
-    y = g.conv(c, 8, 4, name="c2")
-    gs_ = groups(g.build(y))
-    assert gs_["c1"][1] is False and "LRN 'lrn'" in gs_["c1"][2]
-
-
 @pytest.mark.parametrize("pads,mode,prunable", [([0, 0, 1, 1, 0, 0, 1, 1], "constant", True),
                                                ([0, 1, 0, 0, 0, 1, 0, 0], "constant", True),
                                                ([0, 1, 0, 0, 0, 1, 0, 0], "reflect", False)])
@@ -183,20 +86,6 @@ def test_pad_on_spatial_vs_channel_axis(pads, mode, prunable):
         prune_verified(m)
     else:
         assert "reflect mode" in groups(m)["c1"][2]
-
-
-def test_transpose_squeeze_unsqueeze_reduce_and_prelu():
-    g = G()
-    c = g.op("PRelu", [g.conv("x", 4, 8, name="c1"), g.const(rand(8, 1, 1))])
-    t = g.op("Transpose", [c], perm=[0, 2, 3, 1])                                  # channels last
-    t = g.op("Transpose", [t], perm=[0, 3, 1, 2])                                  # back
-    r = g.op("ReduceMean", [t], axes=[2, 3], keepdims=0)                            # N x 8
-    u = g.op("Unsqueeze", [r, g.const(np.array([2, 3], dtype=np.int64))])            # N x 8 x 1 x 1
-    s = g.op("Squeeze", [u, g.const(np.array([3], dtype=np.int64))])                 # N x 8 x 1
-    y = g.op("MatMul", [g.op("Squeeze", [s, g.const(np.array([2], dtype=np.int64))]), g.const(rand(8, 3))])
-    m = g.build(y)
-    assert groups(m)["c1"][:2] == (8, True)
-    prune_verified(m)
 
 
 def test_static_channel_count_read_by_shape_is_a_constant():
@@ -235,6 +124,8 @@ def test_opset11_split_attribute_is_rewritten():
 
 
 # ------------------------------------------------------------------ patterns of real exports (issue 13)
+
+
 def test_channel_slice_chunks_are_exact():
     """``a, b = x.chunk(2, dim=1)`` as Slice nodes with constant bounds (INT_MAX end included)."""
     g = G()
@@ -302,62 +193,6 @@ def test_shuffle_with_unmatched_dims_is_a_barrier():
     assert groups(m)["c1"][1] is False
 
 
-def test_layernorm_over_channels_freezes_with_its_reason_and_the_mlp_prunes():
-    """ConvNeXt: dw conv -> NHWC -> LayerNorm(C) -> Linear(4C) -> GELU -> Linear(C) -> NCHW -> + x."""
-    g = G(cin=8)
-    stem = g.conv("x", 8, 8, name="stem")
-    dw = g.conv(stem, 8, 8, k=7, group=8, name="dw")
-    t = g.op("Transpose", [dw], perm=[0, 2, 3, 1])
-    ln = g.op("LayerNormalization", [t, g.const(rand(8)), g.const(rand(8))], axis=-1, name="ln")
-    h = g.op("Add", [g.op("MatMul", [ln, g.const(rand(8, 32))], name="pw1"), g.const(rand(32))])
-    h = g.op("Gelu", [h]) if g.opset >= 20 else g.op("Relu", [h])
-    y = g.op("Mul", [g.op("MatMul", [h, g.const(rand(32, 8))], name="pw2"), g.const(rand(8))])
-    out = g.op("Add", [stem, g.op("Transpose", [y], perm=[0, 3, 1, 2])])
-    m = g.build(g.op("GlobalAveragePool", [g.op("Relu", [out])]))
-    gs_ = groups(m)
-    assert gs_["stem"][1] is False and "LayerNormalization 'ln' normalizes across the channel axis" in gs_["stem"][2]
-    assert gs_["pw1"][:2] == (32, True)
-    prune_verified(m)
-
-
-def test_layernorm_over_other_axes_passes_channels():
-    g = G()
-    c = g.conv("x", 4, 8, name="c1")
-    ln = g.op("LayerNormalization", [c, g.const(rand(8)), g.const(rand(8))], axis=-1)  # over W
-    m = g.build(g.conv(ln, 8, 4, name="c2"))
-    assert groups(m)["c1"][1] is True
-    prune_verified(m)
-
-
-@pytest.mark.parametrize("opset,attrs,prunable", [(17, {"axis": 1}, False), (17, {}, True), (11, {}, False),
-                                                  (11, {"axis": 3}, True)])
-def test_softmax_axis_and_opset(opset, attrs, prunable):
-    """Softmax before opset 13 flattens from ``axis`` (default 1) on: the channel axis is among them."""
-    g = G(opset=opset)
-    m = g.build(g.conv(g.op("Softmax", [g.conv("x", 4, 8, name="c1")], **attrs), 8, 4, name="c2"))
-    assert groups(m)["c1"][1] is prunable
-    if prunable:
-        prune_verified(m)
-    else:
-        assert "Softmax" in groups(m)["c1"][2]
-
-
-def test_lstm_reads_pruned_features():
-    """CRNN: conv (N, C, 1, W) -> squeeze -> (W, N, C) -> LSTM: W's input columns are sliced."""
-    g = G(cin=4, hw=8)
-    g.inputs = [("x", ["N", 4, 1, "W"])]
-    c = g.op("Relu", [g.conv("x", 4, 8, name="c1", k=1)])
-    seq = g.op("Transpose", [g.op("Squeeze", [c, g.const(np.array([2], np.int64))])], perm=[2, 0, 1])
-    hidden = 6
-    y, _, _ = g.op("LSTM", [seq, g.const(rand(1, 4 * hidden, 8)), g.const(rand(1, 4 * hidden, hidden)),
-                            g.const(rand(1, 8 * hidden))], n_out=3, hidden_size=hidden, name="lstm")
-    m = g.build(y)
-    assert groups(m)["c1"][:2] == (8, True)
-    result = prune(normalize(m), PlanOptions(ratio=0.5), spec=InputSpec({"x": (2, 4, 1, 10)}), verify=True)
-    w = next(t for t in result.model.graph.initializer if list(t.dims)[:2] == [1, 4 * hidden])
-    assert list(w.dims) == [1, 4 * hidden, 4]
-
-
 @pytest.mark.parametrize("target,width", [([0, 8, -1], "W"), ([0, 0, -1], "W"), ([0, -1, 12], 12)])
 def test_reshape_keeping_the_channel_axis(target, width):
     """(N, C, 1, W) -> (N, C, W) as a Reshape (CRNN heads), with a constant, 0 or -1 channel entry (-1 needs
@@ -402,18 +237,6 @@ def test_rank_unknown_without_input_shapes_is_resolved_with_them():
     assert analyze(normalize(m), shapes).group("c1").prunable
     result = prune(normalize(m), PlanOptions(ratio=0.5), spec=InputSpec(shapes), verify=True)
     assert result.report.groups_pruned == 1
-
-
-def test_nhwc_graph_input_keeps_the_first_conv_a_source():
-    """tf2onnx writes NHWC inputs transposed to NCHW before the first conv: what reaches that conv's input is
-    not a tracked channel axis, but its own filters are still prunable."""
-    g = G(cin=3)
-    g.inputs = [("x", ["N", 16, 16, 3])]
-    t = g.op("Transpose", ["x"], perm=[0, 3, 1, 2])
-    c = g.op("Relu", [g.conv(t, 3, 8, name="c1")])
-    m = g.build(g.op("GlobalAveragePool", [g.conv(c, 8, 4, name="c2")]))
-    assert groups(m)["c1"][:2] == (8, True)
-    prune_verified(m)
 
 
 def upsample_to(sizes_from_channels: str) -> onnx.ModelProto:
