@@ -4,7 +4,7 @@ Every pattern starts from ``c = Conv(x, W)`` (layer ``c1``, 8 output channels, f
 under test reads ``c``. Graph inputs named ``W*`` become random constant weights, ``C*`` inputs constant tensors
 (see :func:`model`); anything else (``s``, ``p``...) stays a graph input, i.e. computed at run time. The test
 asserts that ``c1``'s group is frozen and that its reason is exactly the rule's. (The rewrites around frozen
-groups are verified in test_patterns.py.)
+groups are verified in test_layers.py, test_elementwise.py and test_structure.py.)
 """
 
 from __future__ import annotations
