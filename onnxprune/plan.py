@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +75,62 @@ class GroupPlan:
 
 
 @dataclass(frozen=True)
+class PlanOrigin:
+    """How a plan was made (written into its JSON as ``options``): ``options``, the PlanOptions it was planned
+    with, or a sensitivity run (``source`` "sensitivity": per-group ``ratios`` chosen at ``tolerance`` or for
+    ``target_flops``, by ``metric``); ``schedule`` and ``steps`` when a schedule chose the channels."""
+
+    source: str = "options"
+    options: PlanOptions | None = None
+    ratios: dict[str, float] | None = None
+    tolerance: float | None = None
+    target_flops: float | None = None
+    metric: str | None = None
+    schedule: str | None = None
+    steps: int | None = None
+
+    def to_json(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        if self.options is not None:
+            out.update({k: (v.value if isinstance(v, Criterion) else v) for k, v in asdict(self.options).items()})
+        if self.source != "options":
+            out["from"] = self.source
+        for key in ("ratios", "tolerance", "target_flops", "metric", "schedule", "steps"):
+            value = getattr(self, key)
+            if value is not None and not (key == "target_flops" and self.options is not None):
+                out[key] = value
+        return json.loads(json.dumps(out))   # JSON-shaped (tuples as lists)
+
+    @classmethod
+    def from_json(cls, data: object) -> "PlanOrigin":
+        """Read back what :meth:`to_json` wrote; keys it does not know are ignored (a plan stays replayable)."""
+        if not isinstance(data, dict):
+            return cls()
+        known = {f.name for f in fields(PlanOptions)}
+        options = None
+        if data.get("from", "options") == "options" and known & set(data):
+            try:
+                raw = {k: v for k, v in data.items() if k in known}
+                raw["ratio_for"] = tuple((str(g), float(r)) for g, r in raw.get("ratio_for", ()))
+                raw["exclude"] = tuple(str(g) for g in raw.get("exclude", ()))
+                raw["criterion"] = Criterion(raw.get("criterion", Criterion.L1.value))
+                options = PlanOptions(**raw)
+            except (TypeError, ValueError, UsageError):
+                options = None   # provenance only: a plan whose options no longer validate still replays
+        steps = data.get("steps")
+        return cls(str(data.get("from", "options")), options, data.get("ratios"), data.get("tolerance"),
+                   data.get("target_flops") if options is None else None, data.get("metric"),
+                   data.get("schedule"), int(steps) if isinstance(steps, int) else None)
+
+
+@dataclass(frozen=True)
 class PruningPlan:
     groups: tuple[GroupPlan, ...]
     criterion: str = Criterion.L1.value
-    options: dict[str, object] = field(default_factory=dict)
+    origin: PlanOrigin = field(default_factory=PlanOrigin)
 
     def to_json(self) -> dict[str, object]:
-        return {"format": PLAN_FORMAT, "criterion": self.criterion, "options": self.options,
+        return {"format": PLAN_FORMAT, "criterion": self.criterion, "options": self.origin.to_json(),
                 "groups": [{"id": g.id, "channels": g.channels, "keep": list(g.keep)} for g in self.groups]}
 
     @classmethod
@@ -93,7 +142,7 @@ class PruningPlan:
                            for g in data["groups"])  # type: ignore[union-attr]
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"plan is malformed: {e}") from None
-        return cls(groups, str(data.get("criterion", "")), dict(data.get("options", {})))  # type: ignore[arg-type]
+        return cls(groups, str(data.get("criterion", "")), PlanOrigin.from_json(data.get("options")))
 
     def save(self, path: str | Path) -> None:
         write_text_atomic(path, json.dumps(self.to_json(), indent=1) + "\n")
@@ -226,8 +275,7 @@ def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options:
         k = g.channels if g.id not in kept else round_kept(kept[g.id], g.channels, options.round_to,
                                                           options.min_channels, _multiple(g))
         groups.append(GroupPlan(g.id, g.channels, _select(g, scores[g.id], k)))
-    opts = {k: (v.value if isinstance(v, Criterion) else v) for k, v in asdict(options).items()}
-    return PruningPlan(tuple(groups), options.criterion.value, json.loads(json.dumps(opts)))  # JSON-shaped
+    return PruningPlan(tuple(groups), options.criterion.value, PlanOrigin(options=options))
 
 
 def _uniform(eligible: list[ChannelGroup], options: PlanOptions, ratio: float) -> dict[str, int]:

@@ -231,8 +231,8 @@ def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: P
         groups_total=len(analysis.groups), input_shapes={k: list(v) for k, v in shapes.items()},
         max_abs_diff=comparison.max_abs_diff if comparison else None,
         max_abs_output=comparison.max_abs_reference if comparison else None, recovery=recovery, quality=quality,
-        schedule=ScheduleReport(schedule.schedule.value, int(plan.options.get("steps", 1)), tuple(order))
-        if order or plan.options.get("schedule") else None)
+        schedule=ScheduleReport(schedule.schedule.value, plan.origin.steps or 1, tuple(order))
+        if order or plan.origin.schedule else None)
     return PruneResult(recovered, plan, report, analysis)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -121,7 +121,7 @@ def _rounds(model: onnx.ModelProto, plan: PruningPlan, targets: list[dict[str, i
         cumulative = PruningPlan(
             tuple(GroupPlan(g.id, g.channels, tuple(int(k) for k in np.setdiff1d(np.arange(g.channels), removed[g.id])))
                   for g in plan.groups), plan.criterion,
-            {**plan.options, "schedule": schedule.value, "steps": len(targets)})
+            replace(plan.origin, schedule=schedule.value, steps=len(targets)))
         if i < len(targets) - 1:
             current = rewrite(cumulative)
         progress.advance(f"round {i + 1}")

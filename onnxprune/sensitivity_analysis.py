@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from onnxprune.metrics import (
 from onnxprune.plan import (
     CostModel,
     GroupPlan,
+    PlanOrigin,
     PruningPlan,
     _multiple,
     _select,
@@ -125,7 +126,7 @@ def tolerance_plan(model: onnx.ModelProto, result: SensitivityResult, tolerance:
     for group in {p.group for p in result.points}:
         ok = [p.ratio for p in result.curve(group) if loss(result.metric, result.baseline, p.values) <= tolerance]
         ratios[group] = max(ok, default=0.0)
-    return _plan_from_ratios(model, ratios, result.criterion, {"tolerance": tolerance, "metric": result.metric.value},
+    return _plan_from_ratios(model, ratios, result.criterion, PlanOrigin("sensitivity", tolerance=tolerance, metric=result.metric.value),
                              data)
 
 
@@ -164,16 +165,16 @@ def target_plan(model: onnx.ModelProto, result: SensitivityResult, target_flops:
         level[best[1]] += 1
         current = macs(level)
     ratios = {g: curves[g][i].ratio for g, i in level.items() if i >= 0}
-    return _plan_from_ratios(model, ratios, result.criterion, {"target_flops": target_flops,
-                                                              "metric": result.metric.value}, data)
+    return _plan_from_ratios(model, ratios, result.criterion,
+                             PlanOrigin("sensitivity", target_flops=target_flops, metric=result.metric.value), data)
 
 
 def _plan_from_ratios(model: onnx.ModelProto, ratios: dict[str, float], criterion: Criterion,
-                      extra: dict[str, object], data: Dataset | None = None) -> PruningPlan:
+                      origin: PlanOrigin, data: Dataset | None = None) -> PruningPlan:
     analysis: ChannelAnalysis = analyze(model)
     scores = score_groups(analysis, criterion, 0, data, model)
     groups = tuple(single_group_plan(g, scores[g.id], ratios.get(g.id, 0.0)).groups[0] for g in analysis.prunable)
-    return PruningPlan(groups, criterion.value, {"from": "sensitivity", "ratios": ratios, **extra})
+    return PruningPlan(groups, criterion.value, replace(origin, ratios=ratios))
 
 
 def plan_for_prune(directory: Path) -> PruningPlan:

@@ -217,3 +217,21 @@ def test_a_plan_for_another_model_is_a_precondition_error(tmp_path, capsys, edit
     assert main(["prune", str(src), "-o", str(out), "--plan", str(plan_path), "-q"]) == PreconditionError.exit_code
     err = capsys.readouterr().err.strip()
     assert reason in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_plan_origin_round_trips_through_json(resnet18, tmp_path):
+    """The plan's origin is typed (PlanOrigin): the options it was planned with and the schedule come back from
+    its JSON as they were; a plan whose options block has keys this version does not know still loads."""
+    from onnxprune.plan import PlanOrigin
+    from onnxprune.schedule import Schedule, ScheduleOptions
+
+    options = PlanOptions(ratio=0.3, ratio_for=(("/layer4*", 0.25),), exclude=("/layer1/*",), round_to=8)
+    result = prune(resnet18, options, schedule=ScheduleOptions(Schedule.ITERATIVE, steps=2))
+    result.plan.save(tmp_path / "plan.json")
+    back = PruningPlan.load(tmp_path / "plan.json")
+    assert back.origin == result.plan.origin
+    assert back.origin.options == options and back.origin.schedule == "iterative" and back.origin.steps == 2
+    raw = json.loads((tmp_path / "plan.json").read_text())
+    raw["options"]["a_key_from_the_future"] = 1
+    assert PruningPlan.from_json(raw).origin.options == options
+    assert PruningPlan.from_json({**raw, "options": None}).origin == PlanOrigin()
