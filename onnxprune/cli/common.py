@@ -9,21 +9,16 @@ import sys
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-import onnx
 from rich.console import Console
 
 from onnxprune.data import (
     ChannelOrder,
-    Dataset,
     Layout,
     Resize,
 )
 from onnxprune.errors import OnnxPruneError, UsageError
-from onnxprune.steps.inputs import (  # noqa: F401 - re-exported for the subcommands
-    data_from,
-    glob_values,
+from onnxprune.steps.inputs import (  # noqa: F401 - re-exported for the subcommands that are not steps
     guard_paths,
-    image_preprocess,
     input_spec,
     load_model,
 )
@@ -105,8 +100,3 @@ def add_data_args(p: argparse.ArgumentParser, purpose: str, required: bool = Fal
                    help="images: tensor layout (default: from the model input)")
     g.add_argument("--channel-order", choices=[c.value for c in ChannelOrder], default=ChannelOrder.RGB.value,
                    help="images: channel order (default rgb)")
-
-
-def data_from_args(args: object, model: onnx.ModelProto, flag: str = "data") -> Dataset | None:
-    """The dataset named by ``--data`` (or another flag sharing the preprocessing), or None when not given."""
-    return data_from(args, model, flag)
