@@ -22,6 +22,7 @@ from onnxprune.errors import OutputPathError, UsageError
 from onnxprune.paths import MARKER
 from onnxprune.zoo.outdir import locked_outdir
 from tests.graphs import conv_bn
+from tests.processes import INTERRUPTIBLE
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "models" / "digits"
@@ -34,6 +35,7 @@ def snapshot(folder: Path) -> dict[str, bytes | None]:
 
 def spawn(*args: str, cwd: Path | None = None, umask: int | None = None) -> subprocess.Popen[str]:
     def setup() -> None:
+        INTERRUPTIBLE["preexec_fn"]()                 # SIGINT as in a terminal, even under a background run
         if umask is not None:
             os.umask(umask)
 
@@ -307,7 +309,7 @@ def test_a_signal_during_a_deferred_import_is_delivered_after_it(sig):
     """emit lazily imports onnxruntime.quantization, which imports torch: a SIGTERM raised inside torch's
     import aborted the process (temp folder left) or was swallowed (exit 0, signal ignored)."""
     got = subprocess.run([sys.executable, "-c", DEFERRED, sig], check=False, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, **INTERRUPTIBLE)
     signum = getattr(signal, sig)
     expected = "Terminated" if sig != "SIGINT" else "KeyboardInterrupt"
     assert got.returncode == 0 and got.stdout.split() == ["[2]", expected,

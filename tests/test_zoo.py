@@ -20,6 +20,7 @@ from onnx import helper
 from onnxprune.cli.main import main
 from onnxprune.recipe import RecipeError, parse_recipe
 from tests.graphs import init, model
+from tests.processes import INTERRUPTIBLE
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "models" / "digits"
@@ -183,7 +184,7 @@ def test_interrupted_zoo_resumes(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "onnxprune", "zoo", str(zoo), "-o", str(out), "--recipe", str(recipe)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, **INTERRUPTIBLE)
     deadline = time.monotonic() + 120
     while not (out / "m0" / "result.json").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
