@@ -9,7 +9,15 @@ import onnx
 import pytest
 
 from onnxprune.cli.main import main
-from onnxprune.steps import STEPS, CompressStep, EmitStep, FoldStep, PruneStep, StepContext, StepOptionError
+from onnxprune.steps import (
+    STEPS,
+    CompressStep,
+    EmitStep,
+    FoldStep,
+    PruneStep,
+    StepContext,
+    StepOptionError,
+)
 
 DIGITS = Path(__file__).resolve().parents[1] / "models" / "digits"
 
