@@ -91,9 +91,9 @@ class ImagePreprocess:
 
     def __post_init__(self) -> None:
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
-            raise UsageError(f"--size {self.size}: expected H,W (or one number) of positive sizes")
+            raise UsageError(f"`size` {self.size}: expected H,W (or one number) of positive sizes")
         if any(s == 0 for s in self.std):
-            raise UsageError("--std values must be non-zero")
+            raise UsageError("`std` values must be non-zero")
 
 
 def load_data(path: str | os.PathLike[str], model: onnx.ModelProto, preprocess: ImagePreprocess = ImagePreprocess(),
@@ -101,11 +101,11 @@ def load_data(path: str | os.PathLike[str], model: onnx.ModelProto, preprocess: 
     """Read ``path`` (.npz file, folder of .npy files or folder of images) for ``model``; see the module doc."""
     p = Path(path)
     if limit is not None and limit < 1:
-        raise UsageError(f"--limit {limit} must be >= 1")
+        raise UsageError(f"`limit` {limit} must be >= 1")
     if p.exists() and not p.is_dir():
         regular_file(p, "data")
         if p.suffix.lower() != ".npz":
-            raise UsageError(f"{p}: --data takes an .npz file or a folder of .npy files or images")
+            raise UsageError(f"{p}: `data` takes an .npz file or a folder of .npy files or images")
         return load_npz(p, model).limit(limit)
     if not p.is_dir():
         raise InputFileError(f"{p}: no such data file or folder")
@@ -289,11 +289,11 @@ def _image_geometry(vi: onnx.ValueInfoProto, pre: ImagePreprocess) -> tuple[Layo
     channels = channels or 3
     if channels not in (1, 3, 4):
         raise UsageError(f"input {vi.name!r} has {channels} channels in {layout.value.upper()}: images give 1, 3 or 4 "
-                         f"(set --layout if the channel axis was guessed wrong)")
+                         f"(set `layout` if the channel axis was guessed wrong)")
     size = pre.size or ((h, w) if h and w else None)
     if size is None:
-        raise UsageError(f"input {vi.name!r} has dynamic height/width: give --size H,W for the images")
-    for name, values in (("--mean", pre.mean), ("--std", pre.std)):
+        raise UsageError(f"input {vi.name!r} has dynamic height/width: give `size` H,W for the images")
+    for name, values in (("`mean`", pre.mean), ("`std`", pre.std)):
         if len(values) not in (1, channels):
             raise UsageError(f"{name} has {len(values)} values; input {vi.name!r} has {channels} channels")
     return layout, channels, size

@@ -1,7 +1,38 @@
 """Exception types. Every error the CLI reports is an :class:`OnnxPruneError`; its ``exit_code`` is the
-process exit status (documented in README, "Exit codes")."""
+process exit status (documented in README, "Exit codes").
+
+Messages name options by their Python keyword in backticks (```max_drop` needs data```), never as a command-line
+flag: the library is used from Python, recipes and the CLI alike. :func:`option_text` renders them for each: the
+CLI shows ``--max-drop``, a recipe or zoo row ``max-drop``, Python keeps ```max_drop```."""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from enum import StrEnum
+
+#: An option named in a message: a lower-case Python identifier in backticks.
+_OPTION = re.compile(r"`([a-z][a-z0-9_]*)`")
+
+
+class OptionStyle(StrEnum):
+    """How :func:`option_text` writes an option named in a message."""
+
+    PYTHON = "python"   # `max_drop` (as written)
+    FLAG = "flag"       # --max-drop
+    KEY = "key"         # max-drop (a recipe or manifest key)
+
+
+def option_text(message: str, style: OptionStyle, renamed: Mapping[str, str] | None = None) -> str:
+    """``message`` with each ```option``` written in ``style``; ``renamed`` maps a keyword to its flag/key name
+    where they differ (``global_ranking`` -> ``global``)."""
+    if style is OptionStyle.PYTHON:
+        return message
+
+    def name(m: re.Match[str]) -> str:
+        key = (renamed or {}).get(m.group(1)) or m.group(1).replace("_", "-")
+        return f"--{key}" if style is OptionStyle.FLAG else key
+    return _OPTION.sub(name, message)
 
 
 class OnnxPruneError(Exception):

@@ -223,7 +223,7 @@ def score_groups(analysis: ChannelAnalysis, criterion: Criterion = Criterion.L1,
     scores: dict[str, np.ndarray] = {}
     if criterion.needs_data:
         if data is None or model is None:
-            raise UsageError(f"--criterion {criterion.value} needs calibration data (--data)")
+            raise UsageError(f"`criterion` {criterion.value} needs calibration data (`data`)")
         acc = _activation_scores(analysis, model, criterion, data)
         return {g.id: np.asarray([acc.mean(u) or 0.0 for u in g.units.tolist()]) for g in analysis.prunable}
     if criterion is Criterion.RANDOM:

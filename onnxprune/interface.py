@@ -91,13 +91,13 @@ def fix_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
     by_name = {vi.name: vi for vi in out.graph.input}
     for name, shape in shapes.items():
         if name not in by_name:
-            raise UsageError(f"--input-shape names unknown input {name!r}")
+            raise UsageError(f"`input_shape` names unknown input {name!r}")
         dims = by_name[name].type.tensor_type.shape.dim
         if len(dims) != len(shape):
-            raise UsageError(f"--input-shape {name}: rank {len(shape)} given, the model's input has rank {len(dims)}")
+            raise UsageError(f"`input_shape` {name}: rank {len(shape)} given, the model's input has rank {len(dims)}")
         for axis, (d, size) in enumerate(zip(dims, shape)):
             if d.HasField("dim_value") and d.dim_value > 0 and d.dim_value != size:
-                raise UsageError(f"--input-shape {name}: axis {axis} is fixed to {d.dim_value} in the model, "
+                raise UsageError(f"`input_shape` {name}: axis {axis} is fixed to {d.dim_value} in the model, "
                                  f"{size} given")
             d.dim_value = size
     del out.graph.value_info[:]

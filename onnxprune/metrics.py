@@ -90,7 +90,7 @@ def parse_metric(text: str | None) -> Metric | UserMetric | None:
         pass
     module_name, sep, function_name = text.rpartition(":")
     if not sep or not module_name or not function_name.isidentifier():
-        raise UsageError(f"--metric {text!r}: expected one of {', '.join(m.value for m in Metric)} or "
+        raise UsageError(f"`metric` {text!r}: expected one of {', '.join(m.value for m in Metric)} or "
                          f"MODULE:FUNCTION")
     try:
         if module_name.endswith(".py"):
@@ -103,9 +103,9 @@ def parse_metric(text: str | None) -> Metric | UserMetric | None:
             module = importlib.import_module(module_name)
         function = getattr(module, function_name)
     except (ImportError, AttributeError, OSError, SyntaxError) as e:
-        raise UsageError(f"--metric {text!r}: cannot import it: {type(e).__name__}: {e}") from None
+        raise UsageError(f"`metric` {text!r}: cannot import it: {type(e).__name__}: {e}") from None
     if not callable(function):
-        raise UsageError(f"--metric {text!r}: {function_name} is not callable")
+        raise UsageError(f"`metric` {text!r}: {function_name} is not callable")
     metric = UserMetric(text, function)
     _user_metrics()[text] = metric
     return metric
@@ -115,10 +115,10 @@ def _user_value(metric: UserMetric, got: np.ndarray, labels: np.ndarray | None) 
     try:
         value = float(metric.function(got, labels))
     except Exception as e:  # noqa: BLE001 - the user's code: its failure is reported as theirs, in one line
-        raise UsageError(f"--metric {metric.value} failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}") \
+        raise UsageError(f"`metric` {metric.value} failed: {type(e).__name__}: {' '.join(str(e).split())[:200]}") \
             from None
     if not np.isfinite(value):
-        raise UsageError(f"--metric {metric.value} returned {value}")
+        raise UsageError(f"`metric` {metric.value} returned {value}")
     return value
 
 
@@ -210,13 +210,13 @@ def check_metric(metric: Metric | UserMetric, data: Dataset, reference: np.ndarr
     if isinstance(metric, UserMetric):
         return
     if metric in (Metric.LINE_ACCURACY, Metric.CER) and (data.labels is None or data.labels.ndim != 2):
-        raise UsageError(f"--metric {metric.value} needs (samples, length) label rows in the data (CTC targets, "
+        raise UsageError(f"`metric` {metric.value} needs (samples, length) label rows in the data (CTC targets, "
                          f"padded with -1 or 0)")
     if metric in (Metric.LINE_ACCURACY, Metric.CER, Metric.LINE_AGREEMENT) and reference.ndim != 3:
-        raise UsageError(f"--metric {metric.value} needs a 3-D (batch, steps, classes) CTC output; this one has "
+        raise UsageError(f"`metric` {metric.value} needs a 3-D (batch, steps, classes) CTC output; this one has "
                          f"shape {list(reference.shape)}")
     if metric is Metric.ACCURACY and data.labels is None:
-        raise UsageError("--metric accuracy needs labels in the data ('labels' array or class subfolders)")
+        raise UsageError("`metric` accuracy needs labels in the data ('labels' array or class subfolders)")
     if metric in (Metric.ACCURACY, Metric.AGREEMENT, Metric.KL) and reference.ndim != 2:
-        raise UsageError(f"--metric {metric.value} needs a 2-D (batch, classes) first output; this one has shape "
+        raise UsageError(f"`metric` {metric.value} needs a 2-D (batch, classes) first output; this one has shape "
                          f"{list(reference.shape)}: use cosine or rel-l2")

@@ -125,14 +125,14 @@ def prepare_dump_dir(folder: Path) -> None:
     """Create (and mark) the ``--dump-dir`` folder; an existing one is used only when it is empty or onnxprune
     wrote it, since its files are overwritten."""
     if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not is_marked(folder))):
-        raise OutputPathError(f"{folder}: --dump-dir exists and was not written by onnxprune; choose a new or empty "
+        raise OutputPathError(f"{folder}: `dump_dir` exists and was not written by onnxprune; choose a new or empty "
                               f"folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if not is_marked(folder):
             mark(folder, "dump")
     except OSError as e:
-        raise OutputPathError(f"{folder}: cannot create the --dump-dir folder: {e.strerror or e}") from None
+        raise OutputPathError(f"{folder}: cannot create the `dump_dir` folder: {e.strerror or e}") from None
 
 
 class PassInstrument:

@@ -150,7 +150,7 @@ def mark(folder: Path, command: str) -> None:
     (folder / MARKER).write_text(json.dumps({"written_by": f"onnxprune {__version__}", "command": command}) + "\n")
 
 
-def check_replaceable(folder: Path, force: bool, flag: str = "--force") -> None:
+def check_replaceable(folder: Path, force: bool) -> None:
     """An output folder may be written when it is new or empty; an existing one is replaced only with ``force``
     and only when onnxprune wrote it (it carries the marker)."""
     if folder.exists() and not folder.is_dir():
@@ -158,7 +158,7 @@ def check_replaceable(folder: Path, force: bool, flag: str = "--force") -> None:
     if not folder.is_dir() or not any(folder.iterdir()):
         return
     if not force:
-        raise OutputPathError(f"{folder}: folder exists and is not empty (use {flag} to replace a folder "
+        raise OutputPathError(f"{folder}: folder exists and is not empty (use `force` to replace a folder "
                               f"onnxprune wrote)")
     if not is_marked(folder):
         raise OutputPathError(f"{folder}: folder exists and was not written by onnxprune (no {MARKER} marker); "

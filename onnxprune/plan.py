@@ -58,9 +58,9 @@ class PlanOptions:
             if not 0.0 <= r < 1.0:
                 raise UsageError(f"{name}: ratio {r} must be in [0, 1)")
         if self.target_flops is not None and not 0.0 < self.target_flops <= 1.0:
-            raise UsageError(f"--target-flops {self.target_flops} must be in (0, 1]")
+            raise UsageError(f"`target_flops` {self.target_flops} must be in (0, 1]")
         if self.min_channels < 1 or self.round_to < 1:
-            raise UsageError("--min-channels and --round-to must be >= 1")
+            raise UsageError("`min_channels` and `round_to` must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -194,9 +194,9 @@ def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: P
     checks = checks or Checks()
     schedule = schedule or ScheduleOptions()
     if recover_with is not Recover.NONE and data is None:
-        raise UsageError(f"--recover {recover_with.value} needs calibration data (--data)")
+        raise UsageError(f"`recover` {recover_with.value} needs calibration data (`data`)")
     if schedule.schedule is Schedule.LAYERWISE and data is None:
-        raise UsageError("--schedule layerwise orders groups by their measured sensitivity: it needs --data")
+        raise UsageError("`schedule` layerwise orders groups by their measured sensitivity: it needs `data`")
     if plan is None:
         plan, _ = plan_pruning(model, options, spec, data)
     criterion = Criterion(plan.criterion) if plan.criterion in {c.value for c in Criterion} else options.criterion

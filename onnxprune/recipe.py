@@ -225,7 +225,7 @@ def check_requirements(recipe: Recipe, where: str = "") -> None:
         reason = _needs_data(step)
         if reason and recipe.data is None and step.option("data") is None:
             raise RecipeError(f"{at}: needs data ({reason}); give data: in the recipe, in the manifest entry, "
-                              f"or --data")
+                              f"or `data`")
         if step.kind == "prune" and step.option("sensitivity") == "previous" and not seen_sensitivity:
             raise RecipeError(f"{at}: sensitivity: previous, but no sensitivity step comes before it")
         seen_sensitivity = seen_sensitivity or step.kind == "sensitivity"

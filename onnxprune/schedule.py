@@ -55,7 +55,7 @@ class ScheduleOptions:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise UsageError(f"--steps {self.steps} must be >= 1")
+            raise UsageError(f"`steps` {self.steps} must be >= 1")
 
 
 # (model, cumulative plan on the original) -> the pruned (and recovered) model of that round

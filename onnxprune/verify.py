@@ -117,7 +117,7 @@ def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
             if any(d <= 0 for d in shape):
                 raise ValueError
         except ValueError:
-            raise UsageError(f"--input-shape {item!r}: expected NAME=DxDx... with positive integers, "
+            raise UsageError(f"`input_shape` {item!r}: expected NAME=DxDx... with positive integers, "
                              f"e.g. input=1x3x224x224") from None
         shapes[name] = shape
     return shapes
@@ -135,7 +135,7 @@ def resolve_input_shapes(model: onnx.ModelProto, spec: InputSpec,
     known = {i.name for i in graph_inputs(model)}
     unknown = sorted(set(spec.shapes) - known)
     if unknown:
-        raise UsageError(f"--input-shape names unknown input(s) {', '.join(unknown)}; "
+        raise UsageError(f"`input_shape` names unknown input(s) {', '.join(unknown)}; "
                          f"the model's inputs are {', '.join(sorted(known))}")
     resolved: dict[str, tuple[int, ...]] = {}
     for vi in graph_inputs(model):
@@ -143,7 +143,7 @@ def resolve_input_shapes(model: onnx.ModelProto, spec: InputSpec,
             shape = spec.shapes[vi.name]
             rank = len(vi.type.tensor_type.shape.dim)
             if vi.type.tensor_type.HasField("shape") and rank != len(shape):
-                raise UsageError(f"--input-shape {vi.name}: rank {len(shape)} given, the model's input has rank {rank}")
+                raise UsageError(f"`input_shape` {vi.name}: rank {len(shape)} given, the model's input has rank {rank}")
             resolved[vi.name] = shape
             continue
         dims: list[int] = []
@@ -156,7 +156,7 @@ def resolve_input_shapes(model: onnx.ModelProto, spec: InputSpec,
                 dims.append(default_other)
             else:
                 raise UsageError(f"input {vi.name!r} has a dynamic dim {d.dim_param or '?'} at axis {axis}; "
-                                 f"give its shape with --input-shape {vi.name}=...")
+                                 f"give its shape with `input_shape` {vi.name}=...")
         resolved[vi.name] = tuple(dims)
     return resolved
 
@@ -230,7 +230,7 @@ def run(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> dict[str
         return dict(zip(names, session.run(names, feeds)))
     except Exception as e:
         raise VerificationError(f"ONNX Runtime failed to run the model: {' '.join(str(e).split())[:300]} "
-                                f"(if an input shape is wrong, pass --input-shape)") from e
+                                f"(if an input shape is wrong, pass `input_shape`)") from e
 
 
 def _max_abs(x: np.ndarray) -> float:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,45 @@ def test_each_subcommand_builds_its_step_from_exactly_the_step_fields(kind):
     assert dests == fields
     flags = {o[2:] for a in sub.choices[kind]._actions for o in a.option_strings if o.startswith("--")}
     assert set(STEPS[kind].flags()) <= flags        # a recipe key is the subcommand's long option
+
+
+#: A command-line flag written into a message: ``--name``.
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def _message_literals(tree: ast.AST) -> list[tuple[int, str]]:
+    """String parts of what the library raises, and of notes and warnings it appends for the user."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        carrier = isinstance(node, ast.Raise) or (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "append"
+            and isinstance(node.func.value, ast.Name) and node.func.value.id in ("notes", "warnings"))
+        if carrier:
+            found += [(c.lineno, c.value) for c in ast.walk(node) if isinstance(c, ast.Constant)
+                      and isinstance(c.value, str)]
+    return found
+
+
+def test_library_messages_name_options_not_flags():
+    """Errors and notes name options as `keyword` (the CLI writes --flag, a recipe its key): a message that says
+    --max-drop is wrong for the Python API and for recipes. ORT's own tool flags are quoted as such."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "cli" in path.relative_to(PACKAGE).parts:
+            continue
+        for line, text in _message_literals(ast.parse(path.read_text())):
+            flags = [f for f in _FLAG.findall(text) if f != "--include_ops_by_config"]
+            if flags:
+                offenders.append(f"{path.relative_to(ROOT)}:{line}: {', '.join(flags)}")
+    assert not offenders, offenders
+
+
+def test_options_are_written_as_flags_by_the_cli_and_as_keys_in_recipes():
+    from onnxprune.cli.common import cli_text
+    from onnxprune.errors import OptionStyle, option_text
+    from onnxprune.steps import options_as
+    message = "`max_drop` needs `eval_data` (held-out) or `data`; `global_ranking` too"
+    assert cli_text(message) == "--max-drop needs --eval-data (held-out) or --data; --global too"
+    assert options_as(message, OptionStyle.KEY) == "max-drop needs eval-data (held-out) or data; global too"
+    assert option_text(message, OptionStyle.PYTHON) == message
+    assert option_text("shape {3} and `Not_an_option` stay", OptionStyle.FLAG) == "shape {3} and `Not_an_option` stay"

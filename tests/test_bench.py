@@ -80,7 +80,7 @@ def test_accuracy_with_labels_and_ort_files(tmp_path):
 
 def test_unresolvable_inputs_ask_for_input_shape():
     results = run_benchmark([str(zoo_model("studentnet", "legacy_bn"))], BenchOptions(runs=2))
-    assert results[0].latency is None and "--input-shape" in results[0].error
+    assert results[0].latency is None and "`input_shape`" in results[0].error
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="a GPU is present")

@@ -191,7 +191,7 @@ def test_max_drop_backs_off_sparsity_and_defaults_with_data(tmp_path):
     assert drop("a.json") > 1 and drop("b.json") <= 1
     assert any("scaled by" in n for n in b["notes"])
     c = json.loads((tmp_path / "c.json").read_text())
-    assert any("defaults with --data" in n for n in c["notes"]) and drop("c.json") <= 1
+    assert any("defaults with `data`" in n for n in c["notes"]) and drop("c.json") <= 1
     assert json.loads((tmp_path / "b.json").read_text())["ratio"] > 1
 
 

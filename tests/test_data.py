@@ -96,9 +96,9 @@ def test_image_folder_preprocessing(tmp_path):
     assert gray.inputs["x"].shape == (5, 1, 8, 8)
     crop = load_data(tmp_path / "imgs", model(hw=None), ImagePreprocess(size=(6, 6), resize=Resize.CROP))
     assert crop.inputs["x"].shape == (5, 3, 6, 6)
-    with pytest.raises(UsageError, match="--size"):
+    with pytest.raises(UsageError, match="`size`"):
         load_data(tmp_path / "imgs", model(hw=None))
-    with pytest.raises(UsageError, match="--mean has 2 values"):
+    with pytest.raises(UsageError, match="`mean` has 2 values"):
         load_data(tmp_path / "imgs", model(), ImagePreprocess(mean=(0.1, 0.2)))
     assert load_data(tmp_path / "imgs", model(), ImagePreprocess(layout=Layout.NCHW)).inputs["x"].shape[1] == 3
 

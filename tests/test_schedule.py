@@ -88,9 +88,9 @@ def test_layerwise_rescoring_changes_the_choice(data, criterion, recover):
 
 
 def test_layerwise_needs_data_and_steps_must_be_positive():
-    with pytest.raises(UsageError, match="--data"):
+    with pytest.raises(UsageError, match="`data`"):
         prune(chain(), PlanOptions(ratio=0.3), schedule=ScheduleOptions(Schedule.LAYERWISE))
-    with pytest.raises(UsageError, match="--steps"):
+    with pytest.raises(UsageError, match="`steps`"):
         ScheduleOptions(Schedule.ITERATIVE, steps=0)
 
 

@@ -106,7 +106,7 @@ def plot_png(results: list[ModelResult]) -> bytes:
     try:
         import matplotlib
     except ImportError:
-        raise UsageError("--plot and --html need matplotlib: pip install 'onnxprune[report]'") from None
+        raise UsageError("`plot` and `html` need matplotlib: pip install 'onnxprune[report]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

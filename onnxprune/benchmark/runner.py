@@ -108,7 +108,7 @@ def _describe(path: str, options: BenchOptions) -> tuple[onnx.ModelProto | None,
             if i.name in options.input_shapes:
                 shapes[i.name] = options.input_shapes[i.name]
             elif None in dims[1:]:
-                raise UsageError(f"{path}: input {i.name!r} has dynamic dims; give --input-shape {i.name}=...")
+                raise UsageError(f"{path}: input {i.name!r} has dynamic dims; give `input_shape` {i.name}=...")
             else:
                 shapes[i.name] = tuple(options.batch if d is None else d for d in dims)
         return None, shapes
@@ -131,7 +131,7 @@ def run_benchmark(paths: list[str], options: BenchOptions,
                   progress: Callable[[int, int], None] | None = None) -> list[ModelResult]:
     """Results per (model, thread count), in the order given; the first model is the baseline."""
     if options.runs < 1:
-        raise UsageError("--runs must be >= 1")
+        raise UsageError("`runs` must be >= 1")
     results: list[ModelResult] = []
     total_rounds = len(options.threads) * options.runs
     done = 0

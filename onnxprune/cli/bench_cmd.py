@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from onnxprune.benchmark.report import table
-from onnxprune.cli.common import add_data_args, console, step_from_args
+from onnxprune.cli.common import add_data_args, cli_text, console, step_from_args
 from onnxprune.steps.base import StepContext
 from onnxprune.steps.bench import BenchStep
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                      " (--data gives top-1 agreement and accuracy on real inputs)"), soft_wrap=True, markup=False)
     failed = [r for r in results if r.latency is None]
     for path in dict.fromkeys(r.path for r in failed):
-        error = next(r.error for r in failed if r.path == path)
+        error = cli_text(next(r.error or "" for r in failed if r.path == path))
         console.print(f"failed: {error if path in (error or '') else f'{path}: {error}'}", markup=False,
                       soft_wrap=True)
     return result.exit_code

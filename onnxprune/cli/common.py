@@ -16,7 +16,8 @@ from onnxprune.data import (
     Layout,
     Resize,
 )
-from onnxprune.errors import OnnxPruneError, UsageError
+from onnxprune.errors import OnnxPruneError, OptionStyle, UsageError
+from onnxprune.steps import options_as
 from onnxprune.steps.inputs import (  # noqa: F401 - re-exported for the subcommands that are not steps
     guard_paths,
     input_spec,
@@ -63,8 +64,13 @@ def _json_default(o: object) -> object:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def cli_text(message: str) -> str:
+    """A library message (options named as ```keyword```) with each option written as its flag."""
+    return options_as(message, OptionStyle.FLAG)
+
+
 def report_error(prog: str, e: OnnxPruneError) -> int:
-    err_console.print(f"{prog}: error: {e}", soft_wrap=True, markup=False)
+    err_console.print(f"{prog}: error: {cli_text(str(e))}", soft_wrap=True, markup=False)
     return e.exit_code
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from onnxprune.api import save
 from onnxprune.cli.common import (
     add_data_args,
+    cli_text,
     console,
     figure,
     guard_paths,
@@ -125,7 +126,7 @@ def _print(result: CompressResult, report: dict[str, object]) -> None:
                   f"({result.ratio:.1f}x; coded weights {result.weights_ratio():.1f}x)"
                   + (f"; runnable {report['runnable_bytes'] / 1e6:.3f} MB" if report["runnable_bytes"] else ""))
     for note in report["notes"]:  # type: ignore[union-attr]
-        console.print(f"note: {note}", markup=False)
+        console.print(f"note: {cli_text(note)}", markup=False)
     q = report["quality"]
     if q:
         shown = ("accuracy", "agreement", "line-accuracy", "cer", "line-agreement", "cosine")   # CTC heads too

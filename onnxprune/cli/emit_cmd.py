@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from onnxprune.cli.common import add_data_args, console, print_json, step_from_args
+from onnxprune.cli.common import add_data_args, cli_text, console, print_json, step_from_args
 from onnxprune.emission import Style, Target
 from onnxprune.emission.manifest import Manifest
 from onnxprune.emission.options import CalibrationMethod
@@ -75,4 +75,4 @@ def _print(folder: Path, m: Manifest) -> None:
                 parts.append(f"{key} {value:.2%}" + (f" (source {source:.2%})" if source is not None else ""))
             console.print(f"      vs source on {a.inputs}: " + ", ".join(parts), markup=False, soft_wrap=True)
     for note in m.notes:
-        console.print(f"  note: {note}", markup=False, soft_wrap=True)
+        console.print(f"  note: {cli_text(note)}", markup=False, soft_wrap=True)

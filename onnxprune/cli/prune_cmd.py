@@ -8,6 +8,7 @@ from pathlib import Path
 from onnxprune.cli.common import (
     add_data_args,
     add_input_shape_args,
+    cli_text,
     console,
     err_console,
     figure,
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     step = step_from_args(PruneStep, args)
     outcome = step.run(StepContext(Path(args.model), Path(args.output), args.report))
     for note in outcome.notes:
-        err_console.print(f"onnxprune: warning: {note}", soft_wrap=True, markup=False)
+        err_console.print(f"onnxprune: warning: {cli_text(note)}", soft_wrap=True, markup=False)
     report = outcome.report
     if not isinstance(outcome.details, PruneOutcome):
         return _print_cycles(args, outcome)

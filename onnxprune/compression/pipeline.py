@@ -59,10 +59,10 @@ class Sharing:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, bits in (("--conv-bits", self.conv_bits), ("--fc-bits", self.fc_bits)):
+        for name, bits in (("`conv_bits`", self.conv_bits), ("`fc_bits`", self.fc_bits)):
             if not 1 <= bits <= 16:
                 raise UsageError(f"{name} {bits} must be in 1..16")
-        for name, bits in (("--conv-index-bits", self.conv_index_bits), ("--fc-index-bits", self.fc_index_bits)):
+        for name, bits in (("`conv_index_bits`", self.conv_index_bits), ("`fc_index_bits`", self.fc_index_bits)):
             if not 1 <= bits <= 16:
                 raise UsageError(f"{name} {bits} must be in 1..16")
 
@@ -77,7 +77,7 @@ class CompressOptions:
 
     def __post_init__(self) -> None:
         if self.prune_steps < 1:
-            raise UsageError(f"--prune-steps {self.prune_steps} must be >= 1")
+            raise UsageError(f"`prune_steps` {self.prune_steps} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -215,9 +215,9 @@ def compress(model: onnx.ModelProto, options: CompressOptions | None = None,
     ``recover``) against the model just before that step, and retrains on 1/K of the masked-phase budget."""
     options = options or CompressOptions()
     if options.prune_steps > 1 and retrain is None:
-        raise UsageError("--prune-steps needs retraining (--finetune-epochs)")
+        raise UsageError("`prune_steps` needs retraining (`finetune_epochs`)")
     if options.recover is not Recover.NONE and data is None:
-        raise UsageError(f"--recover {options.recover.value} needs calibration data (--data)")
+        raise UsageError(f"`recover` {options.recover.value} needs calibration data (`data`)")
     source_bytes = model.ByteSize()
     if options.fold:
         model = onnxprune.fold(model).model

@@ -27,7 +27,7 @@ def fix_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> on
         dims = vi.type.tensor_type.shape.dim
         if vi.name not in shapes and any(not (d.HasField("dim_value") and d.dim_value > 0) for d in dims):
             raise UsageError(f"mobile needs fixed input shapes: input {vi.name!r} is "
-                             f"{[d.dim_value or d.dim_param for d in dims]}; pass --input-shape {vi.name}=1x...")
+                             f"{[d.dim_value or d.dim_param for d in dims]}; pass `input_shape` {vi.name}=1x...")
     return fix_input_shapes(model, shapes)
 
 

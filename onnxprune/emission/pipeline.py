@@ -70,20 +70,20 @@ class EmitResult:
 
 def _check_options(options: EmitOptions) -> None:
     if options.int8 is not Int8.NONE and options.target is Target.CUDA:
-        raise UsageError("--int8 is for --target cpu or mobile (CUDA int8 needs TensorRT, not emitted here)")
+        raise UsageError("`int8` is for `target` cpu or mobile (CUDA int8 needs TensorRT, not emitted here)")
     if options.max_drop is not None and options.int8 is not Int8.STATIC:
-        raise UsageError("--max-drop is for --int8 static")
+        raise UsageError("`max_drop` is for `int8` static")
     if options.max_drop is not None and options.data is None and options.eval_data is None:
-        raise UsageError("--max-drop needs data to measure on: --eval-data (held-out) or --data")
+        raise UsageError("`max_drop` needs data to measure on: `eval_data` (held-out) or `data`")
     if options.calibration_method is CalibrationMethod.AUTO and options.data is None and options.eval_data is None:
-        raise UsageError("--calibration-method auto measures each method: it needs --eval-data or --data")
+        raise UsageError("`calibration_method` auto measures each method: it needs `eval_data` or `data`")
     if options.calibration_method is not CalibrationMethod.MINMAX and options.int8 is not Int8.STATIC:
-        raise UsageError("--calibration-method is for --int8 static")
+        raise UsageError("`calibration_method` is for `int8` static")
     if options.max_drop is not None and options.max_drop < 0:
-        raise UsageError(f"--max-drop {options.max_drop}: expected points >= 0")
+        raise UsageError(f"`max_drop` {options.max_drop}: expected points >= 0")
     if options.int8 is Int8.STATIC and options.data is None and not options.random_calibration:
-        raise UsageError("--int8 static needs calibration data: --data FILE.npz (arrays keyed by input name), "
-                         "or --calibration random to calibrate on random inputs (not recommended)")
+        raise UsageError("`int8` static needs calibration data: `data` FILE.npz (arrays keyed by input name), "
+                         "or `calibration` random to calibrate on random inputs (not recommended)")
 
 
 def _random_dataset(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], n: int) -> Dataset:
@@ -171,7 +171,7 @@ def _emit(source_path: Path, out_dir: Path, options: EmitOptions, stages: list[d
             data = load_data(eval_path, source, options.preprocess, DATA_SAMPLES) if eval_path else None
         if options.int8 is Int8.STATIC and calibration is None:
             print("onnxprune: warning: calibrating int8 on random inputs; accuracy will be poor", file=sys.stderr)
-            notes.append("int8 calibrated on random inputs (--calibration random)")
+            notes.append("int8 calibrated on random inputs (`calibration` random)")
             calibration = _random_dataset(source, shapes, 32)
         elif calibration is not None:
             calibration = calibration.limit(options.calibration_samples)
@@ -300,7 +300,7 @@ def _int8(src: Path, dst: Path, options: EmitOptions, calibration: Dataset | Non
                      "within_budget": found.within_budget, "tries": found.tries,
                      "kept_float": [asdict(f) for f in found.kept_float]}
     verdict = "within" if found.within_budget else "NOT within"
-    notes.append(f"int8 --max-drop {found.max_drop:g}: {found.metric} {found.float_value:.4g} float -> "
+    notes.append(f"int8 `max_drop` {found.max_drop:g}: {found.metric} {found.float_value:.4g} float -> "
                  f"{found.final_value:.4g} int8 ({found.drop:.2f} points, {verdict} budget) on {found.samples} "
                  f"samples of {found.data}; {len(found.kept_float)} node(s) kept float ({found.tries} tries)")
 

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+from onnxprune.errors import OptionStyle, option_text
 from onnxprune.steps.base import Step, StepContext, StepOptionError, StepResult
 from onnxprune.steps.bench import BenchStep
 from onnxprune.steps.compress import CompressStep
@@ -16,5 +19,15 @@ from onnxprune.steps.sensitivity import SensitivityStep
 STEPS: dict[str, type[Step]] = {cls.kind: cls for cls in (FoldStep, PruneStep, SensitivityStep, FinetuneStep,
                                                           CompressStep, EmitStep, BenchStep)}
 
-__all__ = ["STEPS", "BenchStep", "CompressStep", "EmitStep", "FinetuneStep", "FoldStep", "PruneStep",
-           "SensitivityStep", "Step", "StepContext", "StepOptionError", "StepResult"]
+#: Step fields whose flag / recipe key is not the field name with dashes (``global_ranking`` -> ``global``).
+RENAMED_OPTIONS: dict[str, str] = {f.name: f.metadata["flag"] for cls in STEPS.values()
+                                   for f in dataclasses.fields(cls) if f.metadata.get("flag")}  # type: ignore[arg-type]
+
+
+def options_as(message: str, style: OptionStyle) -> str:
+    """A library message with the options it names (```max_drop```) written as flags or recipe keys."""
+    return option_text(message, style, RENAMED_OPTIONS)
+
+
+__all__ = ["RENAMED_OPTIONS", "STEPS", "BenchStep", "CompressStep", "EmitStep", "FinetuneStep", "FoldStep", "PruneStep",
+           "SensitivityStep", "Step", "StepContext", "StepOptionError", "StepResult", "options_as"]

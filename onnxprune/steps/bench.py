@@ -41,7 +41,7 @@ class BenchStep(DataOptions, Step):
             if any(t < 0 for t in threads):
                 raise ValueError
         except ValueError:
-            raise UsageError(f"--threads {self.threads!r}: expected comma-separated integers, e.g. 1,2") from None
+            raise UsageError(f"`threads` {self.threads!r}: expected comma-separated integers, e.g. 1,2") from None
         outputs = {"json": ctx.report, "csv": self.csv, "markdown": self.markdown, "plot": self.plot,
                    "html": self.html}
         guard_paths(Merged({"models": models, **outputs}, self), inputs=("models", "data"), files=tuple(outputs))

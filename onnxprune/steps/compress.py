@@ -82,13 +82,13 @@ class CompressStep(DataOptions, Step):
     def run(self, ctx: StepContext) -> StepResult:
         assert ctx.output is not None
         if (self.finetune_epochs is None) != (self.finetune_data is None):
-            raise UsageError("--finetune-epochs and --finetune-data go together")
+            raise UsageError("`finetune_epochs` and `finetune_data` go together")
         if self.teacher is not None and self.finetune_epochs is None:
-            raise UsageError("--teacher is for --finetune-epochs")
+            raise UsageError("`teacher` is for `finetune_epochs`")
         if self.finetune_epochs is not None and self.finetune_epochs <= 0:
-            raise UsageError("--finetune-epochs must be positive")
+            raise UsageError("`finetune_epochs` must be positive")
         if self.prune_steps != 1 and self.finetune_epochs is None:
-            raise UsageError("--prune-steps is for --finetune-epochs (pruning steps each followed by retraining)")
+            raise UsageError("`prune_steps` is for `finetune_epochs` (pruning steps each followed by retraining)")
         guard_paths(Merged(ctx, self), inputs=("model", "data", "eval_data", "finetune_data", "teacher"),
                     files=("output", "runnable", "report"))
         for path in (ctx.output, self.runnable, ctx.report):
@@ -97,7 +97,7 @@ class CompressStep(DataOptions, Step):
         model = load_model(ctx.model)
         data = data_from(self, model)
         metric = parse_metric(self.metric)
-        per_layer = glob_values("--sparsity-for", self.sparsity_for, "/features*=0.8")
+        per_layer = glob_values("`sparsity_for`", self.sparsity_for, "/features*=0.8")
         notes = []
         sharing = Sharing(not self.no_sharing, self.conv_bits, self.fc_bits, self.conv_index_bits, self.fc_index_bits,
                           Init(self.init))
@@ -105,18 +105,18 @@ class CompressStep(DataOptions, Step):
         tolerance, max_drop = self.tolerance, self.max_drop
         if data is not None and not explicit:
             tolerance, max_drop = DEFAULT_TOLERANCE, DEFAULT_MAX_DROP if max_drop is None else max_drop
-            notes.append(f"defaults with --data: --tolerance {tolerance} --max-drop {max_drop}")
+            notes.append(f"defaults with `data`: `tolerance` {tolerance} `max_drop` {max_drop}")
         if max_drop is not None and (data is None or max_drop < 0):
-            raise UsageError("--max-drop needs --data (and POINTS >= 0)" if data is None else
-                             f"--max-drop {max_drop}: expected points >= 0")
+            raise UsageError("`max_drop` needs `data` (and POINTS >= 0)" if data is None else
+                             f"`max_drop` {max_drop}: expected points >= 0")
         with timing() as stages:
             folded_model = model
             recover = Recover(self.recover or ("lsq" if data is not None else "none"))
             if recover is not Recover.NONE and data is None:
-                raise UsageError(f"--recover {recover.value} needs calibration data (--data)")
+                raise UsageError(f"`recover` {recover.value} needs calibration data (`data`)")
             if tolerance is not None:
                 if data is None:
-                    raise UsageError("--tolerance measures each layer's sensitivity: it needs --data")
+                    raise UsageError("`tolerance` measures each layer's sensitivity: it needs `data`")
                 if not self.no_fold:
                     import onnxprune
 
@@ -175,7 +175,7 @@ def _retrainer(args: CompressStep, model: onnx.ModelProto) -> Retrainer:
         retraining = import_deferred("onnxprune.training.deep_compression")
         training = import_deferred("onnxprune.training")
     except ImportError:
-        raise UsageError("--finetune-epochs needs PyTorch: pip install 'onnxprune[finetune]'") from None
+        raise UsageError("`finetune_epochs` needs PyTorch: pip install 'onnxprune[finetune]'") from None
     train = load_data(args.finetune_data, model, image_preprocess(args))
     teacher = load_model(args.teacher) if args.teacher else None
     return retraining.DistillRetrainer(train, training.FinetuneOptions(epochs=args.finetune_epochs / 2), teacher)
@@ -191,9 +191,9 @@ def _back_off(attempt, first, metric, max_drop: float, notes: list[str]):
     evaluation data is at most ``max_drop`` points; the factor-1 try is ``first``."""
     drop = _drop_points(metric, first[1])
     if drop <= max_drop:
-        notes.append(f"--max-drop {max_drop:g}: {metric.value} drops {drop:.2f} points at full sparsity: kept")
+        notes.append(f"`max_drop` {max_drop:g}: {metric.value} drops {drop:.2f} points at full sparsity: kept")
         return first
-    with stage("compress: backing off sparsity to meet --max-drop", total=_BACK_OFF_STEPS, unit="tries") as s:
+    with stage("compress: backing off sparsity to meet the accuracy drop allowed", total=_BACK_OFF_STEPS, unit="tries") as s:
         low, high, best = 0.0, 1.0, None
         for _ in range(_BACK_OFF_STEPS):
             mid = (low + high) / 2
@@ -205,7 +205,7 @@ def _back_off(attempt, first, metric, max_drop: float, notes: list[str]):
                 high = mid
     if best is None:
         best, low = attempt(0.0), 0.0
-    notes.append(f"--max-drop {max_drop:g}: {metric.value} dropped {drop:.2f} points at full sparsity; every "
+    notes.append(f"`max_drop` {max_drop:g}: {metric.value} dropped {drop:.2f} points at full sparsity; every "
                  f"layer's sparsity scaled by {low:.3g} -> {_drop_points(metric, best[1]):.2f} points")
     return best
 

@@ -67,11 +67,11 @@ class FinetuneStep(DataOptions, Step):
                     files=("output", "report"))
         ensure_output_path(ctx.output, ctx.model)
         if self.data is None:
-            raise UsageError("finetune trains on data: give --data")
+            raise UsageError("finetune trains on data: give `data`")
         if self.save_best and self.eval_data is None:
-            raise UsageError("--save-best needs --eval-data (the best is chosen on it)")
+            raise UsageError("`save_best` needs `eval_data` (the best is chosen on it)")
         if self.batch_size < 1 or (self.steps is not None and self.steps < 1) or self.epochs <= 0:
-            raise UsageError("--batch-size, --steps and --epochs must be positive")
+            raise UsageError("`batch_size`, `steps` and `epochs` must be positive")
         student = load_model(ctx.model, normalized=False)     # trained as it is: only weight values change
         teacher = load_model(teacher_path) if teacher_path else None
         data = data_from(self, student)

@@ -37,7 +37,7 @@ class Merged:
 def input_spec(options: Any, batch: int | None = None) -> InputSpec:
     """``input_shape`` (NAME=1x3x224x224 strings) and ``batch`` as an InputSpec."""
     if options.batch < 1:
-        raise UsageError("--batch must be >= 1")
+        raise UsageError("`batch` must be >= 1")
     return InputSpec(parse_input_shapes(list(options.input_shape)), batch if batch is not None else options.batch)
 
 
@@ -89,19 +89,19 @@ def _size(text: str) -> tuple[int, int]:
     try:
         sizes = tuple(int(p) for p in parts if p)
     except ValueError:
-        raise UsageError(f"--size {text!r}: expected H,W or one number, e.g. 224,224") from None
+        raise UsageError(f"`size` {text!r}: expected H,W or one number, e.g. 224,224") from None
     if len(sizes) == 1:
         sizes = sizes * 2
     if len(sizes) != 2:
-        raise UsageError(f"--size {text!r}: expected H,W or one number")
+        raise UsageError(f"`size` {text!r}: expected H,W or one number")
     return sizes  # type: ignore[return-value]
 
 
 def image_preprocess(options: Any) -> ImagePreprocess:
     """The image preprocessing options (``size``, ``mean``, ``std``, ``scale``, ``layout``, ``channel_order``,
     ``resize``)."""
-    return ImagePreprocess(size=_size(options.size) if options.size else None, mean=_floats("--mean", options.mean),
-                           std=_floats("--std", options.std), scale=options.scale,
+    return ImagePreprocess(size=_size(options.size) if options.size else None, mean=_floats("`mean`", options.mean),
+                           std=_floats("`std`", options.std), scale=options.scale,
                            layout=Layout(options.layout) if options.layout else None,
                            channel_order=ChannelOrder(options.channel_order), resize=Resize(options.resize))
 

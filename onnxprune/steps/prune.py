@@ -88,9 +88,9 @@ class PruneStep(DataOptions, Step):
     def run(self, ctx: StepContext) -> StepResult:
         assert ctx.output is not None
         if (self.finetune_epochs is None) != (self.finetune_data is None):
-            raise UsageError("--finetune-epochs and --finetune-data go together")
+            raise UsageError("`finetune_epochs` and `finetune_data` go together")
         if self.finetune_epochs is not None and self.finetune_epochs <= 0:
-            raise UsageError("--finetune-epochs must be positive")
+            raise UsageError("`finetune_epochs` must be positive")
         guard_paths(Merged(ctx, self), inputs=("model", "data", "eval_data", "plan", "sensitivity", "finetune_data"),
                     files=("output", "plan_out", "report"),
                     folders=("dump_dir",))
@@ -99,14 +99,14 @@ class PruneStep(DataOptions, Step):
             if extra is not None:
                 ensure_output_path(extra, ctx.model)
         spec = input_spec(self)
-        ratio_for = glob_values("--ratio-for", self.ratio_for, "layer3*=0.5")
+        ratio_for = glob_values("`ratio_for`", self.ratio_for, "layer3*=0.5")
         options = PlanOptions(ratio=self.ratio, ratio_for=ratio_for, exclude=tuple(self.exclude),
                               global_ranking=self.global_ranking, target_flops=self.target_flops,
                               min_channels=self.min_channels,
                               round_to=self.round_to if self.round_to is not None else CHANNEL_MULTIPLE[self.target],
                               criterion=Criterion(self.criterion), seed=self.seed)
         if self.plan and self.sensitivity:
-            raise UsageError("--plan and --sensitivity both give a plan: choose one")
+            raise UsageError("`plan` and `sensitivity` both give a plan: choose one")
         plan = PruningPlan.load(self.plan) if self.plan else plan_for_prune(self.sensitivity) if self.sensitivity else None
         model = load_model(ctx.model)
         checks = Checks(CheckLevel.STRUCTURE if self.verify else CheckLevel.NONE, rel_tol=self.tolerance,
@@ -128,11 +128,11 @@ class PruneStep(DataOptions, Step):
             warnings.append(f"{len(slow)} pruned group(s) keep channel counts that are not "
                             f"multiples of {CHANNEL_MULTIPLE[self.target]}, which ONNX Runtime ({self.target}) runs "
                             f"slowly (depthwise convs most; the model can end up slower than the original): "
-                            f"{shown}. --round-to {CHANNEL_MULTIPLE[self.target]} avoids it.")
+                            f"{shown}. `round_to` {CHANNEL_MULTIPLE[self.target]} avoids it.")
         if result.report.quality is None and result.report.groups_pruned:
-            warnings.append("no --data: the pruned model's accuracy is unknown, and without "
-                            "recovery it usually collapses; measure it with --data (or --eval-data) and recover "
-                            "with --recover lsq --data CALIB")
+            warnings.append("no `data`: the pruned model's accuracy is unknown, and without "
+                            "recovery it usually collapses; measure it with `data` (or `eval_data`) and recover "
+                            "with `recover` lsq `data` CALIB")
         if self.plan_out:
             result.plan.save(self.plan_out)
         report = result.report.to_json()
@@ -153,7 +153,7 @@ def _training() -> ModuleType:
     try:
         return import_deferred("onnxprune.training")
     except ImportError:
-        raise UsageError("--finetune-epochs needs PyTorch: pip install 'onnxprune[finetune]'") from None
+        raise UsageError("`finetune_epochs` needs PyTorch: pip install 'onnxprune[finetune]'") from None
 
 
 def _finetune(args: PruneStep, original: onnx.ModelProto, pruned: onnx.ModelProto,
@@ -171,9 +171,9 @@ def _run_cycles(args: PruneStep, ctx: StepContext, model: onnx.ModelProto, optio
     """``--schedule iterative|layerwise --finetune-epochs N``: prune-retrain cycles (onnxprune.training.cycles)."""
     layerwise = Schedule(args.schedule) is Schedule.LAYERWISE
     if layerwise and data is None:
-        raise UsageError("--schedule layerwise orders groups by their measured sensitivity: it needs --data")
-    for flag, value in (("--plan", args.plan), ("--sensitivity", args.sensitivity), ("--plan-out", args.plan_out),
-                        ("--verify", args.verify), ("--dump-dir", args.dump_dir)):
+        raise UsageError("`schedule` layerwise orders groups by their measured sensitivity: it needs `data`")
+    for flag, value in (("`plan`", args.plan), ("`sensitivity`", args.sensitivity), ("`plan_out`", args.plan_out),
+                        ("`verify`", args.verify), ("`dump_dir`", args.dump_dir)):
         if value:
             raise UsageError(f"{flag} does not apply to prune-retrain cycles (each round plans on the model the "
                              f"previous round fine-tuned)")

@@ -53,13 +53,13 @@ class SensitivityStep(DataOptions, ShapeOptions, Step):
     def run(self, ctx: StepContext) -> StepResult:
         assert ctx.output is not None
         if self.data is None:
-            raise UsageError("sensitivity measures each group on data: give --data")
+            raise UsageError("sensitivity measures each group on data: give `data`")
         try:
             ratios = tuple(float(r) for r in self.ratios.split(","))
             if any(not 0 < r < 1 for r in ratios):
                 raise ValueError
         except ValueError:
-            raise UsageError(f"--ratios {self.ratios!r}: expected comma-separated ratios in (0, 1)") from None
+            raise UsageError(f"`ratios` {self.ratios!r}: expected comma-separated ratios in (0, 1)") from None
         guard_paths(Merged(ctx, self), inputs=("model", "data"), folders=("output",))
         check_output_dir(ctx.output, self.force)
         spec = input_spec(self)

@@ -83,7 +83,7 @@ def prune_finetune_cycles(model: onnx.ModelProto, options: PlanOptions, *, round
                           eval_data: Dataset | None = None) -> CycleResult:
     """See the module doc. ``data`` is the calibration data for recovery; ``train`` the fine-tuning data."""
     if rounds < 1:
-        raise UsageError(f"--steps {rounds} must be >= 1")
+        raise UsageError(f"`steps` {rounds} must be >= 1")
     spec = spec or InputSpec()
     shapes = resolve_input_shapes(model, spec)
     macs_original = count_costs(model, shapes).macs
@@ -109,7 +109,7 @@ def layerwise_finetune_cycles(model: onnx.ModelProto, options: PlanOptions, *, r
     """Layer-wise prune–retrain cycles (see the module doc). ``data`` (calibration) orders the groups and feeds
     recovery; ``train`` is the fine-tuning data."""
     if rounds < 1:
-        raise UsageError(f"--steps {rounds} must be >= 1")
+        raise UsageError(f"`steps` {rounds} must be >= 1")
     spec = spec or InputSpec()
     macs_original = count_costs(model, resolve_input_shapes(model, spec)).macs
     plan, _ = plan_pruning(model, options, spec, data)

@@ -282,7 +282,7 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
 
     ``on_improved(model, step)`` is called with each new best model (for ``--save-best``)."""
     if teacher is None and data.labels is None:
-        raise UsageError("finetune needs a teacher (--teacher) or labels in the training data")
+        raise UsageError("finetune needs a teacher (`teacher`) or labels in the training data")
     student_inputs = sorted(i.name for i in student.graph.input if i.name not in
                             {t.name for t in student.graph.initializer})
     if teacher is not None:
@@ -321,16 +321,16 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
     student_tensors = {o for n in student.graph.node for o in n.output} | {i.name for i in student.graph.input}
     if AUTO_MATCH in match and AUTO_MATCH not in student_tensors:
         if teacher is None:
-            raise UsageError("--match needs a teacher (--teacher)")
+            raise UsageError("`match` needs a teacher (`teacher`)")
         heads = {h.scores for h in student_heads} | {h.scores for h in teacher_heads}
         match = tuple(m for m in match if m != AUTO_MATCH)
         match += tuple(m for m in auto_match(student, teacher, module, first, len(data), heads) if m not in match)
     if match and teacher is None:
-        raise UsageError("--match needs a teacher (--teacher)")
+        raise UsageError("`match` needs a teacher (`teacher`)")
     for name in match:
         for m, role in ((student, "student"), (teacher, "teacher")):
             if m is None or name not in {o for n in m.graph.node for o in n.output} | {i.name for i in m.graph.input}:
-                raise UsageError(f"--match {name!r}: no such tensor in the {role}")
+                raise UsageError(f"`match` {name!r}: no such tensor in the {role}")
     with stage("teacher targets (ONNX Runtime)"):
         wanted = [h.scores for h in teacher_heads] + list(match)
         targets = _targets(teacher, list(dict.fromkeys(wanted)), data, options.batch_size) if teacher else {}
@@ -409,7 +409,7 @@ def finetune(student: onnx.ModelProto, data: Dataset, *, teacher: onnx.ModelProt
             for name in match:
                 t = torch.from_numpy(targets[name][index])
                 if t.shape != got[name].shape:
-                    raise UsageError(f"--match {name!r}: shapes differ ({list(got[name].shape)} in the student, "
+                    raise UsageError(f"`match` {name!r}: shapes differ ({list(got[name].shape)} in the student, "
                                      f"{list(t.shape)} in the teacher)")
                 total_loss = total_loss + options.match_weight * F.mse_loss(got[name], t) / \
                     t.pow(2).mean().clamp_min(1e-12)

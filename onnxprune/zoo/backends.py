@@ -161,13 +161,13 @@ def run_ray(jobs: list[tuple[ModelJob, str]], outdir: str, address: str | None, 
     try:
         import ray
     except ImportError:
-        raise UsageError("--backend ray needs Ray: pip install 'onnxprune[ray]'") from None
+        raise UsageError("`backend` ray needs Ray: pip install 'onnxprune[ray]'") from None
     started_here = not ray.is_initialized()
     if started_here:
         if not address:
-            raise UsageError("--backend ray needs --address of a Ray cluster you run (onnxprune does not start one: "
+            raise UsageError("`backend` ray needs `address` of a Ray cluster you run (onnxprune does not start one: "
                              "a local Ray listens on every interface without authentication); on one machine "
-                             "use --backend local")
+                             "use `backend` local")
         try:
             ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         except (ConnectionError, RuntimeError, ValueError) as e:

@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from onnxprune.emission.outdir import check_output_dir, staged_output_dir
-from onnxprune.errors import OnnxPruneError, OutputPathError, UsageError
+from onnxprune.errors import OnnxPruneError, OptionStyle, OutputPathError, UsageError
 from onnxprune.limits import is_out_of_memory
 from onnxprune.paths import check_paths, is_marked, mark, regular_file
 from onnxprune.progress import Stage, stage
 from onnxprune.recipe import OUTPUT_OPTIONS, Recipe, Step, check_requirements
-from onnxprune.steps import STEPS, StepContext, StepResult
+from onnxprune.steps import STEPS, StepContext, StepResult, options_as
 from onnxprune.zoo.jobs import WORK_FOLDER, ModelJob
 
 RESULT = "result.json"
@@ -150,8 +150,8 @@ def preflight(job: ModelJob) -> str | None:
             dims = vi.type.tensor_type.shape.dim
             dynamic = [d.dim_param or "?" for d in dims if not d.dim_value]
             if vi.name not in initializers and vi.name not in given_here and dynamic:
-                return (f"step {i + 1:02d}-emit: --target mobile needs fixed input shapes; input {vi.name!r} has "
-                        f"dynamic dims ({', '.join(dynamic)}): give input_shapes in the manifest, --input-shape to "
+                return (f"step {i + 1:02d}-emit: `target` mobile needs fixed input shapes; input {vi.name!r} has "
+                        f"dynamic dims ({', '.join(dynamic)}): give input_shapes in the manifest, `input_shape` to "
                         f"run, or input-shape in the step")
     return None
 
@@ -159,7 +159,7 @@ def preflight(job: ModelJob) -> str | None:
 def _run_steps(job: ModelJob, work: Path, result: ModelResult, progress: Stage) -> str:
     problem = preflight(job)
     if problem:
-        raise StepFailed(problem)
+        raise StepFailed(options_as(problem, OptionStyle.KEY))
     current = Path(job.path)
     original = Path(job.path)   # the model as it came in: finetune's default teacher, bench's baseline
     sensitivity_dir: str | None = None
@@ -193,7 +193,7 @@ def _run_steps(job: ModelJob, work: Path, result: ModelResult, progress: Stage) 
                 result.latency_ratio = done.report["latency_ratio"]
         except (OnnxPruneError, StepFailed) as e:
             progress.note(f"{job.name}: step {tag} failed after {time.perf_counter() - started:.1f} s")
-            raise StepFailed(f"step {tag}: {e}") from None
+            raise StepFailed(f"step {tag}: {options_as(str(e), OptionStyle.KEY)}") from None
         if step.kind != "emit":
             result.steps.append(_record(done, work, started))
         result.steps_done.append(step.kind)
