@@ -141,6 +141,12 @@ def _layer_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, ...] | None])
     return None
 
 
+def tensor_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]
+                  ) -> dict[str, tuple[int, ...] | None]:
+    """Every tensor's concrete shape at ``input_shapes`` (None where inference cannot tell)."""
+    return _shape_table(_with_fixed_inputs(model, input_shapes))
+
+
 def count_costs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> CostReport:
     """MACs per counted layer and in total, at the given concrete input shapes."""
     shapes = _shape_table(_with_fixed_inputs(model, input_shapes))

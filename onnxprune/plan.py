@@ -16,6 +16,7 @@ channels per group. A plan is JSON (``to_json`` / ``from_json``) so a run can be
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import json
 import math
@@ -29,20 +30,29 @@ from onnxprune.errors import PreconditionError, UsageError
 from onnxprune.flops import CostReport
 from onnxprune.importance import Criterion
 from onnxprune.io import write_text_atomic
+from onnxprune.latency.model import LatencyModel
+from onnxprune.latency.planner import Steps, align_to_steps, plan_global, plan_uniform
+from onnxprune.targets import TARGETS
 
 PLAN_FORMAT = 1
 
-#: Kept-channel multiple each ONNX Runtime target runs fastest with, the default of ``prune --round-to``.
-#: CPU: ORT's x86 kernels work on blocks of 16 channels on AVX-512 machines (8 on AVX2; the NCHWc layout); a
-#: count off the block keeps pooling and other ops out of that layout, and the reorders around them can make
-#: a pruned network slower than the original (measured: a depthwise StudentNet 0.92x at multiples of 8 on an
-#: AVX-512 Xeon, 1.25x at multiples of 16). 16 is a multiple of every CPU's block. CUDA: float16 tensor cores
-#: take multiples of 8. Mobile: XNNPACK/NNAPI kernels tile by 4 or 8. ``none`` keeps exact counts.
-CHANNEL_MULTIPLE: dict[str, int] = {"cpu": 16, "cuda": 8, "mobile": 8, "none": 1}
+#: Kept-channel multiple each target runs fastest with (see :class:`onnxprune.targets.RuntimeTarget`), the default
+#: of ``prune --round-to``; ``none`` keeps exact counts.
+CHANNEL_MULTIPLE: dict[str, int] = {**{t.name: t.channel_multiple for t in TARGETS.values()}, "none": 1}
+
+
+class Align(enum.StrEnum):
+    """Where planned counts land: ``round_to`` multiples, or (``latency``) each group's nearest latency step."""
+
+    NONE = "none"
+    LATENCY = "latency"
 
 
 @dataclass(frozen=True)
 class PlanOptions:
+    """``target_latency``: fraction of the original's measured latency to plan for (needs a latency model);
+    ``align`` latency: counts planned by ratio or MAC target moved up to their group's nearest latency step."""
+
     ratio: float = 0.0
     ratio_for: tuple[tuple[str, float], ...] = ()
     exclude: tuple[str, ...] = ()
@@ -52,6 +62,12 @@ class PlanOptions:
     round_to: int = 1
     criterion: Criterion = Criterion.L1
     seed: int = 0
+    target_latency: float | None = None
+    align: Align = Align.NONE
+
+    @property
+    def needs_latency(self) -> bool:
+        return self.target_latency is not None or self.align is Align.LATENCY
 
     def __post_init__(self) -> None:
         for name, r in (("ratio", self.ratio), *(("ratio-for " + g, r) for g, r in self.ratio_for)):
@@ -59,6 +75,10 @@ class PlanOptions:
                 raise UsageError(f"{name}: ratio {r} must be in [0, 1)")
         if self.target_flops is not None and not 0.0 < self.target_flops <= 1.0:
             raise UsageError(f"`target_flops` {self.target_flops} must be in (0, 1]")
+        if self.target_latency is not None and not 0.0 < self.target_latency <= 1.0:
+            raise UsageError(f"`target_latency` {self.target_latency} must be in (0, 1]")
+        if self.target_latency is not None and self.target_flops is not None:
+            raise UsageError("`target_latency` and `target_flops` both set the size: choose one")
         if self.min_channels < 1 or self.round_to < 1:
             raise UsageError("`min_channels` and `round_to` must be >= 1")
 
@@ -92,7 +112,7 @@ class PlanOrigin:
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {}
         if self.options is not None:
-            out.update({k: (v.value if isinstance(v, Criterion) else v) for k, v in asdict(self.options).items()})
+            out.update({k: (v.value if isinstance(v, enum.Enum) else v) for k, v in asdict(self.options).items()})
         if self.source != "options":
             out["from"] = self.source
         for key in ("ratios", "tolerance", "target_flops", "metric", "schedule", "steps"):
@@ -114,6 +134,7 @@ class PlanOrigin:
                 raw["ratio_for"] = tuple((str(g), float(r)) for g, r in raw.get("ratio_for", ()))
                 raw["exclude"] = tuple(str(g) for g in raw.get("exclude", ()))
                 raw["criterion"] = Criterion(raw.get("criterion", Criterion.L1.value))
+                raw["align"] = Align(raw.get("align", Align.NONE.value))
                 options = PlanOptions(**raw)
             except (TypeError, ValueError, UsageError):
                 options = None   # provenance only: a plan whose options no longer validate still replays
@@ -234,7 +255,7 @@ def round_kept(kept: int, channels: int, round_to: int, min_channels: int, multi
     return min(kept, channels)
 
 
-def _select(group: ChannelGroup, scores: np.ndarray, kept: int) -> tuple[int, ...]:
+def select_units(group: ChannelGroup, scores: np.ndarray, kept: int) -> tuple[int, ...]:
     """The ``kept`` highest-scoring units, equally many per block when grouped convs constrain the group."""
     if kept >= group.channels:
         return tuple(range(group.channels))
@@ -252,14 +273,31 @@ def _select(group: ChannelGroup, scores: np.ndarray, kept: int) -> tuple[int, ..
     return tuple(int(i) for i in np.sort(order))
 
 
-def _multiple(group: ChannelGroup) -> int:
+def block_multiple(group: ChannelGroup) -> int:
     return math.lcm(*(int(b.shape[0]) for b in group.blocks)) if group.blocks else 1
 
 
 def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options: PlanOptions,
-              cost: CostModel | None = None) -> PruningPlan:
+              cost: CostModel | None = None, latency: LatencyModel | None = None) -> PruningPlan:
+    """The plan for ``options``: ``cost`` (MACs) serves ``target_flops``, ``latency`` serves ``target_latency``
+    and ``align`` latency (see :mod:`onnxprune.latency.planner`); counts on latency steps skip ``round_to``."""
     eligible = [g for g in analysis.prunable if not any(_matches(g, p) for p in options.exclude)]
-    if options.target_flops is not None:
+    if options.needs_latency and latency is None:
+        raise ValueError("target_latency and align latency need a latency model")
+    if latency is not None:
+        latency = latency.with_scores(scores)
+    steps = Steps.of(latency, eligible, block_multiple, options.min_channels) if latency is not None and \
+        options.needs_latency else None
+    if options.target_latency is not None:
+        assert latency is not None and steps is not None
+        budget = options.target_latency * latency.full_ms
+        if options.global_ranking:
+            kept = plan_global(latency, eligible, steps, budget, scores)
+        else:
+            ratio_for = {g.id: next(r for p, r in options.ratio_for if _matches(g, p)) for g in eligible
+                         if any(_matches(g, p) for p, _ in options.ratio_for)}
+            kept = plan_uniform(latency, eligible, steps, budget, ratio_for, scores)
+    elif options.target_flops is not None:
         if cost is None:
             raise ValueError("target_flops needs a cost model")
         if options.global_ranking:
@@ -270,11 +308,19 @@ def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options:
         kept = _global(eligible, scores, options, options.ratio)
     else:
         kept = _uniform(eligible, options, options.ratio)
+    if steps is not None and options.target_latency is None:
+        by_id = {g.id: g for g in eligible}
+        kept = align_to_steps({gid: max(k, min(options.min_channels, by_id[gid].channels)) for gid, k in kept.items()},
+                              steps)
     groups = []
     for g in analysis.prunable:
-        k = g.channels if g.id not in kept else round_kept(kept[g.id], g.channels, options.round_to,
-                                                          options.min_channels, _multiple(g))
-        groups.append(GroupPlan(g.id, g.channels, _select(g, scores[g.id], k)))
+        if g.id not in kept:
+            k = g.channels
+        elif steps is not None:
+            k = kept[g.id]   # a latency step: already a valid count
+        else:
+            k = round_kept(kept[g.id], g.channels, options.round_to, options.min_channels, block_multiple(g))
+        groups.append(GroupPlan(g.id, g.channels, select_units(g, scores[g.id], k)))
     return PruningPlan(tuple(groups), options.criterion.value, PlanOrigin(options=options))
 
 
@@ -291,8 +337,8 @@ def _removed_mask(analysis: ChannelAnalysis, by_id: dict[str, ChannelGroup], sco
     removed = np.zeros(len(analysis.roots), dtype=bool)
     for gid, k in kept.items():
         g = by_id[gid]
-        k = round_kept(k, g.channels, options.round_to, options.min_channels, _multiple(g))
-        keep = set(_select(g, scores[gid], k))
+        k = round_kept(k, g.channels, options.round_to, options.min_channels, block_multiple(g))
+        keep = set(select_units(g, scores[gid], k))
         removed[g.units[[i for i in range(g.channels) if i not in keep]]] = True
     return removed
 

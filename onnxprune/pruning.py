@@ -13,11 +13,21 @@ from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.importance import Criterion, score_groups
 from onnxprune.io import check_model
+from onnxprune.latency.model import LatencyModel
+from onnxprune.latency.profile import profile_model
+from onnxprune.latency.report import GroupLatency, LatencyReport, measured
+from onnxprune.latency.table import LatencyTable
 from onnxprune.metrics import Metric, check_metric, default_metric, metrics, outputs
 from onnxprune.normalize import normalize
 from onnxprune.pass_infra import Checks, PassManager, default_tolerance
 from onnxprune.pipelines import mask_passes, prune_passes
-from onnxprune.plan import CostModel, PlanOptions, PruningPlan, make_plan
+from onnxprune.plan import (
+    CostModel,
+    PlanOptions,
+    PruningPlan,
+    block_multiple,
+    make_plan,
+)
 from onnxprune.progress import Stage, stage
 from onnxprune.recover import ConsumerFix, Recover, recover
 from onnxprune.schedule import (
@@ -26,6 +36,7 @@ from onnxprune.schedule import (
     scheduled_plan,
     sensitivity_order,
 )
+from onnxprune.targets import TARGETS
 from onnxprune.verify import Comparison, InputSpec, Reference, resolve_input_shapes
 
 
@@ -97,10 +108,11 @@ class PruneReport:
     recovery: RecoveryReport | None = None
     quality: QualityReport | None = None
     schedule: ScheduleReport | None = None
+    latency: LatencyReport | None = None
 
     def to_json(self) -> dict[str, object]:
         out = dict(self.__dict__)
-        for key in ("recovery", "quality", "schedule"):
+        for key in ("recovery", "quality", "schedule", "latency"):
             if out[key] is not None:
                 out[key] = out[key].to_json()
         return out
@@ -115,15 +127,42 @@ class PruneResult:
 
 
 def plan_pruning(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec | None = None,
-                 data: Dataset | None = None) -> tuple[PruningPlan, ChannelAnalysis]:
-    """Analyse ``model`` and plan by ``options`` (``data``: calibration samples for the data-driven criteria)."""
+                 data: Dataset | None = None, latency: LatencyTable | None = None
+                 ) -> tuple[PruningPlan, ChannelAnalysis]:
+    """Analyse ``model`` and plan by ``options`` (``data``: calibration samples for the data-driven criteria;
+    ``latency``: the model's latency table, for ``target_latency`` and ``align`` latency — profiled here on
+    this machine's CPU, 1 thread, when not given)."""
     spec = spec or InputSpec()
     analysis = analyze(model, spec.shapes)
     scores = score_groups(analysis, options.criterion, options.seed, data, model)
     cost = None
     if options.target_flops is not None:
         cost = CostModel(analysis, count_costs(model, resolve_input_shapes(model, spec)))
-    return make_plan(analysis, scores, options, cost), analysis
+    latency_model = None
+    if options.needs_latency:
+        latency_model = LatencyModel(analysis, latency or profile_model(model, TARGETS["cpu"], 1, spec,
+                                                                         analysis=analysis))
+    return make_plan(analysis, scores, options, cost, latency_model), analysis
+
+
+def _keep_first(group: GroupPlan) -> np.ndarray:
+    """Scores that make the plan's kept units come first (for the steps reported next to it)."""
+    scores = np.zeros(group.channels)
+    scores[list(group.keep)] = 1.0
+    return scores
+
+
+def latency_report(plan: PruningPlan, analysis: ChannelAnalysis, table: LatencyTable,
+                   options: PlanOptions) -> LatencyReport:
+    """The predicted latency of ``plan`` and the steps each group chose from (see :mod:`onnxprune.latency`)."""
+    model = LatencyModel(analysis, table).with_scores({gp.id: _keep_first(gp) for gp in plan.groups})
+    by_id = {g.id: g for g in analysis.prunable}
+    groups = tuple(GroupLatency(gp.id, gp.channels, len(gp.keep),
+                                model.steps(by_id[gp.id], block_multiple(by_id[gp.id]),
+                                            min(options.min_channels, gp.channels)))
+                   for gp in plan.groups if gp.id in by_id)
+    return LatencyReport(table.target, table.environment.threads, options.target_latency, model.full_ms,
+                         model.predict(plan.removed_roots(analysis)), groups)
 
 
 def masked_model(model: onnx.ModelProto, plan: PruningPlan,
@@ -180,7 +219,8 @@ def _recovered(model: onnx.ModelProto, pruned: onnx.ModelProto, plan: PruningPla
 def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: PruningPlan | None = None,
           spec: InputSpec | None = None, checks: Checks | None = None, verify: bool = False,
           recover_with: Recover = Recover.NONE, data: Dataset | None = None,
-          schedule: ScheduleOptions | None = None, eval_data: Dataset | None = None) -> PruneResult:
+          schedule: ScheduleOptions | None = None, eval_data: Dataset | None = None,
+          latency: LatencyTable | None = None) -> PruneResult:
     """Prune ``model`` (normalized) by ``plan`` or by a plan made from ``options``.
 
     ``data`` (calibration samples) enables the data-driven criteria, recovery (``bias`` or ``lsq``, see
@@ -188,6 +228,9 @@ def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: P
     ``schedule`` chooses which channels go in what order (``onnxprune.schedule``); the counts come from the plan.
     ``eval_data`` (held-out samples) is what the report's metrics are measured on when given; otherwise they are
     measured on ``data``, the set recovery was fitted on (the report says which).
+    ``latency``: the model's latency table (``onnxprune.latency.profile``) for ``target_latency`` and ``align``
+    latency (profiled here when not given); the report then has the predicted latency and the latency measured
+    interleaved against ``model``.
     """
     options = options or PlanOptions()
     spec = spec or InputSpec()
@@ -197,8 +240,10 @@ def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: P
         raise UsageError(f"`recover` {recover_with.value} needs calibration data (`data`)")
     if schedule.schedule is Schedule.LAYERWISE and data is None:
         raise UsageError("`schedule` layerwise orders groups by their measured sensitivity: it needs `data`")
+    if options.needs_latency and latency is None and plan is None:
+        latency = profile_model(model, TARGETS["cpu"], 1, spec)
     if plan is None:
-        plan, _ = plan_pruning(model, options, spec, data)
+        plan, _ = plan_pruning(model, options, spec, data, latency)
     criterion = Criterion(plan.criterion) if plan.criterion in {c.value for c in Criterion} else options.criterion
     order: list[tuple[str, float]] = []
     if schedule.schedule is not Schedule.ONESHOT:
@@ -232,7 +277,9 @@ def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: P
         max_abs_diff=comparison.max_abs_diff if comparison else None,
         max_abs_output=comparison.max_abs_reference if comparison else None, recovery=recovery, quality=quality,
         schedule=ScheduleReport(schedule.schedule.value, plan.origin.steps or 1, tuple(order))
-        if order or plan.origin.schedule else None)
+        if order or plan.origin.schedule else None,
+        latency=measured(latency_report(plan, analysis, latency, options), model, recovered, shapes)
+        if latency is not None else None)
     return PruneResult(recovered, plan, report, analysis)
 
 

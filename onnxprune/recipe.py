@@ -218,14 +218,16 @@ def _needs_data(step: Step) -> str | None:
 
 def check_requirements(recipe: Recipe, where: str = "") -> None:
     """What can be known before any model runs: a step that needs data has some (from the recipe, the manifest
-    entry or --data), and ``sensitivity: previous`` follows a sensitivity step. Raises RecipeError."""
-    seen_sensitivity = False
+    entry or --data), ``sensitivity: previous`` follows a sensitivity step and ``latency-table: previous`` a
+    profile step. Raises RecipeError."""
+    seen: set[str] = set()
     for i, step in enumerate(recipe.steps):
         at = f"{where or recipe.source}: steps[{i}].{step.kind}"
         reason = _needs_data(step)
         if reason and recipe.data is None and step.option("data") is None:
             raise RecipeError(f"{at}: needs data ({reason}); give data: in the recipe, in the manifest entry, "
                               f"or `data`")
-        if step.kind == "prune" and step.option("sensitivity") == "previous" and not seen_sensitivity:
-            raise RecipeError(f"{at}: sensitivity: previous, but no sensitivity step comes before it")
-        seen_sensitivity = seen_sensitivity or step.kind == "sensitivity"
+        for key, kind in (("sensitivity", "sensitivity"), ("latency-table", "profile")):
+            if step.kind == "prune" and step.option(key) == "previous" and kind not in seen:
+                raise RecipeError(f"{at}: {key}: previous, but no {kind} step comes before it")
+        seen.add(step.kind)

@@ -37,7 +37,7 @@ from onnxprune.metrics import (
     metrics,
     outputs,
 )
-from onnxprune.plan import GroupPlan, PruningPlan, _multiple, _select
+from onnxprune.plan import GroupPlan, PruningPlan, block_multiple, select_units
 from onnxprune.progress import Stage, stage
 
 
@@ -142,8 +142,8 @@ def _remove_more(analysis: ChannelAnalysis, gid: str, gplan: GroupPlan, removed:
         planned = np.setdiff1d(np.arange(gplan.channels), gplan.keep)
         return np.union1d(removed, planned[np.isin(planned, alive)][:extra])
     kept = alive.size - extra
-    multiple = _multiple(group)
+    multiple = block_multiple(group)
     if not last:  # intermediate rounds round up, so no round removes more than the plan's total
         kept = math.ceil(kept / multiple) * multiple
-    keep_now = np.asarray(_select(group, scores[gid], kept), dtype=np.int64)
+    keep_now = np.asarray(select_units(group, scores[gid], kept), dtype=np.int64)
     return np.union1d(removed, np.delete(alive, keep_now))

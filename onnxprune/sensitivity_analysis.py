@@ -34,9 +34,9 @@ from onnxprune.plan import (
     GroupPlan,
     PlanOrigin,
     PruningPlan,
-    _multiple,
-    _select,
+    block_multiple,
     round_kept,
+    select_units,
 )
 from onnxprune.progress import stage
 from onnxprune.pruning import prune
@@ -47,8 +47,8 @@ DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 def single_group_plan(group: ChannelGroup, scores: np.ndarray, ratio: float, round_to: int = 1) -> PruningPlan:
     kept = round_kept(group.channels - int(round(ratio * group.channels)), group.channels, round_to, 1,
-                      _multiple(group))
-    return PruningPlan((GroupPlan(group.id, group.channels, _select(group, scores, kept)),))
+                      block_multiple(group))
+    return PruningPlan((GroupPlan(group.id, group.channels, select_units(group, scores, kept)),))
 
 
 @dataclass(frozen=True)

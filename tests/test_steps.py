@@ -42,7 +42,7 @@ def test_options_are_coerced_to_the_fields():
                               data=Path("calib.npz"), round_to=8)
     assert EmitStep.from_options({"int8": True}).int8 == "static"      # `int8: true` is static, as on the CLI
     assert CompressStep.from_options({"global": True, "sparsity": 0.9}).global_sparsity
-    assert set(STEPS) == {"fold", "prune", "sensitivity", "finetune", "compress", "emit", "bench"}
+    assert set(STEPS) == {"fold", "profile", "prune", "sensitivity", "finetune", "compress", "emit", "bench"}
 
 
 def test_a_step_in_the_library_writes_what_the_subcommand_writes(tmp_path):

@@ -25,6 +25,7 @@ from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.flops import count_costs
 from onnxprune.io import read_model
 from onnxprune.normalize import normalize
+from onnxprune.targets import providers, session_options
 from onnxprune.verify import InputSpec, resolve_input_shapes
 
 
@@ -80,22 +81,11 @@ def _rss_mb() -> float:
 
 def providers_for(provider: Provider | str) -> list[str | tuple[str, dict[str, str]]]:
     """ORT's provider list for ``provider`` (CUDA with the CPU fallback); UsageError when CUDA is not there."""
-    if Provider(provider) is Provider.CPU:
-        return ["CPUExecutionProvider"]
-    available = ort.get_available_providers()
-    if "CUDAExecutionProvider" not in available:
-        raise UsageError(f"the cuda provider needs onnxruntime-gpu and an NVIDIA GPU; this onnxruntime "
-                         f"{ort.__version__} offers {', '.join(available)}")
-    return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"}), "CPUExecutionProvider"]
+    return providers(Provider(provider).value)
 
 
 def _session(path: str, threads: int, provider: Provider) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, opts, providers=providers_for(provider))
+    return ort.InferenceSession(path, session_options(threads), providers=providers_for(provider))
 
 
 def _describe(path: str, options: BenchOptions) -> tuple[onnx.ModelProto | None, dict[str, tuple[int, ...]]]:

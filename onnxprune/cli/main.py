@@ -13,6 +13,7 @@ from onnxprune.cli import (
     finetune_cmd,
     fold_cmd,
     inspect_cmd,
+    profile_cmd,
     prune_cmd,
     sensitivity_cmd,
     zoo_cmd,
@@ -24,8 +25,8 @@ from onnxprune.metrics import metric_scope
 from onnxprune.progress import Reporter, reporting
 from onnxprune.signals import Terminated, exit_status, termination_as_interrupt
 
-SUBCOMMANDS = (inspect_cmd, fold_cmd, prune_cmd, sensitivity_cmd, compress_cmd, finetune_cmd, emit_cmd, bench_cmd,
-               zoo_cmd)
+SUBCOMMANDS = (inspect_cmd, fold_cmd, profile_cmd, prune_cmd, sensitivity_cmd, compress_cmd, finetune_cmd, emit_cmd,
+               bench_cmd, zoo_cmd)
 
 
 def build_parser() -> OneLineParser:

@@ -18,7 +18,7 @@ from onnxprune.cli.common import (
 )
 from onnxprune.importance import Criterion
 from onnxprune.metrics import METRIC_HELP
-from onnxprune.plan import CHANNEL_MULTIPLE
+from onnxprune.plan import CHANNEL_MULTIPLE, Align
 from onnxprune.recover import Recover
 from onnxprune.schedule import Schedule
 from onnxprune.steps.base import StepContext, StepResult
@@ -43,6 +43,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--target-flops", type=float, metavar="F",
                    help="prune until MACs <= F x original: one ratio for all groups, or with --global the "
                         "globally lowest-ranked channels")
+    lat = p.add_argument_group("latency (the recommended way to ask for speed)")
+    lat.add_argument("--target-latency", type=float, metavar="R",
+                     help="prune until the predicted latency <= R x the original's, measured on this machine "
+                          "(--latency-table, or profiled now on --target with --threads); the report gives the "
+                          "prediction and the latency measured interleaved against the original")
+    lat.add_argument("--latency-table", type=Path, metavar="TABLE.json",
+                     help="latency table from `onnxprune profile` of this model (default: profile now)")
+    lat.add_argument("--align", choices=[a.value for a in Align], default=Align.NONE.value,
+                     help="latency: move each count planned by --ratio/--target-flops up to the nearest count that "
+                          "is faster than every larger one (default none: --round-to)")
+    lat.add_argument("--threads", type=int, default=1,
+                     help="intra-op threads the latency is profiled and measured with (default 1)")
+    lat.add_argument("--cache", metavar="DIR|none",
+                     help="profile measurement cache (default $ONNXPRUNE_CACHE_DIR or ~/.cache/onnxprune)")
     g.add_argument("--min-channels", type=int, default=1, help="channels every group keeps at least (default 1)")
     g.add_argument("--target", choices=list(CHANNEL_MULTIPLE), default="cpu",
                    help="runtime the model is pruned for: sets the default --round-to (cpu: 16, cuda and mobile: "
@@ -103,6 +117,14 @@ def run(args: argparse.Namespace) -> int:
                   f"{human(r.params_after)} ({r.params_after / max(r.params_before, 1):.1%})")
     if r.schedule:
         console.print(f"schedule {r.schedule.schedule}: {r.schedule.rounds} rounds")
+    if r.latency:
+        lat = r.latency
+        shapes = ", ".join("x".join(map(str, v)) for v in r.input_shapes.values())
+        requested = f"requested {lat.requested:g}, " if lat.requested is not None else ""
+        measured = f", measured {lat.measured_ratio:.3f} ({lat.measured_original_ms:.3g} -> {lat.measured_ms:.3g} ms, " \
+                   f"interleaved, median of {lat.rounds} rounds)" if lat.measured_ratio is not None else ""
+        console.print(f"latency on {lat.target}, {lat.threads} thread(s), random inputs {shapes}: {requested}"
+                      f"predicted {lat.predicted_ratio:.3f}{measured}", soft_wrap=True)
     if r.quality:
         q = r.quality
         stages = q.stages()

@@ -12,11 +12,13 @@ from onnxprune.steps.compress import CompressStep
 from onnxprune.steps.emit import EmitStep
 from onnxprune.steps.finetune import FinetuneStep
 from onnxprune.steps.fold import FoldStep
+from onnxprune.steps.profile import ProfileStep
 from onnxprune.steps.prune import PruneStep
 from onnxprune.steps.sensitivity import SensitivityStep
 
 #: Every step by name, in the order a pipeline usually runs them.
-STEPS: dict[str, type[Step]] = {cls.kind: cls for cls in (FoldStep, PruneStep, SensitivityStep, FinetuneStep,
+STEPS: dict[str, type[Step]] = {cls.kind: cls for cls in (FoldStep, ProfileStep, PruneStep, SensitivityStep,
+                                                          FinetuneStep,
                                                           CompressStep, EmitStep, BenchStep)}
 
 #: Step fields whose flag / recipe key is not the field name with dashes (``global_ranking`` -> ``global``).
@@ -29,5 +31,5 @@ def options_as(message: str, style: OptionStyle) -> str:
     return option_text(message, style, RENAMED_OPTIONS)
 
 
-__all__ = ["RENAMED_OPTIONS", "STEPS", "BenchStep", "CompressStep", "EmitStep", "FinetuneStep", "FoldStep", "PruneStep",
+__all__ = ["RENAMED_OPTIONS", "STEPS", "BenchStep", "CompressStep", "EmitStep", "FinetuneStep", "FoldStep", "ProfileStep", "PruneStep",
            "SensitivityStep", "Step", "StepContext", "StepOptionError", "StepResult", "options_as"]

@@ -57,7 +57,7 @@ def load_model(path: str | Path, *, ort_artifact: bool = False, normalized: bool
 
 
 def _flag(name: str) -> str:
-    return "-o" if name == "output" else "--" + name.replace("_", "-")
+    return "-o" if name == "output" else f"`{name}`"
 
 
 def _values(value: object) -> list[object]:

@@ -18,7 +18,7 @@ from onnxprune.importance import Criterion
 from onnxprune.io import ensure_output_path, write_text_atomic
 from onnxprune.metrics import parse_metric
 from onnxprune.pass_infra import CheckLevel, Checks
-from onnxprune.plan import CHANNEL_MULTIPLE, PlanOptions, PruningPlan
+from onnxprune.plan import CHANNEL_MULTIPLE, Align, PlanOptions, PruningPlan
 from onnxprune.progress import timing
 from onnxprune.pruning import PruneResult, prune
 from onnxprune.recover import Recover
@@ -35,6 +35,7 @@ from onnxprune.steps.inputs import (
     input_spec,
     load_model,
 )
+from onnxprune.steps.profile import profile_for
 from onnxprune.verify import InputSpec
 
 if TYPE_CHECKING:
@@ -55,7 +56,9 @@ class PruneStep(DataOptions, Step):
     """What to remove (``ratio``, ``ratio_for``, ``target_flops``, ``global_ranking``, ``plan``, ``sensitivity``),
     how to choose (``criterion``, ``schedule``/``steps``), recovery (``recover`` on ``data``), fine-tuning
     (``finetune_epochs`` on ``finetune_data``), checks (``verify``, ``dump_dir``). ``target`` sets the default
-    ``round_to``. Writes ``ctx.output`` (and ``plan_out``, ``ctx.report``)."""
+    ``round_to``. ``target_latency`` (and ``align`` latency) plan on the latency table ``latency_table``, or on
+    one profiled now on ``target`` with ``threads`` threads (measurements cached in ``cache``).
+    Writes ``ctx.output`` (and ``plan_out``, ``ctx.report``)."""
 
     kind: ClassVar[str] = "prune"
     ratio: float = 0.0
@@ -63,6 +66,11 @@ class PruneStep(DataOptions, Step):
     exclude: tuple[str, ...] = ()
     global_ranking: bool = option(False, flag="global")
     target_flops: float | None = None
+    target_latency: float | None = None
+    latency_table: Path | None = None
+    align: str = option(Align.NONE.value, choices=tuple(a.value for a in Align))
+    threads: int = 1
+    cache: str | None = None
     min_channels: int = 1
     target: str = option("cpu", choices=tuple(CHANNEL_MULTIPLE))
     round_to: int | None = None
@@ -91,7 +99,8 @@ class PruneStep(DataOptions, Step):
             raise UsageError("`finetune_epochs` and `finetune_data` go together")
         if self.finetune_epochs is not None and self.finetune_epochs <= 0:
             raise UsageError("`finetune_epochs` must be positive")
-        guard_paths(Merged(ctx, self), inputs=("model", "data", "eval_data", "plan", "sensitivity", "finetune_data"),
+        guard_paths(Merged(ctx, self), inputs=("model", "data", "eval_data", "plan", "sensitivity", "finetune_data",
+                                               "latency_table"),
                     files=("output", "plan_out", "report"),
                     folders=("dump_dir",))
         ensure_output_path(ctx.output, ctx.model)
@@ -104,7 +113,8 @@ class PruneStep(DataOptions, Step):
                               global_ranking=self.global_ranking, target_flops=self.target_flops,
                               min_channels=self.min_channels,
                               round_to=self.round_to if self.round_to is not None else CHANNEL_MULTIPLE[self.target],
-                              criterion=Criterion(self.criterion), seed=self.seed)
+                              criterion=Criterion(self.criterion), seed=self.seed,
+                              target_latency=self.target_latency, align=Align(self.align))
         if self.plan and self.sensitivity:
             raise UsageError("`plan` and `sensitivity` both give a plan: choose one")
         plan = PruningPlan.load(self.plan) if self.plan else plan_for_prune(self.sensitivity) if self.sensitivity else None
@@ -115,14 +125,22 @@ class PruneStep(DataOptions, Step):
         eval_data = data_from(self, model, "eval_data")
         schedule = ScheduleOptions(Schedule(self.schedule), self.steps, parse_metric(self.metric))
         if self.finetune_epochs and schedule.schedule is not Schedule.ONESHOT:
+            if options.needs_latency:
+                raise UsageError("`target_latency` and `align` latency plan once: not with prune-retrain cycles")
             return _run_cycles(self, ctx, model, options, spec, data, eval_data)
+        if options.needs_latency and plan is not None:
+            raise UsageError("`plan` and `sensitivity` give the counts: `target_latency` and `align` latency do not "
+                             "apply")
         with timing() as stages:
+            table = profile_for(self, model) if options.needs_latency else None
             result = prune(model, options, plan=plan, spec=spec, checks=checks, verify=self.verify,
-                           recover_with=Recover(self.recover), data=data, schedule=schedule, eval_data=eval_data)
+                           recover_with=Recover(self.recover), data=data, schedule=schedule, eval_data=eval_data,
+                           latency=table)
         tuned = _finetune(self, model, result.model, eval_data) if self.finetune_epochs else None
         save(tuned.model if tuned else result.model, ctx.output, source=ctx.model)
-        slow = result.plan.off_multiple(CHANNEL_MULTIPLE[self.target])
-        warnings = []
+        # counts on latency steps were measured to be fast: the multiple rule is for counts planned without them
+        slow = [] if options.needs_latency else result.plan.off_multiple(CHANNEL_MULTIPLE[self.target])
+        warnings = list(result.report.latency.notes()) if result.report.latency else []
         if slow:
             shown = ", ".join(f"{g} ({k})" for g, k in slow[:4]) + (f" and {len(slow) - 4} more" if len(slow) > 4 else "")
             warnings.append(f"{len(slow)} pruned group(s) keep channel counts that are not "

@@ -29,7 +29,7 @@ from onnxprune.errors import UsageError
 from onnxprune.flops import count_costs
 from onnxprune.importance import Criterion, score_groups
 from onnxprune.metrics import Metric
-from onnxprune.plan import GroupPlan, PlanOptions, PruningPlan, _select
+from onnxprune.plan import GroupPlan, PlanOptions, PruningPlan, select_units
 from onnxprune.progress import stage
 from onnxprune.pruning import PruneResult, masked_model, plan_pruning, prune
 from onnxprune.recover import Recover
@@ -129,7 +129,7 @@ def layerwise_finetune_cycles(model: onnx.ModelProto, options: PlanOptions, *, r
             for group in analysis.prunable:
                 keep: tuple[int, ...] = tuple(range(group.channels))
                 if group.id in chunk and group.id in scores:
-                    keep = _select(group, scores[group.id], group.channels - counts[group.id])
+                    keep = select_units(group, scores[group.id], group.channels - counts[group.id])
                 groups.append(GroupPlan(group.id, group.channels, keep))
             present = {g.id for g in groups if g.keep != tuple(range(g.channels))}
             skipped += [g for g in chunk if g not in present]

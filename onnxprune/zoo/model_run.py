@@ -86,11 +86,12 @@ def _stats(path: str, shapes: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[
         return None, None
 
 
-def _options(step: Step, job: ModelJob, work: Path, tag: str, sensitivity_dir: str | None) -> dict[str, object]:
+def _options(step: Step, job: ModelJob, work: Path, tag: str, previous: dict[str, str]) -> dict[str, object]:
     """The step's recipe options, completed by the runner: ``data``, ``eval-data`` and ``input-shape`` from the
     manifest/recipe where the step takes them and did not set them (``bench`` measures on the held-out data when
     there is some: it reports accuracy), output options set to true as paths in ``work`` named after ``tag``, and
-    ``sensitivity: previous`` as the folder of the last sensitivity step."""
+    ``sensitivity: previous`` as the folder of the last sensitivity step, ``latency-table: previous`` as the
+    table of the last profile step."""
     flags = STEPS[step.kind].flags()
     options: dict[str, object] = {}
     for key, value in step.options:
@@ -106,10 +107,11 @@ def _options(step: Step, job: ModelJob, work: Path, tag: str, sensitivity_dir: s
         options["eval-data"] = job.recipe.eval_data
     if job.input_shapes and "input-shape" in flags and step.option("input-shape") is None:
         options["input-shape"] = [f"{name}={'x'.join(map(str, dims))}" for name, dims in job.input_shapes]
-    if step.kind == "prune" and step.option("sensitivity") == "previous":
-        if sensitivity_dir is None:
-            raise StepFailed("sensitivity: previous, but no sensitivity step ran before")
-        options["sensitivity"] = sensitivity_dir
+    for key, kind in (("sensitivity", "sensitivity"), ("latency-table", "profile")):
+        if step.kind == "prune" and step.option(key) == "previous":
+            if kind not in previous:
+                raise StepFailed(f"{key}: previous, but no {kind} step ran before")
+            options[key] = previous[kind]
     return options
 
 
@@ -117,7 +119,7 @@ def _run(step: Step, options: dict[str, object], ctx: StepContext) -> StepResult
     print(f"$ onnxprune {step.kind} {ctx.model}" + "".join(f" --{k} {v}" for k, v in options.items()), flush=True)
     result = STEPS[step.kind].from_options(options).run(ctx)
     for note in result.notes:
-        print(f"onnxprune: warning: {note}", flush=True)
+        print(f"onnxprune: warning: {options_as(note, OptionStyle.KEY)}", flush=True)
     if result.exit_code:
         raise StepFailed(f"exit code {result.exit_code}")
     return result
@@ -162,13 +164,13 @@ def _run_steps(job: ModelJob, work: Path, result: ModelResult, progress: Stage) 
         raise StepFailed(options_as(problem, OptionStyle.KEY))
     current = Path(job.path)
     original = Path(job.path)   # the model as it came in: finetune's default teacher, bench's baseline
-    sensitivity_dir: str | None = None
+    previous: dict[str, str] = {}   # step kind -> what its last run wrote (for "previous" options)
     for i, step in enumerate(job.recipe.steps):
         tag = f"{i + 1:02d}-{step.kind}"
         started = time.perf_counter()
         progress.advance(tag, n=0)
         try:
-            options = _options(step, job, work, tag, sensitivity_dir)
+            options = _options(step, job, work, tag, previous)
             report = work / f"{tag}.json"
             if step.kind in ("fold", "prune", "finetune"):
                 out = work / f"{tag}.onnx"
@@ -176,8 +178,11 @@ def _run_steps(job: ModelJob, work: Path, result: ModelResult, progress: Stage) 
                                                        original))
                 current = done.model or out
             elif step.kind == "sensitivity":
-                sensitivity_dir = str(work / tag)
+                previous["sensitivity"] = str(work / tag)
                 done = _run(step, options, StepContext(current, work / tag, None, original))
+            elif step.kind == "profile":
+                previous["profile"] = str(work / f"{tag}.json")
+                done = _run(step, options, StepContext(current, work / f"{tag}.json", None, original))
             elif step.kind == "compress":
                 out = work / f"{tag}.onnxz"
                 done = _run(step, options, StepContext(current, out, report, original))

@@ -1,0 +1,246 @@
+"""Latency-targeted pruning (`prune --target-latency R`) against MACs-targeted pruning, on ONNX Runtime CPU.
+
+For every zoo model (folded legacy export, input as in bench_prune_latency) and 1 and 2 threads: the model is
+profiled (`onnxprune profile`: time, then the time of a second profile served by the cache), then pruned
+for R = 0.7 and 0.5 of its measured latency by the latency plan (one ratio on latency steps, then greedy
+steps) and by two MACs plans with `--round-to 8`: at `--target-flops R` (what a user asking for R without a
+latency model gets) and at the MACs target whose *predicted* latency equals the latency plan's (bisected on
+the table: the MACs plan at the same latency). All variants of one model and thread count run interleaved in
+one process (ORT optimizations on, spinning off, batch 1), medians of at least --runs rounds.
+
+- achieved = median(variant) / median(original), measured; predicted = the table's prediction
+- efficiency = speedup / (MACs original / MACs variant)
+- digits models (models/digits, 8x8 digits upscaled, held-out test split): top-1 after `--recover lsq` on the
+  calibration split, for the latency plan and the MACs plan at the same predicted latency
+
+Usage: python -m benchmarks.bench_latency_plan [--out benchmarks/results] [--runs 30] [--models a,b]
+       [--threads 1,2] [--name latency_plan]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import onnx
+
+import onnxprune
+from benchmarks.common import DIGITS, accuracy, digits_test, machine
+from onnxprune.channels.analysis import analyze
+from onnxprune.data import load_data
+from onnxprune.flops import count_costs, count_params
+from onnxprune.importance import Criterion, score_groups
+from onnxprune.latency.measure import interleaved_ms
+from onnxprune.latency.model import LatencyModel
+from onnxprune.latency.profile import profile_model
+from onnxprune.latency.table import MeasurementCache
+from onnxprune.normalize import normalize
+from onnxprune.plan import PlanOptions
+from onnxprune.pruning import prune
+from onnxprune.recover import Recover
+from onnxprune.targets import TARGETS
+from onnxprune.verify import InputSpec
+
+REQUESTS = (0.7, 0.5)
+DIGITS_MODELS = ("resnet56", "vgg16_bn", "studentnet")
+
+
+def zoo_model(name: str) -> tuple[onnx.ModelProto, tuple[int, ...]]:
+    from benchmarks.bench_prune_latency import bench_shape
+    from models.architectures import ZOO
+    from models.export_zoo import export
+
+    entry = ZOO[name]
+    return onnxprune.fold(normalize(export(entry, "legacy_bn"))).model, bench_shape(entry)
+
+
+def measured_ratio(model: onnx.ModelProto, variant: onnx.ModelProto, threads: int, shapes) -> float:
+    ms, _ = interleaved_ms({"original": model, "variant": variant}, TARGETS["cpu"], threads, shapes, min_rounds=15,
+                           min_seconds=0.5)
+    return ms["variant"] / ms["original"]
+
+
+def macs_plan_at_measured(model: onnx.ModelProto, goal: float, threads: int, spec: InputSpec, recover: Recover,
+                          calib) -> tuple[float, onnx.ModelProto]:
+    """The --target-flops (round-to 8) whose *measured* latency ratio is closest to ``goal`` (bisection, each
+    candidate timed interleaved against the original)."""
+    lo, hi = 0.02, 1.0
+    best: tuple[float, float, onnx.ModelProto] | None = None
+    for _ in range(7):
+        mid = (lo + hi) / 2
+        candidate = prune(model, PlanOptions(target_flops=mid, round_to=8), spec=spec).model
+        ratio = measured_ratio(model, candidate, threads, spec.shapes)
+        if best is None or abs(ratio - goal) < best[0]:
+            best = (abs(ratio - goal), mid, candidate)
+        if ratio > goal:
+            hi = mid
+        else:
+            lo = mid
+    assert best is not None
+    flops = best[1]
+    return flops, prune(model, PlanOptions(target_flops=flops, round_to=8), spec=spec, recover_with=recover,
+                        data=calib).model
+
+
+def floor_ratio(analysis, latency: LatencyModel) -> float:
+    """Predicted latency ratio with every prunable group at its smallest step: what pruning cannot go below."""
+    counts = {g.id: latency.steps(g)[0] for g in analysis.prunable}
+    return latency.predict(latency.removed_for(counts, {g.id: g for g in analysis.prunable})) / latency.full_ms
+
+
+def bench(name: str, model: onnx.ModelProto, shape: tuple[int, ...], threads: int, runs: int, cache_dir: Path,
+          digits: bool) -> list[dict[str, object]]:
+    spec = InputSpec({"input": shape})
+    cpu = TARGETS["cpu"]
+    analysis = analyze(model, spec.shapes)
+    t0 = time.perf_counter()
+    table = profile_model(model, cpu, threads, spec, MeasurementCache(cache_dir), analysis)
+    profile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    profile_model(model, cpu, threads, spec, MeasurementCache(cache_dir), analysis)
+    cached_s = time.perf_counter() - t0
+    scores = score_groups(analysis, Criterion.L1, 0, None, model)
+    latency = LatencyModel(analysis, table).with_scores(scores)
+    calib = load_data(DIGITS / "digits_calib.npz", model) if digits else None
+    recover = Recover.LSQ if digits else Recover.NONE
+    variants: dict[str, onnx.ModelProto] = {"original": model}
+    info: dict[str, dict[str, object]] = {"original": {"predicted": 1.0}}
+    for request in REQUESTS:
+        t0 = time.perf_counter()
+        result = prune(model, PlanOptions(target_latency=request), spec=spec, latency=table, recover_with=recover,
+                       data=calib)
+        key = f"latency {request}"
+        variants[key] = result.model
+        info[key] = {"predicted": result.report.latency.predicted_ratio, "plan_s": time.perf_counter() - t0,
+                     "request": request}
+        achieved = measured_ratio(model, result.model, threads, spec.shapes)
+        flops, same = macs_plan_at_measured(model, achieved, threads, spec, recover, calib)
+        variants[f"macs@same {request}"] = same
+        info[f"macs@same {request}"] = {"predicted": None, "target_flops": flops, "request": request}
+        naive = prune(model, PlanOptions(target_flops=request, round_to=8), spec=spec, recover_with=recover,
+                      data=calib)
+        variants[f"macs {request}"] = naive.model
+        info[f"macs {request}"] = {"predicted": latency.predict(naive.plan.removed_roots(analysis)) /
+                                   latency.full_ms, "request": request}
+    floor = floor_ratio(analysis, latency)
+    medians, rounds = interleaved_ms(variants, cpu, threads, spec.shapes, min_rounds=runs)
+    macs = {k: count_costs(m, spec.shapes).macs for k, m in variants.items()}
+    x, labels = digits_test() if digits else (None, None)
+    rows = []
+    for key, m in variants.items():
+        achieved = medians[key] / medians["original"]
+        row = {"model": name, "input": "x".join(map(str, shape)), "threads": threads, "variant": key,
+               "median_ms": medians[key], "achieved": achieved, "macs": macs[key], "params": count_params(m),
+               "efficiency": (1 / achieved) / (macs["original"] / macs[key]), "rounds": rounds,
+               "profile_s": profile_s, "cache_hit_s": cached_s, "measured_points": table.measured,
+               "floor": floor, **info[key]}
+        if digits:
+            row["top1"] = accuracy(m, x, labels)
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict[str, object]], runs: int, command: str) -> str:
+    lines = ["# Latency-targeted pruning vs MACs-targeted pruning (ONNX Runtime CPU)", "",
+             f"Command: `{command}`  ", f"Machine: {machine()}", "",
+             f"Batch 1, ORT optimizations on, spinning off, every variant of a model interleaved, median of >= {runs} "
+             "rounds, random inputs. *latency R*: `prune --target-latency R`; *macs R*: `--target-flops R "
+             "--round-to 8`; *macs@same R*: the `--target-flops` (round-to 8) whose measured latency is closest to "
+             "the latency plan's (bisected, each candidate timed against the original). *floor*: the predicted "
+             "latency with every prunable group at its smallest step (what pruning cannot go below). achieved = measured latency / original's; efficiency = speedup / MACs reduction. "
+             "top-1: digits test split (held out) after `--recover lsq` on the calibration split.", "",
+             "| model | input | threads | variant | achieved | predicted | floor | MACs | params | efficiency | top-1 | "
+             "profile s | cached s |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        top1 = f"{r['top1']:.2%}" if "top1" in r else ""
+        predicted = "" if r["predicted"] is None else f"{r['predicted']:.3f}"
+        lines.append(f"| {r['model']} | {r['input']} | {r['threads']} | {r['variant']} | {r['achieved']:.3f} | "
+                     f"{predicted} | {r['floor']:.2f} | {r['macs'] / 1e6:.1f}M | {r['params'] / 1e6:.2f}M | "
+                     f"{r['efficiency']:.2f} | {top1} | {r['profile_s']:.1f} | {r['cache_hit_s']:.1f} |")
+    lines += ["", summary(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def summary(rows: list[dict[str, object]]) -> str:
+    out = []
+    for prefix in ("latency", "macs"):
+        for request in REQUESTS:
+            cells = [r for r in rows if r["variant"] == f"{prefix} {request}"]
+            if not cells:
+                continue
+            off = [r["achieved"] / request - 1 for r in cells]
+            within = sum(abs(o) <= 0.05 for o in off)
+            eff = [r["efficiency"] for r in cells]
+            out.append(f"- {prefix} {request}: achieved/requested - 1 median {statistics.median(off):+.1%} (range "
+                       f"{min(off):+.1%} to {max(off):+.1%}), within ±5% in {within}/{len(cells)} cells; efficiency "
+                       f"median {statistics.median(eff):.2f}")
+    lat = [r for r in rows if r["variant"].startswith("latency")]
+    agree = [abs(r["predicted"] / r["achieved"] - 1) for r in lat]
+    if agree:
+        out.append(f"- prediction vs measurement (latency plans): median {statistics.median(agree):.1%} apart, "
+                   f"within ±10% in {sum(a <= 0.10 for a in agree)}/{len(agree)} cells")
+    keyed = {(r["model"], r["threads"], r["variant"]): r for r in rows}
+    for (model, threads, variant), r in keyed.items():
+        same = keyed.get((model, threads, variant.replace("latency", "macs@same")))
+        if variant.startswith("latency") and "top1" in r and same:
+            out.append(f"- {model}, {threads} thread(s), {variant}: top-1 {r['top1']:.2%} at {r['achieved']:.3f} "
+                       f"measured; the MACs plan at the same measured latency: {same['top1']:.2%} at "
+                       f"{same['achieved']:.3f}")
+    prof = {(r["model"], r["threads"]): (r["profile_s"], r["cache_hit_s"]) for r in rows}
+    if prof:
+        p = [v[0] for v in prof.values()]
+        c = [v[1] for v in prof.values()]
+        out.append(f"- profiling: median {statistics.median(p):.1f} s (max {max(p):.1f} s), served by the cache: "
+                   f"median {statistics.median(c):.1f} s")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--models", default=None, help="zoo models (default: all), then the digits models")
+    ap.add_argument("--digits", default=",".join(DIGITS_MODELS))
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--name", default="latency_plan")
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    from models.architectures import ZOO
+
+    models = [m for m in (args.models.split(",") if args.models is not None else list(ZOO)) if m]
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="onnxprune-bench-") as cache:
+        jobs = [(name, False) for name in models] + [(name, True) for name in args.digits.split(",") if name]
+        for name, digits in jobs:
+            if digits:
+                model = normalize(onnx.load(str(DIGITS / f"{name}.onnx")))
+                shape = tuple(d.dim_value or 1 for d in model.graph.input[0].type.tensor_type.shape.dim)
+            else:
+                model, shape = zoo_model(name)
+            for threads in (int(t) for t in args.threads.split(",")):
+                try:
+                    new = bench(("digits " if digits else "") + name, model, shape, threads, args.runs,
+                                Path(cache), digits)
+                except Exception as e:   # a model the planner cannot handle is recorded, the others still run
+                    print(f"{name} ({threads} threads): failed: {type(e).__name__}: {e}", flush=True)
+                    continue
+                rows += new
+                print(f"{name} ({threads} threads): " + ", ".join(
+                    f"{r['variant']} {r['achieved']:.3f}" + (f" {r['top1']:.1%}" if "top1" in r else "")
+                    for r in new), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = "python -m benchmarks.bench_latency_plan " + " ".join(argv if argv is not None else sys.argv[1:])
+    (args.out / f"{args.name}.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(rows, args.runs, command.strip()))
+    print(f"wrote {args.out / (args.name + '.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Kept counts for a latency budget, from a :class:`~onnxprune.latency.model.LatencyModel`.
+
+Rules:
+
+- every count a planner returns is one of its group's *steps* (a grid count faster than every larger count;
+  see :meth:`LatencyModel.steps`), so no plan keeps a count that is no faster than a larger one;
+- ``uniform`` (the default): one ratio for every group (``ratio_for`` groups keep theirs), each count moved up
+  to its nearest step, the ratio bisected to the largest one that misses the budget; from there the greedy
+  steps below (coarse steps make one ratio jump past the budget: 16 -> 4 channels in every small group);
+- ``global``: greedy knapsack across groups: starting from the whole model, repeatedly take the step down that
+  loses the least importance per millisecond saved (a group's scores normalized by their mean, the lowest
+  units removed first), until the budget is met;
+- ``align``: counts planned another way (ratio, MAC target) moved up to their group's nearest step.
+
+Limits: counts never go below the grid's floor (10% of the group) or ``min_channels``; when even the smallest
+steps miss the budget, the planner returns them and the report says the budget was not met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxprune.channels.analysis import ChannelGroup
+from onnxprune.latency.model import LatencyModel
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Each group's steps (ascending) and the helpers the planners share."""
+
+    by_group: dict[str, tuple[int, ...]]
+
+    @classmethod
+    def of(cls, model: LatencyModel, groups: list[ChannelGroup], multiple: Callable[[ChannelGroup], int],
+           min_channels: int) -> Steps:
+        return cls({g.id: model.steps(g, multiple(g), min(min_channels, g.channels)) for g in groups})
+
+    def up(self, gid: str, kept: int) -> int:
+        """The smallest step >= ``kept`` (the full count at most)."""
+        steps = self.by_group[gid]
+        return next((s for s in steps if s >= kept), steps[-1])
+
+
+def align_to_steps(kept: dict[str, int], steps: Steps) -> dict[str, int]:
+    return {gid: steps.up(gid, k) for gid, k in kept.items()}
+
+
+def plan_uniform(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
+                 ratio_for: dict[str, float], scores: dict[str, np.ndarray]) -> dict[str, int]:
+    """One ratio for all groups (``ratio_for`` ones fixed), counts moved up to steps, bisected to the budget."""
+    by_id = {g.id: g for g in groups}
+
+    def counts(r: float) -> dict[str, int]:
+        return {g.id: steps.up(g.id, g.channels - int(round(ratio_for.get(g.id, r) * g.channels))) for g in groups}
+
+    def latency(r: float) -> float:
+        return model.predict(model.removed_for(counts(r), by_id))
+
+    lo, hi = 0.0, 0.95
+    if latency(hi) > budget_ms:
+        return counts(hi)
+    if latency(lo) <= budget_ms:
+        return counts(lo)
+    for _ in range(24):
+        mid = (lo + hi) / 2
+        if latency(mid) <= budget_ms:
+            hi = mid
+        else:
+            lo = mid
+    return greedy_steps(model, groups, steps, budget_ms, scores, counts(lo))
+
+
+def plan_global(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
+                scores: dict[str, np.ndarray]) -> dict[str, int]:
+    """Greedy from the whole model (see :func:`greedy_steps`)."""
+    return greedy_steps(model, groups, steps, budget_ms, scores, {g.id: g.channels for g in groups})
+
+
+def greedy_steps(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
+                 scores: dict[str, np.ndarray], start: dict[str, int]) -> dict[str, int]:
+    """From the counts ``start``: the step down with the least normalized importance lost per millisecond saved,
+    until the budget is met (or every group is at its smallest step)."""
+    by_id = {g.id: g for g in groups}
+    ordered = {}   # per group: its normalized scores, lowest first (removed in this order)
+    for g in groups:
+        s = np.asarray(scores[g.id], dtype=np.float64)
+        mean = float(s.mean()) if s.size and s.mean() > 0 else 1.0
+        ordered[g.id] = np.sort(s / mean)
+    kept = dict(start)
+    current = model.predict(model.removed_for(kept, by_id))
+    while current > budget_ms:
+        best: tuple[float, str, int, float] | None = None
+        for g in groups:
+            for step in reversed([s for s in steps.by_group[g.id] if s < kept[g.id]]):
+                ms = model.predict(model.removed_for({**kept, g.id: step}, by_id))
+                saved = current - ms
+                if saved > 0:
+                    break   # the largest smaller step that is faster where the other groups are now
+            else:
+                continue
+            c = g.channels
+            lost = float(ordered[g.id][c - kept[g.id]:c - step].sum())
+            cost = lost / saved
+            if best is None or cost < best[0]:
+                best = (cost, g.id, step, ms)
+        if best is None:
+            break   # every group is at its smallest step: the budget cannot be met
+        _, gid, step, current = best
+        kept[gid] = step
+    return fill_up(model, groups, steps, budget_ms, ordered, kept) if current <= budget_ms else kept
+
+
+def fill_up(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
+            ordered: dict[str, np.ndarray], kept: dict[str, int]) -> dict[str, int]:
+    """Within the budget, give channels back: the step up that regains the most normalized importance per
+    millisecond added, while the prediction stays within the budget (one coarse step down may have overshot)."""
+    by_id = {g.id: g for g in groups}
+    while True:
+        best: tuple[float, str, int] | None = None
+        for g in groups:
+            step = next((s for s in steps.by_group[g.id] if s > kept[g.id]), None)
+            if step is None:
+                continue
+            trial = {**kept, g.id: step}
+            ms = model.predict(model.removed_for(trial, by_id))
+            if ms > budget_ms:
+                continue
+            c = g.channels
+            gained = float(ordered[g.id][c - step:c - kept[g.id]].sum())
+            added = max(ms - model.predict(model.removed_for(kept, by_id)), 1e-9)
+            if best is None or gained / added > best[0]:
+                best = (gained / added, g.id, step)
+        if best is None:
+            return kept
+        kept[best[1]] = best[2]

@@ -1,0 +1,279 @@
+"""Measure a model's prunable layers on this machine: ``onnxprune profile``.
+
+Rule: every Conv, ConvTranspose and Gemm whose input or output channels belong to a prunable group is rebuilt
+as a one-layer graph with the model's exact shapes and attributes and random weights, and timed with ONNX
+Runtime under the target's session options (:func:`onnxprune.targets.session_options`) at each count of
+:func:`~onnxprune.latency.table.channel_grid` of that axis (multiples of the target's channel block; the
+other axis full). A depthwise conv moves its
+input, output and groups together (one axis). The whole model is timed too: it calibrates the sum of the
+layers (fused activations, the ops between layers). Each point is the median of at least ``MIN_RUNS`` runs
+after a warm-up, and is cached per (environment, layer signature).
+
+Limits: grouped (non-depthwise) convs, MatMul and layers whose shapes shape inference cannot resolve are timed
+at full size only and treated as unchanged by pruning; a float16 target builds float16 layer graphs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxprune.channels.analysis import ChannelAnalysis, analyze
+from onnxprune.flops import tensor_shapes
+from onnxprune.latency.measure import interleaved_ms, random_feeds
+from onnxprune.latency.table import (
+    Environment,
+    LatencyTable,
+    LayerLatency,
+    MeasurementCache,
+    channel_grid,
+)
+from onnxprune.progress import stage
+from onnxprune.targets import Precision, RuntimeTarget, providers, session_options
+from onnxprune.verify import InputSpec, resolve_input_shapes
+
+MIN_RUNS = 7
+MIN_SECONDS = 0.03
+MAX_RUNS = 200
+#: Whole-model calibration: the model pruned uniformly at these ratios is timed with it.
+CALIBRATION_RATIOS = (0.25, 0.5, 0.75)
+PROFILED_OPS = ("Conv", "ConvTranspose", "Gemm")
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """A layer as the one-layer graph needs it: data and weight shapes, bias, attributes (``group`` apart)."""
+
+    node: str
+    op: str
+    x: tuple[int, ...]
+    w: tuple[int, ...]
+    bias: bool
+    attrs: tuple[tuple[str, object], ...]
+    group: int
+    out_elems: int
+
+    @property
+    def in_channels(self) -> int:
+        if self.op == "Gemm":
+            return self.x[0] if self._attr("transA") else self.x[1]
+        return self.x[1]
+
+    @property
+    def out_channels(self) -> int:
+        if self.op == "Gemm":
+            return self.w[0] if self._attr("transB") else self.w[1]
+        return self.w[1] * self.group if self.op == "ConvTranspose" else self.w[0]
+
+    @property
+    def depthwise(self) -> bool:
+        return self.op == "Conv" and self.group > 1 and self.group == self.in_channels == self.out_channels
+
+    @property
+    def grouped(self) -> bool:
+        return self.group > 1 and not self.depthwise
+
+    def _attr(self, name: str) -> int:
+        return int(dict(self.attrs).get(name, 0))  # type: ignore[call-overload]
+
+    def at(self, cin: int, cout: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+        """(data shape, weight shape, group) with ``cin`` input and ``cout`` output channels."""
+        x, w, group = list(self.x), list(self.w), self.group
+        if self.op == "Gemm":
+            x[0 if self._attr("transA") else 1] = cin
+            w[1 if self._attr("transB") else 0] = cin
+            w[0 if self._attr("transB") else 1] = cout
+        elif self.op == "ConvTranspose":
+            x[1], w[0], w[1] = cin, cin, cout // group
+        else:
+            group = cin if self.depthwise else group
+            x[1], w[0], w[1] = cin, cout, cin // group
+        return tuple(x), tuple(w), group
+
+    def signature(self, cin: int, cout: int, precision: str) -> str:
+        x, w, group = self.at(cin, cout)
+        attrs = ",".join(f"{k}={v}" for k, v in self.attrs)
+        return f"{self.op}|x{list(x)}|w{list(w)}|g{group}|b{int(self.bias)}|{attrs}|{precision}"
+
+
+def layer_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> tuple[list[LayerShape], list[str]]:
+    """The profiled layers of ``model`` at ``input_shapes``, and a note per layer left out (with the reason)."""
+    shapes = tensor_shapes(model, input_shapes)
+    layers, notes = [], []
+    for node in model.graph.node:
+        if node.op_type not in PROFILED_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        name = node.name or node.output[0]
+        x = shapes.get(node.input[0])
+        w = shapes.get(node.input[1]) if len(node.input) > 1 else None
+        y = shapes.get(node.output[0])
+        if x is None or w is None or y is None:
+            notes.append(f"{name}: shapes unresolved, not profiled")
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        group = int(attrs.pop("group", 1))
+        attrs = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in attrs.items()
+                 if not isinstance(v, (bytes, onnx.TensorProto, onnx.GraphProto))}
+        bias = len(node.input) > 2 and bool(node.input[2])
+        layers.append(LayerShape(name, node.op_type, tuple(x), tuple(w), bias, tuple(sorted(attrs.items())), group,
+                                 int(np.prod(y))))
+    return layers, notes
+
+
+def layer_graph(layer: LayerShape, cin: int, cout: int, precision: Precision) -> onnx.ModelProto:
+    """A one-layer model: ``layer`` with ``cin``/``cout`` channels, random weights, in ``precision``."""
+    x, w, group = layer.at(cin, cout)
+    dtype, elem = (np.float16, TensorProto.FLOAT16) if precision is Precision.FP16 else (np.float32, TensorProto.FLOAT)
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal(w) * 0.1).astype(dtype), "W")]
+    inputs = ["X", "W"]
+    if layer.bias:
+        inits.append(numpy_helper.from_array(np.zeros(cout, dtype), "B"))
+        inputs.append("B")
+    attrs = dict(layer.attrs)
+    if layer.op != "Gemm":
+        attrs["group"] = group
+    node = helper.make_node(layer.op, inputs, ["Y"], **attrs)
+    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("X", elem, x)],
+                              [helper.make_tensor_value_info("Y", elem, [None] * len(x))], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def time_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int,
+               shapes: dict[str, tuple[int, ...]] | None = None, min_runs: int = MIN_RUNS,
+               min_seconds: float = MIN_SECONDS) -> tuple[float, int]:
+    """Median milliseconds of one run on seeded random inputs of ``shapes`` (after a warm-up), and the number of
+    runs timed."""
+    session = ort.InferenceSession(model.SerializeToString(), session_options(threads),
+                                   providers=providers(target.provider))
+    feeds = random_feeds(session, shapes or {})
+    for _ in range(2):
+        session.run(None, feeds)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or (time.perf_counter() - start < min_seconds and len(times) < MAX_RUNS):
+        t0 = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000, len(times)
+
+
+def calibration_model(model: onnx.ModelProto, target: RuntimeTarget) -> onnx.ModelProto:
+    """The model as the target runs it: float16 for a float16 target (as ``emit`` converts it)."""
+    if target.precision is Precision.FP16:
+        from onnxprune.emission.fp16 import to_float16
+        return to_float16(model)
+    return model
+
+
+def prunable_axes(analysis: ChannelAnalysis) -> dict[str, tuple[bool, bool]]:
+    """Node name -> (input channels prunable, output channels prunable)."""
+    prunable = np.zeros(len(analysis.roots), dtype=bool)
+    for g in analysis.prunable:
+        prunable[g.units] = True
+
+    def axis(tensor: str) -> bool:
+        layout = analysis.layouts.get(tensor)
+        return layout is not None and bool(prunable[analysis.roots[layout.elems]].any())
+
+    return {(n.name or n.outputs[0].name): (bool(n.inputs) and axis(n.inputs[0].name), axis(n.outputs[0].name))
+            for n in analysis.graph.nodes if n.op in PROFILED_OPS and n.outputs}
+
+
+def profile_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int = 1, spec: InputSpec | None = None,
+                  cache: MeasurementCache | None = None, analysis: ChannelAnalysis | None = None) -> LatencyTable:
+    """The latency table of ``model`` (normalized) on ``target`` with ``threads`` threads (see the module doc)."""
+    spec = spec or InputSpec()
+    cache = cache or MeasurementCache(None)
+    started = time.perf_counter()
+    shapes = resolve_input_shapes(model, spec)
+    analysis = analysis or analyze(model, spec.shapes)
+    axes = prunable_axes(analysis)
+    env = Environment.here(target.provider, threads, target.precision.value)
+    layers, notes = layer_shapes(model, shapes)
+    plan: list[tuple[LayerShape, list[tuple[str, int, int]]]] = []
+    for layer in layers:
+        cin, cout = layer.in_channels, layer.out_channels
+        in_axis, out_axis = axes.get(layer.node, (False, False))
+        points = [("full", cin, cout)]
+        if layer.depthwise and (in_axis or out_axis):
+            points += [("out", c, c) for c in channel_grid(cout, target.grid_multiple)[:-1]]
+        elif not layer.grouped:
+            points += [("out", cin, c) for c in channel_grid(cout, target.grid_multiple)[:-1]] if out_axis else []
+            points += [("inp", c, cout) for c in channel_grid(cin, target.grid_multiple)[:-1]] if in_axis else []
+        elif in_axis or out_axis:
+            notes.append(f"{layer.node}: grouped conv ({layer.group} groups), timed at full size only")
+        plan.append((layer, points))
+    measured = cached = 0
+    seen: dict[str, float] = {}
+    out: list[LayerLatency] = []
+    with stage(f"profile: {len(layers)} layers on {target.name}, {threads} thread(s)",
+               total=sum(len(p) for _, p in plan), unit="points") as progress:
+        for layer, points in plan:
+            curves: dict[str, list[tuple[int, float]]] = {"full": [], "out": [], "inp": []}
+            for axis, cin, cout in points:
+                key = layer.signature(cin, cout, target.precision.value)
+                ms = seen.get(key)
+                if ms is None:
+                    ms = cache.get(env, key)
+                    if ms is None:
+                        ms, _ = time_model(layer_graph(layer, cin, cout, target.precision), target, threads)
+                        cache.put(env, key, ms)
+                        measured += 1
+                    else:
+                        cached += 1
+                    seen[key] = ms
+                else:
+                    cached += 1
+                curves[axis].append((cout if axis == "out" else cin, ms))
+                progress.advance()
+            full = curves["full"][0][1]
+            cin, cout = layer.in_channels, layer.out_channels
+            out.append(LayerLatency(layer.node, layer.op, cin, cout, full, layer.out_elems, layer.depthwise,
+                                    tuple(curves["out"]) + (((cout, full),) if curves["out"] else ()),
+                                    tuple(curves["inp"]) + (((cin, full),) if curves["inp"] else ())))
+    cache.save()
+    layers_table = LatencyTable(env, shapes, 0.0, 0, tuple(out), target.name, target.grid_multiple)
+    calibration, model_ms, runs = _calibrate(model, analysis, layers_table, target, threads, spec, shapes, notes)
+    return LatencyTable(env, shapes, model_ms, runs, tuple(out), target.name, target.grid_multiple, calibration,
+                        time.perf_counter() - started, measured, cached, tuple(notes))
+
+
+def _calibrate(model: onnx.ModelProto, analysis: ChannelAnalysis, layers: LatencyTable, target: RuntimeTarget,
+               threads: int, spec: InputSpec, shapes: dict[str, tuple[int, ...]], notes: list[str]
+               ) -> tuple[tuple[tuple[float, float, float], ...], float, int]:
+    """The whole model and its uniform prunings at ``CALIBRATION_RATIOS`` (counts on latency steps, random
+    channels: only the shapes matter), timed interleaved: (ratio, layer sum, measured ms) per variant."""
+    from onnxprune.latency.model import LatencyModel
+    from onnxprune.latency.planner import Steps
+    from onnxprune.pass_infra import PassManager
+    from onnxprune.pipelines import prune_passes
+    from onnxprune.plan import GroupPlan, PruningPlan, block_multiple, select_units
+
+    latency = LatencyModel(analysis, layers)
+    groups = analysis.prunable
+    steps = Steps.of(latency, groups, block_multiple, 1)
+    by_id = {g.id: g for g in groups}
+    variants: dict[str, onnx.ModelProto] = {"0": calibration_model(model, target)}
+    layer_sums = {"0": latency.layers_ms(np.zeros(len(analysis.roots), dtype=bool))}
+    with stage("profile: whole model and uniform prunings (calibration)"):
+        for ratio in CALIBRATION_RATIOS if groups else ():
+            counts = {g.id: steps.up(g.id, g.channels - int(round(ratio * g.channels))) for g in groups}
+            plan = PruningPlan(tuple(GroupPlan(g.id, g.channels, select_units(g, np.ones(g.channels), counts[g.id]))
+                                     for g in groups))
+            try:
+                pruned = PassManager(prune_passes(plan, input_shapes=spec.shapes)).run(model).model
+            except Exception as e:   # calibration is best effort: the other variants still calibrate
+                notes.append(f"calibration at ratio {ratio}: not rewritten ({type(e).__name__})")
+                continue
+            variants[str(ratio)] = calibration_model(pruned, target)
+            layer_sums[str(ratio)] = latency.layers_ms(latency.removed_for(counts, by_id))
+        ms, rounds = interleaved_ms(variants, target, threads, shapes)
+    points = tuple((float(k), layer_sums[k], ms[k]) for k in variants)
+    return points, ms["0"], rounds

@@ -1,0 +1,90 @@
+"""What a latency-planned prune reports: the requested and predicted latency, the latency measured interleaved
+against the original, and each group's count and the steps it chose from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from onnxprune.latency.measure import interleaved_ms
+from onnxprune.targets import TARGETS
+
+#: Predicted and measured latency ratios agree when within this relative distance.
+AGREEMENT = 0.10
+
+
+@dataclass(frozen=True)
+class GroupLatency:
+    group: str
+    channels: int
+    kept: int
+    steps: tuple[int, ...]   # the counts the planner could choose from (non-dominated), ascending
+
+    def to_json(self) -> dict[str, object]:
+        return {"group": self.group, "channels": self.channels, "kept": self.kept, "steps": list(self.steps)}
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """``requested``: the target latency ratio (None: counts aligned to steps for another target). Times in
+    ms, ratios pruned / original. ``measured_*``: interleaved medians over ``rounds`` rounds on random inputs
+    at ``input_shapes`` on ``target`` with ``threads`` threads."""
+
+    target: str
+    threads: int
+    requested: float | None
+    original_ms: float
+    predicted_ms: float
+    groups: tuple[GroupLatency, ...]
+    measured_original_ms: float | None = None
+    measured_ms: float | None = None
+    rounds: int = 0
+
+    @property
+    def predicted_ratio(self) -> float:
+        return self.predicted_ms / self.original_ms
+
+    @property
+    def measured_ratio(self) -> float | None:
+        if self.measured_ms is None or not self.measured_original_ms:
+            return None
+        return self.measured_ms / self.measured_original_ms
+
+    @property
+    def agrees(self) -> bool | None:
+        """Predicted and measured ratios within :data:`AGREEMENT` of each other (None: not measured)."""
+        measured = self.measured_ratio
+        return None if measured is None else bool(abs(self.predicted_ratio - measured) <= AGREEMENT * measured)
+
+    def notes(self) -> list[str]:
+        out = []
+        measured = self.measured_ratio
+        if self.requested is not None and self.predicted_ratio > self.requested * 1.001:
+            out.append(f"latency target {self.requested:g} not reachable: the smallest latency steps predict "
+                       f"{self.predicted_ratio:.3f} of the original")
+        if measured is not None and not self.agrees:
+            out.append(f"latency: predicted {self.predicted_ratio:.3f} of the original, measured {measured:.3f} "
+                       f"(more than {AGREEMENT:.0%} apart: the machine may be busy, or the table was profiled under "
+                       f"other conditions; profile again, or measure with bench)")
+        return out
+
+    def to_json(self) -> dict[str, object]:
+        return {"target": self.target, "threads": self.threads, "requested": self.requested,
+                "original_ms": self.original_ms, "predicted_ms": self.predicted_ms,
+                "predicted_ratio": self.predicted_ratio, "measured_original_ms": self.measured_original_ms,
+                "measured_ms": self.measured_ms, "measured_ratio": self.measured_ratio, "rounds": self.rounds,
+                "agrees": self.agrees, "groups": [g.to_json() for g in self.groups]}
+
+
+def measured(report: LatencyReport, original: onnx.ModelProto, pruned: onnx.ModelProto,
+             shapes: dict[str, tuple[int, ...]]) -> LatencyReport:
+    """``report`` with the original and the pruned model timed interleaved (on the report's target)."""
+    from dataclasses import replace
+
+    from onnxprune.latency.profile import calibration_model
+
+    target = TARGETS.get(report.target, TARGETS["cpu"])
+    ms, rounds = interleaved_ms({"original": calibration_model(original, target),
+                                 "pruned": calibration_model(pruned, target)}, target, report.threads, shapes)
+    return replace(report, measured_original_ms=ms["original"], measured_ms=ms["pruned"], rounds=rounds)

@@ -1,0 +1,76 @@
+"""Deployment targets: the one notion of "where the model runs" that ``emit --target``, ``profile --target``,
+``prune --target`` (its ``round_to`` default and latency table) and ``bench --provider`` share.
+
+A target fixes the ONNX Runtime execution provider, the graph optimizations a deployed session uses, the
+precision the emitted model computes in, and the kept-channel multiple its kernels run fastest with. Session
+options are the same everywhere a latency is measured (bench, profile, the latency check after pruning): all
+graph optimizations, ``threads`` intra-op threads, one inter-op thread, no spinning (spinning threads of one
+session steal cores from the next).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import onnxruntime as ort
+
+from onnxprune.errors import UsageError
+
+
+class Precision(StrEnum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
+@dataclass(frozen=True)
+class RuntimeTarget:
+    """``provider``: ORT provider (``cpu``/``cuda``); ``precision``: what the emitted model computes in;
+    ``channel_multiple``: kept-channel multiple its kernels run fastest with (``prune --round-to`` default).
+    CPU: ORT's x86 kernels work on blocks of 16 channels on AVX-512 machines (8 on AVX2; the NCHWc layout); a
+    count off the block keeps pooling and other ops out of that layout, and the reorders around them can make a
+    pruned network slower than the original (measured: a depthwise StudentNet 0.92x at multiples of 8 on an
+    AVX-512 Xeon, 1.25x at multiples of 16). CUDA: float16 tensor cores take multiples of 8. Mobile:
+    XNNPACK/NNAPI kernels tile by 4 or 8 (profiled on this machine's CPU provider)."""
+
+    name: str
+    provider: str
+    precision: Precision
+    channel_multiple: int
+    grid_multiple: int = 8     # latency profiles measure multiples of this (the finest block any kernel uses)
+
+
+TARGETS: dict[str, RuntimeTarget] = {
+    "cpu": RuntimeTarget("cpu", "cpu", Precision.FP32, 16),
+    "cuda": RuntimeTarget("cuda", "cuda", Precision.FP16, 8),
+    "mobile": RuntimeTarget("mobile", "cpu", Precision.FP32, 8),
+}
+
+
+def runtime_target(name: str) -> RuntimeTarget:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise UsageError(f"`target` {name!r}: expected one of {', '.join(TARGETS)}") from None
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """The session options every latency measurement uses (see the module doc)."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return opts
+
+
+def providers(provider: str) -> list[str | tuple[str, dict[str, str]]]:
+    """ORT's provider list for ``provider`` (CUDA with the CPU fallback); UsageError when CUDA is not there."""
+    if provider == "cpu":
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise UsageError(f"the cuda provider needs onnxruntime-gpu and an NVIDIA GPU; this onnxruntime "
+                         f"{ort.__version__} offers {', '.join(available)}")
+    return [("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"}), "CPUExecutionProvider"]

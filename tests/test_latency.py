@@ -1,0 +1,282 @@
+"""Latency-aware planning: the grid, the measurement cache and its keys, tables (round trip, refusals), the
+latency model and the planners driven by synthetic tables (deterministic: nothing here asserts a timing), the
+profiler's structure, and the CLI (profile, prune --target-latency / --align latency, errors)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from onnxprune.channels.analysis import analyze
+from onnxprune.cli.main import main
+from onnxprune.emission.options import Target
+from onnxprune.errors import UsageError
+from onnxprune.importance import Criterion, score_groups
+from onnxprune.latency.model import LatencyModel
+from onnxprune.latency.planner import Steps, plan_global, plan_uniform
+from onnxprune.latency.profile import layer_graph, layer_shapes, profile_model
+from onnxprune.latency.table import (
+    Environment,
+    LatencyTable,
+    LatencyTableError,
+    LayerLatency,
+    MeasurementCache,
+    channel_grid,
+)
+from onnxprune.plan import Align, PlanOptions, block_multiple, make_plan
+from onnxprune.pruning import prune
+from onnxprune.targets import TARGETS, Precision
+from tests.graphs import init, model, rand
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = ROOT / "models" / "digits"
+ENV = Environment("1.0", "cpu", 1, "test cpu", "fp32")
+
+
+def chain() -> onnx.ModelProto:
+    """x -> conv1 (3->64) -> relu -> conv2 (64->64) -> relu -> conv3 (64->32) -> y: two prunable groups."""
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("Conv", ["r2", "w3", "b3"], ["y"], name="conv3", pads=[1, 1, 1, 1])]
+    inits = [init("w1", rand(64, 3, 3, 3)), init("b1", rand(64)), init("w2", rand(64, 64, 3, 3)),
+             init("b2", rand(64)), init("w3", rand(32, 64, 3, 3)), init("b3", rand(32))]
+    return model(nodes, [("x", [1, 3, 16, 16])], ["y"], inits)
+
+
+#: conv1 and conv2 are so much slower at 48 output channels than at 64 that the whole group is (dominated).
+STEPPY = ((16, 1.0), (32, 2.0), (48, 6.0), (64, 4.0))
+
+
+def synthetic_table(out_curve=STEPPY) -> LatencyTable:
+    linear = tuple((c, 4.0 * c / 64) for c in (16, 32, 48, 64))
+    layers = (LayerLatency("conv1", "Conv", 3, 64, 4.0, 64 * 256, out=out_curve),
+              LayerLatency("conv2", "Conv", 64, 64, 4.0, 64 * 256, out=out_curve, inp=linear),
+              LayerLatency("conv3", "Conv", 64, 32, 4.0, 32 * 256, inp=linear))
+    full = 12.0
+    # calibration: measured == layer sum (a = 1, b = 0), so predictions are the layer sums
+    return LatencyTable(ENV, {"x": (1, 3, 16, 16)}, full, 30, layers, "cpu", 16,
+                        ((0.0, full, full), (0.5, full / 2, full / 2)))
+
+
+@pytest.fixture
+def setup():
+    m = chain()
+    analysis = analyze(m)
+    scores = score_groups(analysis, Criterion.L1, 0, None, m)
+    latency = LatencyModel(analysis, synthetic_table()).with_scores(scores)
+    return m, analysis, scores, latency
+
+
+# --- grid, environment, cache ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("channels, multiple", [(64, 16), (2048, 16), (24, 8), (16, 16), (100, 8)])
+def test_channel_grid_is_multiples_from_the_floor_to_the_full_count(channels, multiple):
+    grid = channel_grid(channels, multiple)
+    assert grid[-1] == channels and list(grid) == sorted(set(grid)) and len(grid) <= 16
+    assert all(c % multiple == 0 and c >= 0.1 * channels for c in grid[:-1])
+
+
+def test_cache_keys_separate_every_condition_of_a_measurement(tmp_path):
+    cache = MeasurementCache(tmp_path)
+    cache.put(ENV, "Conv|x[1, 8, 4, 4]", 1.5)
+    cache.save()
+    again = MeasurementCache(tmp_path)
+    assert again.get(ENV, "Conv|x[1, 8, 4, 4]") == 1.5
+    assert again.get(ENV, "Conv|x[1, 16, 4, 4]") is None
+    for change in ({"onnxruntime": "2.0"}, {"provider": "cuda"}, {"threads": 2}, {"cpu": "other"},
+                   {"precision": "fp16"}):
+        assert again.get(replace(ENV, **change), "Conv|x[1, 8, 4, 4]") is None, change
+    # a second writer's entries are merged, not lost; a damaged cache is ignored and rewritten
+    other = MeasurementCache(tmp_path)
+    other.put(ENV, "Gemm", 0.5)
+    cache.put(ENV, "Relu", 0.1)
+    other.save()
+    cache.save()
+    merged = MeasurementCache(tmp_path)
+    assert merged.get(ENV, "Gemm") == 0.5 and merged.get(ENV, "Relu") == 0.1
+    (tmp_path / "latency.json").write_text("{not json")
+    assert MeasurementCache(tmp_path).get(ENV, "Gemm") is None
+    assert not MeasurementCache(None).get(ENV, "Gemm")
+
+
+# --- tables ----------------------------------------------------------------------------------------------------
+
+def test_table_round_trip_and_refusals(tmp_path, setup):
+    _, analysis, _, _ = setup
+    table = synthetic_table()
+    table.save(tmp_path / "t.json")
+    assert LatencyTable.load(tmp_path / "t.json") == table
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(LatencyTableError, match="not a latency table"):
+        LatencyTable.load(tmp_path / "bad.json")
+    data = json.loads((tmp_path / "t.json").read_text())
+    (tmp_path / "old.json").write_text(json.dumps({**data, "format": 99}))
+    with pytest.raises(LatencyTableError, match="format 99"):
+        LatencyTable.load(tmp_path / "old.json")
+    other = replace(table, layers=table.layers + (LayerLatency("elsewhere", "Conv", 8, 8, 1.0, 64),))
+    with pytest.raises(LatencyTableError, match="another model"):
+        LatencyModel(analysis, other)
+    wrong = replace(table, layers=(replace(table.layers[0], out_channels=128),) + table.layers[1:])
+    with pytest.raises(LatencyTableError, match="does not match"):
+        LatencyModel(analysis, wrong)
+
+
+def test_fit_is_least_squares_over_the_calibration_points():
+    table = replace(synthetic_table(), calibration=((0, 10.0, 12.0), (0.5, 6.0, 8.0), (0.75, 4.0, 6.0)))
+    a, b = table.fit()
+    assert a == pytest.approx(1.0) and b == pytest.approx(2.0)
+    alone = replace(synthetic_table(), calibration=(), model_ms=6.0)
+    assert alone.fit() == (pytest.approx(0.5), 0.0)
+
+
+# --- the latency model and the planners ------------------------------------------------------------------------
+
+def test_steps_leave_out_dominated_counts(setup):
+    _, analysis, _, latency = setup
+    for group in analysis.prunable:
+        assert latency.steps(group) == (16, 32, 64)   # 48 is slower than 64 in this table
+
+
+@pytest.mark.parametrize("budget", [0.9, 0.7, 0.5, 0.3])
+@pytest.mark.parametrize("global_ranking", [False, True])
+def test_latency_plans_meet_the_budget_on_steps_only_and_deterministically(setup, budget, global_ranking):
+    _, analysis, scores, latency = setup
+    options = PlanOptions(target_latency=budget, global_ranking=global_ranking)
+    plan = make_plan(analysis, scores, options, latency=latency)
+    steps = {g.id: latency.steps(g) for g in analysis.prunable}
+    assert all(len(gp.keep) in steps[gp.id] for gp in plan.groups)
+    assert latency.predict(plan.removed_roots(analysis)) <= budget * latency.full_ms + 1e-9
+    assert make_plan(analysis, scores, options, latency=latency) == plan
+
+
+def test_planners_take_the_least_important_step_and_give_back_what_fits(setup):
+    _, analysis, scores, latency = setup
+    groups = analysis.prunable
+    steps = Steps.of(latency, groups, block_multiple, 1)
+    # half of conv2's units are made nearly worthless (scores are compared relative to their group's mean):
+    # the global planner removes them rather than half of conv1's
+    weak = scores[groups[1].id].copy()
+    weak[:32] *= 1e-3
+    cheap = {**scores, groups[1].id: weak}
+    kept = plan_global(latency.with_scores(cheap), groups, steps, 0.8 * latency.full_ms, cheap)
+    assert kept[groups[1].id] < groups[1].channels and kept[groups[0].id] == groups[0].channels
+    # one ratio for every group; the budget is met, and no group could step back up within it
+    uniform = plan_uniform(latency, groups, steps, 0.6 * latency.full_ms, {}, scores)
+    by_id = {g.id: g for g in groups}
+    assert latency.predict(latency.removed_for(uniform, by_id)) <= 0.6 * latency.full_ms
+    for g in groups:
+        up = next((s for s in steps.by_group[g.id] if s > uniform[g.id]), None)
+        if up is not None:
+            assert latency.predict(latency.removed_for({**uniform, g.id: up}, by_id)) > 0.6 * latency.full_ms
+
+
+def test_align_latency_moves_counts_up_to_a_step(setup):
+    _, analysis, scores, latency = setup
+    rounded = make_plan(analysis, scores, PlanOptions(ratio=0.3, round_to=16))
+    aligned = make_plan(analysis, scores, PlanOptions(ratio=0.3, align=Align.LATENCY), latency=latency)
+    assert {len(g.keep) for g in rounded.groups} == {48}     # what round_to gives: a dominated count here
+    assert {len(g.keep) for g in aligned.groups} == {64}
+
+
+def test_unreachable_budget_prunes_to_the_smallest_steps_and_says_so(setup):
+    m, _, _, _ = setup
+    result = prune(m, PlanOptions(target_latency=0.05), latency=synthetic_table())
+    lat = result.report.latency
+    assert {g.kept for g in lat.groups} == {16}
+    assert any("not reachable" in n for n in lat.notes())
+
+
+def test_prune_reports_predicted_and_measured_latency(setup):
+    m, _, _, _ = setup
+    result = prune(m, PlanOptions(target_latency=0.7), latency=synthetic_table())
+    lat = result.report.latency
+    assert lat.requested == 0.7 and lat.predicted_ratio <= 0.7
+    assert lat.measured_ms > 0 and lat.measured_original_ms > 0 and lat.rounds >= 30
+    assert all(g.kept in g.steps for g in lat.groups)
+    assert json.loads(json.dumps(result.report.to_json()))["latency"]["agrees"] in (True, False)
+    with pytest.raises(UsageError, match="`target_latency`"):
+        PlanOptions(target_latency=1.5)
+    with pytest.raises(UsageError, match="choose one"):
+        PlanOptions(target_latency=0.5, target_flops=0.5)
+
+
+# --- the profiler ----------------------------------------------------------------------------------------------
+
+def test_profile_measures_prunable_axes_on_the_grid_and_a_second_run_is_all_cached(tmp_path):
+    m = chain()
+    table = profile_model(m, TARGETS["cpu"], 1, cache=MeasurementCache(tmp_path))
+    by = table.by_node()
+    assert set(by) == {"conv1", "conv2", "conv3"}
+    grid = list(channel_grid(64, TARGETS["cpu"].grid_multiple))
+    assert [c for c, _ in by["conv1"].out] == grid and by["conv1"].inp == ()
+    assert by["conv3"].out == () and [c for c, _ in by["conv3"].inp] == grid
+    assert all(t > 0 for layer in table.layers for _, t in layer.out + layer.inp)
+    assert [r for r, _, _ in table.calibration] == [0.0, 0.25, 0.5, 0.75] and table.measured > 0
+    again = profile_model(m, TARGETS["cpu"], 1, cache=MeasurementCache(tmp_path))
+    assert again.measured == 0 and again.cached == table.measured + table.cached
+    assert [layer.out for layer in again.layers] == [layer.out for layer in table.layers]
+
+
+def test_layer_graphs_keep_shapes_attributes_and_the_target_precision():
+    m = chain()
+    layers, notes = layer_shapes(m, {"x": (1, 3, 16, 16)})
+    assert not notes
+    conv2 = next(layer for layer in layers if layer.node == "conv2")
+    for precision, elem in ((Precision.FP32, onnx.TensorProto.FLOAT), (Precision.FP16, onnx.TensorProto.FLOAT16)):
+        g = layer_graph(conv2, 32, 48, precision)
+        onnx.checker.check_model(g, full_check=True)
+        assert g.graph.input[0].type.tensor_type.elem_type == elem
+        assert [d.dim_value for d in g.graph.input[0].type.tensor_type.shape.dim] == [1, 32, 16, 16]
+        assert list(g.graph.initializer[0].dims) == [48, 32, 3, 3]
+        assert helper.get_attribute_value(g.graph.node[0].attribute[-1]) in (1, [1, 1, 1, 1])
+
+
+def test_one_notion_of_target_for_emit_profile_and_prune():
+    from onnxprune.plan import CHANNEL_MULTIPLE
+    assert {t.value for t in Target} == set(TARGETS)
+    assert {k: v for k, v in CHANNEL_MULTIPLE.items() if k != "none"} == \
+        {name: t.channel_multiple for name, t in TARGETS.items()}
+
+
+# --- CLI -------------------------------------------------------------------------------------------------------
+
+def test_cli_profile_then_prune_for_a_latency(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ONNXPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    model = str(DIGITS / "studentnet.onnx")
+    table = tmp_path / "t.json"
+    assert main(["profile", model, "-o", str(table), "-q"]) == 0
+    assert "whole model" in capsys.readouterr().out and (tmp_path / "cache" / "latency.json").is_file()
+    report = tmp_path / "r.json"
+    assert main(["prune", model, "-o", str(tmp_path / "p.onnx"), "--target-latency", "0.8", "--latency-table",
+                 str(table), "--report", str(report), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "requested 0.8, predicted" in out and "measured" in out
+    lat = json.loads(report.read_text())["latency"]
+    assert lat["requested"] == 0.8 and lat["measured_ratio"] > 0 and lat["groups"]
+    # profiled on the fly when no table is given; --align latency with --ratio
+    assert main(["prune", model, "-o", str(tmp_path / "q.onnx"), "--ratio", "0.3", "--align", "latency",
+                 "--cache", "none", "-q"]) == 0
+
+
+def test_cli_latency_errors_are_one_line(tmp_path, capsys):
+    model = str(DIGITS / "studentnet.onnx")
+    assert main(["prune", model, "-o", str(tmp_path / "p.onnx"), "--target-latency", "1.5"]) == 2
+    assert "--target-latency 1.5 must be in (0, 1]" in capsys.readouterr().err
+    synthetic_table().save(tmp_path / "t.json")
+    assert main(["prune", model, "-o", str(tmp_path / "p.onnx"), "--target-latency", "0.5", "--latency-table",
+                 str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err
+    assert "another model" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "junk.json").write_text("nope")
+    assert main(["prune", model, "-o", str(tmp_path / "p.onnx"), "--target-latency", "0.5", "--latency-table",
+                 str(tmp_path / "junk.json")]) == 2
+    assert "not a latency table" in capsys.readouterr().err
+    assert not (tmp_path / "p.onnx").exists()
