@@ -24,6 +24,18 @@ from onnxprune.latency.table import (
 )
 
 
+def _roots(analysis: ChannelAnalysis, node: str, tensor: str, channels: int) -> np.ndarray | None:
+    """The element roots of ``tensor``'s channels (None: not tracked), checked against the table's count."""
+    layout = analysis.layouts.get(tensor)
+    if layout is None:
+        return None
+    roots = analysis.roots[layout.elems]
+    if roots.shape[0] != channels:
+        raise LatencyTableError(f"the latency table does not match this model: {node!r} has {roots.shape[0]} "
+                                f"channels here, {channels} in the table (profiled at other input shapes?)")
+    return roots
+
+
 class LatencyModel:
     """Predicted milliseconds of ``analysis``'s graph after removing units (see the module doc)."""
 
@@ -39,19 +51,9 @@ class LatencyModel:
         depthwise = {id(n) for n in analysis.depthwise}
         for name, layer in by_node.items():
             node = nodes[name]
-
-            def roots(tensor: str, channels: int) -> np.ndarray | None:
-                layout = analysis.layouts.get(tensor)
-                if layout is None:
-                    return None
-                r = analysis.roots[layout.elems]
-                if r.shape[0] != channels:
-                    raise LatencyTableError(f"the latency table does not match this model: {name!r} has {r.shape[0]} "
-                                            f"channels here, {channels} in the table (profiled at other input shapes?)")
-                return r
             in_roots = None if id(node) in depthwise or layer.depthwise else \
-                roots(node.inputs[0].name, layer.in_channels)
-            self.layers.append((layer, in_roots, roots(node.outputs[0].name, layer.out_channels)))
+                _roots(analysis, name, node.inputs[0].name, layer.in_channels)
+            self.layers.append((layer, in_roots, _roots(analysis, name, node.outputs[0].name, layer.out_channels)))
         self.a, self.b = table.fit()
         self.full_ms = table.model_ms
         self._roots = len(analysis.roots)

@@ -54,7 +54,7 @@ def plan_uniform(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, 
     by_id = {g.id: g for g in groups}
 
     def counts(r: float) -> dict[str, int]:
-        return {g.id: steps.up(g.id, g.channels - int(round(ratio_for.get(g.id, r) * g.channels))) for g in groups}
+        return {g.id: steps.up(g.id, g.channels - round(ratio_for.get(g.id, r) * g.channels)) for g in groups}
 
     def latency(r: float) -> float:
         return model.predict(model.removed_for(counts(r), by_id))

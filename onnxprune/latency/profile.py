@@ -25,6 +25,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.channels.analysis import ChannelAnalysis, analyze
+from onnxprune.errors import OnnxPruneError
 from onnxprune.flops import tensor_shapes
 from onnxprune.latency.measure import interleaved_ms, random_feeds
 from onnxprune.latency.table import (
@@ -264,12 +265,12 @@ def _calibrate(model: onnx.ModelProto, analysis: ChannelAnalysis, layers: Latenc
     layer_sums = {"0": latency.layers_ms(np.zeros(len(analysis.roots), dtype=bool))}
     with stage("profile: whole model and uniform prunings (calibration)"):
         for ratio in CALIBRATION_RATIOS if groups else ():
-            counts = {g.id: steps.up(g.id, g.channels - int(round(ratio * g.channels))) for g in groups}
+            counts = {g.id: steps.up(g.id, g.channels - round(ratio * g.channels)) for g in groups}
             plan = PruningPlan(tuple(GroupPlan(g.id, g.channels, select_units(g, np.ones(g.channels), counts[g.id]))
                                      for g in groups))
             try:
                 pruned = PassManager(prune_passes(plan, input_shapes=spec.shapes)).run(model).model
-            except Exception as e:   # calibration is best effort: the other variants still calibrate
+            except OnnxPruneError as e:   # calibration is best effort: the other variants still calibrate
                 notes.append(f"calibration at ratio {ratio}: not rewritten ({type(e).__name__})")
                 continue
             variants[str(ratio)] = calibration_model(pruned, target)

@@ -11,6 +11,7 @@ reused.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -108,7 +109,7 @@ def _interp(k: float, curve: tuple[tuple[int, float], ...]) -> float:
     xs, ys = [c for c, _ in curve], [t for _, t in curve]
     if k <= xs[0]:
         return ys[0] * k / xs[0] if xs[0] else ys[0]   # below the grid: proportional (rarely used)
-    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(curve):
         if k <= x1:
             return y0 + (y1 - y0) * (k - x0) / (x1 - x0)
     return ys[-1]
