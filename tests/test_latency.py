@@ -279,3 +279,18 @@ def test_cli_latency_errors_are_one_line(tmp_path, capsys):
                  str(tmp_path / "junk.json")]) == 2
     assert "not a latency table" in capsys.readouterr().err
     assert not (tmp_path / "p.onnx").exists()
+
+
+def test_recipe_profiles_then_prunes_on_the_previous_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONNXPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("steps:\n  - fold\n  - profile: {cache: none}\n"
+                      "  - prune: {target-latency: 0.8, latency-table: previous}\n")
+    out = tmp_path / "run"
+    assert main(["run", str(recipe), str(DIGITS / "studentnet.onnx"), "-o", str(out), "-q"]) == 0
+    table = LatencyTable.load(out / "02-profile.json")
+    assert {layer.node for layer in table.layers} and (out / "03-prune.onnx").is_file()
+    assert json.loads((out / "03-prune.json").read_text())["latency"]["requested"] == 0.8
+    early = tmp_path / "early.yaml"
+    early.write_text("steps:\n  - prune: {target-latency: 0.8, latency-table: previous}\n  - profile\n")
+    assert main(["run", str(early), str(DIGITS / "studentnet.onnx"), "-o", str(tmp_path / "b")]) == 2

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     table = result.details
     shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in r["input_shapes"].items())
     console.print(f"profiled {r['layers']} layers on {r['target']} with {r['threads']} thread(s) at {shapes}: "
-                  f"{r['measured']} points measured, {r['cached']} from the cache, {r['seconds']:.1f} s")
+                  f"{r['measured']} points measured, {r['cached']} reused (repeated layers or the cache), {r['seconds']:.1f} s")
     points = ", ".join(f"{ratio:.0%} pruned {m:.3g} ms (layers {s:.3g} ms)" for ratio, s, m in table.calibration)
     console.print(f"whole model {r['model_ms']:.3g} ms (median, interleaved); calibration: {points}", soft_wrap=True)
     console.print(f"wrote {args.output}")
