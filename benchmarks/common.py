@@ -44,12 +44,9 @@ def accuracy(model: onnx.ModelProto, x: np.ndarray, labels: np.ndarray) -> float
 
 def session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
     """A deployment-like session: all graph optimizations on, no spinning (fair interleaved A/B)."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    from onnxprune.targets import session_options
+
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def interleaved_medians(sessions: dict[str, ort.InferenceSession], feeds: dict[str, np.ndarray], runs: int,

@@ -15,7 +15,7 @@ from onnx import helper
 from onnxprune.channels.analysis import analyze
 from onnxprune.cli.main import main
 from onnxprune.emission.options import Target
-from onnxprune.errors import UsageError
+from onnxprune.errors import OutputPathError, UsageError
 from onnxprune.importance import Criterion, score_groups
 from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.planner import Steps, plan_global, plan_uniform
@@ -101,9 +101,15 @@ def test_cache_keys_separate_every_condition_of_a_measurement(tmp_path):
     cache.save()
     merged = MeasurementCache(tmp_path)
     assert merged.get(ENV, "Gemm") == 0.5 and merged.get(ENV, "Relu") == 0.1
-    (tmp_path / "latency.json").write_text("{not json")
-    assert MeasurementCache(tmp_path).get(ENV, "Gemm") is None
     assert not MeasurementCache(None).get(ENV, "Gemm")
+    # a file of the cache's name that is not a cache is neither trusted nor replaced
+    (tmp_path / MeasurementCache.CACHE_FILE).write_text("{not json")
+    damaged = MeasurementCache(tmp_path)
+    assert damaged.get(ENV, "Gemm") is None
+    damaged.put(ENV, "Gemm", 0.5)
+    with pytest.raises(OutputPathError, match="not an onnxprune latency cache"):
+        damaged.save()
+    assert (tmp_path / MeasurementCache.CACHE_FILE).read_text() == "{not json"
 
 
 # --- tables ----------------------------------------------------------------------------------------------------
@@ -252,7 +258,8 @@ def test_cli_profile_then_prune_for_a_latency(tmp_path, capsys, monkeypatch):
     model = str(DIGITS / "studentnet.onnx")
     table = tmp_path / "t.json"
     assert main(["profile", model, "-o", str(table), "-q"]) == 0
-    assert "whole model" in capsys.readouterr().out and (tmp_path / "cache" / "latency.json").is_file()
+    assert "whole model" in capsys.readouterr().out
+    assert (tmp_path / "cache" / MeasurementCache.CACHE_FILE).is_file()
     report = tmp_path / "r.json"
     assert main(["prune", model, "-o", str(tmp_path / "p.onnx"), "--target-latency", "0.8", "--latency-table",
                  str(table), "--report", str(report), "-q"]) == 0

@@ -382,6 +382,7 @@ def test_every_command_leaves_the_current_folder_empty(tmp_path):
          "--plan-out", str(o / "plan.json"), "--verify"],
         ["compress", student, "-o", str(o / "c.onnxz"), "--sparsity", "0.5", "--runnable", str(o / "c.onnx")],
         ["decompress", str(o / "c.onnxz"), "-o", str(o / "d.onnx")],
+        ["profile", student, "-o", str(o / "t.json"), "--cache", str(o / "cache")],
         ["sensitivity", student, "--data", str(CALIB), "--limit", "16", "--ratios", "0.5", "-o", str(o / "s")],
         ["emit", str(zoo_model("resnet56", "legacy")), "--target", "cpu", "--int8", "dynamic", "-o", str(o / "e")],
         ["bench", student, str(o / "p.onnx"), "--runs", "3", "--json", str(o / "b.json")],

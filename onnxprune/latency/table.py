@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from onnxprune.errors import InputFileError, UsageError
+from onnxprune.errors import InputFileError, OutputPathError, UsageError
 from onnxprune.io import write_text_atomic
 
 TABLE_FORMAT = 1
@@ -200,11 +200,14 @@ def default_cache_dir() -> Path:
 
 
 class MeasurementCache:
-    """Milliseconds per (environment, layer signature), in ``folder/latency.json``; ``folder`` None: in memory
-    only. Writes merge with what another process saved meanwhile and replace the file atomically."""
+    """Milliseconds per (environment, layer signature), in ``folder/CACHE_FILE``; ``folder`` None: in memory
+    only. Writes merge with what another process saved meanwhile and replace the file atomically; a file of that
+    name that is not a cache is never read as one nor replaced."""
+
+    CACHE_FILE = "onnxprune-latency-cache.json"
 
     def __init__(self, folder: Path | None) -> None:
-        self.path = None if folder is None else Path(folder) / "latency.json"
+        self.path = None if folder is None else Path(folder) / self.CACHE_FILE
         self._entries: dict[str, float] = self._read()
         self._new: dict[str, float] = {}
 
@@ -215,7 +218,15 @@ class MeasurementCache:
             data = json.loads(self.path.read_text())
             return {str(k): float(v) for k, v in data.get("entries", {}).items()}
         except (OSError, ValueError, AttributeError, TypeError):
-            return {}   # a damaged cache is rebuilt, never trusted
+            return {}   # damaged or not a cache: not trusted (and not replaced, see save)
+
+    def _is_cache(self) -> bool:
+        assert self.path is not None
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and data.get("format") == TABLE_FORMAT and isinstance(data.get("entries"), dict)
 
     def get(self, env: Environment, signature: str) -> float | None:
         return self._entries.get(f"{env.key()}|{signature}")
@@ -227,6 +238,9 @@ class MeasurementCache:
     def save(self) -> None:
         if self.path is None or not self._new:
             return
+        if self.path.exists() and not self._is_cache():
+            raise OutputPathError(f"{self.path}: exists and is not an onnxprune latency cache; not replaced "
+                                  f"(choose another `cache` folder)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         merged = {**self._read(), **self._new}
         write_text_atomic(self.path, json.dumps({"format": TABLE_FORMAT, "entries": merged}) + "\n")
