@@ -7,7 +7,8 @@ Runtime under the target's session options (:func:`onnxprune.targets.session_opt
 other axis full). A depthwise conv moves its
 input, output and groups together (one axis). The whole model is timed too: it calibrates the sum of the
 layers (fused activations, the ops between layers). Each point is the median of at least ``MIN_RUNS`` runs
-after a warm-up, and is cached per (environment, layer signature).
+after a warm-up, a layer's points timed interleaved (each round runs every point once, so a busy moment of a
+shared machine shifts the whole curve, not one point), and is cached per (environment, layer signature).
 
 Limits: grouped (non-depthwise) convs, MatMul and layers whose shapes shape inference cannot resolve are timed
 at full size only and treated as unchanged by pruning; a float16 target builds float16 layer graphs.
@@ -15,19 +16,17 @@ at full size only and treated as unchanged by pruning; a float16 target builds f
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.channels.analysis import ChannelAnalysis, analyze
 from onnxprune.errors import OnnxPruneError
 from onnxprune.flops import tensor_shapes
-from onnxprune.latency.measure import interleaved_ms, random_feeds
+from onnxprune.latency.measure import interleaved_ms
 from onnxprune.latency.table import (
     Environment,
     LatencyTable,
@@ -36,12 +35,12 @@ from onnxprune.latency.table import (
     channel_grid,
 )
 from onnxprune.progress import stage
-from onnxprune.targets import Precision, RuntimeTarget, providers, session_options
+from onnxprune.targets import Precision, RuntimeTarget
 from onnxprune.verify import InputSpec, resolve_input_shapes
 
+#: Per point: at least this many runs, and runs for at least this long.
 MIN_RUNS = 7
 MIN_SECONDS = 0.03
-MAX_RUNS = 200
 #: Whole-model calibration: the model pruned uniformly at these ratios is timed with it.
 CALIBRATION_RATIOS = (0.25, 0.5, 0.75)
 PROFILED_OPS = ("Conv", "ConvTranspose", "Gemm")
@@ -146,25 +145,6 @@ def layer_graph(layer: LayerShape, cin: int, cout: int, precision: Precision) ->
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def time_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int,
-               shapes: dict[str, tuple[int, ...]] | None = None, min_runs: int = MIN_RUNS,
-               min_seconds: float = MIN_SECONDS) -> tuple[float, int]:
-    """Median milliseconds of one run on seeded random inputs of ``shapes`` (after a warm-up), and the number of
-    runs timed."""
-    session = ort.InferenceSession(model.SerializeToString(), session_options(threads),
-                                   providers=providers(target.provider))
-    feeds = random_feeds(session, shapes or {})
-    for _ in range(2):
-        session.run(None, feeds)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_runs or (time.perf_counter() - start < min_seconds and len(times) < MAX_RUNS):
-        t0 = time.perf_counter()
-        session.run(None, feeds)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000, len(times)
-
-
 def calibration_model(model: onnx.ModelProto, target: RuntimeTarget) -> onnx.ModelProto:
     """The model as the target runs it: float16 for a float16 target (as ``emit`` converts it)."""
     if target.precision is Precision.FP16:
@@ -217,23 +197,27 @@ def profile_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int = 
     with stage(f"profile: {len(layers)} layers on {target.name}, {threads} thread(s)",
                total=sum(len(p) for _, p in plan), unit="points") as progress:
         for layer, points in plan:
-            curves: dict[str, list[tuple[int, float]]] = {"full": [], "out": [], "inp": []}
-            for axis, cin, cout in points:
-                key = layer.signature(cin, cout, target.precision.value)
-                ms = seen.get(key)
+            keys = [layer.signature(cin, cout, target.precision.value) for _, cin, cout in points]
+            todo = {}
+            for key, (_, cin, cout) in zip(keys, points):
+                if key in seen or key in todo:
+                    continue
+                ms = cache.get(env, key)
                 if ms is None:
-                    ms = cache.get(env, key)
-                    if ms is None:
-                        ms, _ = time_model(layer_graph(layer, cin, cout, target.precision), target, threads)
-                        cache.put(env, key, ms)
-                        measured += 1
-                    else:
-                        cached += 1
-                    seen[key] = ms
+                    todo[key] = layer_graph(layer, cin, cout, target.precision)
                 else:
-                    cached += 1
-                curves[axis].append((cout if axis == "out" else cin, ms))
-                progress.advance()
+                    seen[key] = ms
+            if todo:   # the layer's points timed interleaved: a busy moment shifts them all alike
+                timed, _ = interleaved_ms(todo, target, threads, {}, MIN_RUNS, MIN_SECONDS * len(todo))
+                for key, ms in timed.items():
+                    cache.put(env, key, ms)
+                    seen[key] = ms
+            measured += len(todo)
+            cached += len(points) - len(todo)
+            curves: dict[str, list[tuple[int, float]]] = {"full": [], "out": [], "inp": []}
+            for key, (axis, cin, cout) in zip(keys, points):
+                curves[axis].append((cout if axis == "out" else cin, seen[key]))
+            progress.advance(n=len(points))
             full = curves["full"][0][1]
             cin, cout = layer.in_channels, layer.out_channels
             out.append(LayerLatency(layer.node, layer.op, cin, cout, full, layer.out_elems, layer.depthwise,
