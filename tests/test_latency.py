@@ -230,6 +230,21 @@ def test_profile_measures_prunable_axes_on_the_grid_and_a_second_run_is_all_cach
     assert [layer.out for layer in again.layers] == [layer.out for layer in table.layers]
 
 
+def test_channels_last_linear_layers_are_profiled_as_matmuls(tmp_path):
+    """ConvNeXt's MLP: Linear layers exported as MatMul on an NHWC tensor; the hidden dim is prunable."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("MatMul", ["t", "w1"], ["h"], name="fc1"),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["o"], name="fc2"),
+             helper.make_node("Transpose", ["o"], ["y"], perm=[0, 3, 1, 2])]
+    m = model(nodes, [("x", [1, 8, 4, 4])], ["y"], [init("w1", rand(8, 32)), init("w2", rand(32, 8))])
+    table = profile_model(m, TARGETS["cpu"], 1, cache=MeasurementCache(None))
+    by = table.by_node()
+    grid = [c for c, _ in by["fc1"].out]
+    assert grid == list(channel_grid(32, TARGETS["cpu"].grid_multiple)) and len(grid) > 1
+    assert [c for c, _ in by["fc2"].inp] == grid and by["fc2"].out == ()
+
+
 def test_layer_graphs_keep_shapes_attributes_and_the_target_precision():
     m = chain()
     layers, notes = layer_shapes(m, {"x": (1, 3, 16, 16)})

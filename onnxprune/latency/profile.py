@@ -1,6 +1,6 @@
 """Measure a model's prunable layers on this machine: ``onnxprune profile``.
 
-Rule: every Conv, ConvTranspose and Gemm whose input or output channels belong to a prunable group is rebuilt
+Rule: every Conv, ConvTranspose, Gemm and MatMul whose input or output channels belong to a prunable group is rebuilt
 as a one-layer graph with the model's exact shapes and attributes and random weights, and timed with ONNX
 Runtime under the target's session options (:func:`onnxprune.targets.session_options`) at each count of
 :func:`~onnxprune.latency.table.channel_grid` of that axis (multiples of the target's channel block; the
@@ -10,8 +10,9 @@ layers (fused activations, the ops between layers). Each point is the median of 
 after a warm-up, a layer's points timed interleaved (each round runs every point once, so a busy moment of a
 shared machine shifts the whole curve, not one point), and is cached per (environment, layer signature).
 
-Limits: grouped (non-depthwise) convs, MatMul and layers whose shapes shape inference cannot resolve are timed
-at full size only and treated as unchanged by pruning; a float16 target builds float16 layer graphs.
+MatMul with a 2-D constant weight is a layer too (Linear layers exported channels-last, as in ConvNeXt).
+Limits: grouped (non-depthwise) convs and layers whose shapes shape inference cannot resolve are timed at full
+size only and treated as unchanged by pruning; a float16 target builds float16 layer graphs.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ MIN_RUNS = 7
 MIN_SECONDS = 0.03
 #: Whole-model calibration: the model pruned uniformly at these ratios is timed with it.
 CALIBRATION_RATIOS = (0.25, 0.5, 0.75)
-PROFILED_OPS = ("Conv", "ConvTranspose", "Gemm")
+PROFILED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,16 @@ class LayerShape:
 
     @property
     def in_channels(self) -> int:
+        if self.op == "MatMul":
+            return self.x[-1]
         if self.op == "Gemm":
             return self.x[0] if self._attr("transA") else self.x[1]
         return self.x[1]
 
     @property
     def out_channels(self) -> int:
+        if self.op == "MatMul":
+            return self.w[1]
         if self.op == "Gemm":
             return self.w[0] if self._attr("transB") else self.w[1]
         return self.w[1] * self.group if self.op == "ConvTranspose" else self.w[0]
@@ -85,7 +90,9 @@ class LayerShape:
     def at(self, cin: int, cout: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
         """(data shape, weight shape, group) with ``cin`` input and ``cout`` output channels."""
         x, w, group = list(self.x), list(self.w), self.group
-        if self.op == "Gemm":
+        if self.op == "MatMul":
+            x[-1], w[0], w[1] = cin, cin, cout
+        elif self.op == "Gemm":
             x[0 if self._attr("transA") else 1] = cin
             w[1 if self._attr("transB") else 0] = cin
             w[0 if self._attr("transB") else 1] = cout
@@ -105,11 +112,14 @@ class LayerShape:
 def layer_shapes(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> tuple[list[LayerShape], list[str]]:
     """The profiled layers of ``model`` at ``input_shapes``, and a note per layer left out (with the reason)."""
     shapes = tensor_shapes(model, input_shapes)
+    weights = {t.name: t for t in model.graph.initializer}
     layers, notes = [], []
     for node in model.graph.node:
         if node.op_type not in PROFILED_OPS or node.domain not in ("", "ai.onnx"):
             continue
         name = node.name or node.output[0]
+        if node.op_type == "MatMul" and (node.input[1] not in weights or len(weights[node.input[1]].dims) != 2):
+            continue   # a product of two activations (attention), not a layer with weights
         x = shapes.get(node.input[0])
         w = shapes.get(node.input[1]) if len(node.input) > 1 else None
         y = shapes.get(node.output[0])
@@ -137,7 +147,7 @@ def layer_graph(layer: LayerShape, cin: int, cout: int, precision: Precision) ->
         inits.append(numpy_helper.from_array(np.zeros(cout, dtype), "B"))
         inputs.append("B")
     attrs = dict(layer.attrs)
-    if layer.op != "Gemm":
+    if layer.op in ("Conv", "ConvTranspose"):
         attrs["group"] = group
     node = helper.make_node(layer.op, inputs, ["Y"], **attrs)
     graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("X", elem, x)],
