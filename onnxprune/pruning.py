@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -13,8 +13,9 @@ from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.importance import Criterion, score_groups
 from onnxprune.io import check_model
+from onnxprune.latency.measure import interleaved_ms
 from onnxprune.latency.model import LatencyModel
-from onnxprune.latency.profile import profile_model
+from onnxprune.latency.profile import calibration_model, profile_model
 from onnxprune.latency.report import GroupLatency, LatencyReport, measured
 from onnxprune.latency.table import LatencyTable
 from onnxprune.metrics import Metric, check_metric, default_metric, metrics, outputs
@@ -23,7 +24,9 @@ from onnxprune.pass_infra import Checks, PassManager, default_tolerance
 from onnxprune.pipelines import mask_passes, prune_passes
 from onnxprune.plan import (
     CostModel,
+    GroupPlan,
     PlanOptions,
+    PlanOrigin,
     PruningPlan,
     block_multiple,
     make_plan,
@@ -145,6 +148,49 @@ def plan_pruning(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec |
     return make_plan(analysis, scores, options, cost, latency_model), analysis
 
 
+#: ``target_latency``: the plan is rewritten and measured against the original, and re-planned for a corrected
+#: budget (budget x requested / measured) at most this many times, until the measured ratio is within
+#: ``LATENCY_TOLERANCE`` of the request. Predictions miss what the graph adds around layers timed alone
+#: (Concat copies, layout changes); measuring closes the loop.
+LATENCY_CORRECTIONS = 3
+LATENCY_TOLERANCE = 0.03
+
+
+def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec, data: Dataset | None,
+                     table: LatencyTable) -> tuple[PruningPlan, tuple[tuple[float, float, float], ...]]:
+    """The plan for ``options.target_latency`` corrected by measurement (see ``LATENCY_CORRECTIONS``), and each
+    try as (budget planned for, predicted ratio, measured ratio); the plan measured closest to the request."""
+    assert options.target_latency is not None
+    request = options.target_latency
+    analysis = analyze(model, spec.shapes)
+    scores = score_groups(analysis, options.criterion, options.seed, data, model)
+    latency = LatencyModel(analysis, table)
+    target = TARGETS.get(table.target, TARGETS["cpu"])
+    shapes = resolve_input_shapes(model, spec)
+    original = calibration_model(model, target)
+    budget = request
+    tries: list[tuple[float, float, float]] = []
+    plans: list[PruningPlan] = []
+    with stage("prune: plan for the latency, measured", total=1 + LATENCY_CORRECTIONS, unit="tries") as progress:
+        for _ in range(1 + LATENCY_CORRECTIONS):
+            plan = make_plan(analysis, scores, replace(options, target_latency=budget), latency=latency)
+            if plan.groups in [p.groups for p in plans]:
+                break   # the corrected budget gives a plan already measured
+            pruned, _ = _rewrite(model, plan, analysis, input_shapes=spec.shapes)
+            ms, _ = interleaved_ms({"original": original, "pruned": calibration_model(pruned, target)}, target,
+                                   table.environment.threads, shapes, min_rounds=15, min_seconds=0.5)
+            measured_ratio = ms["pruned"] / ms["original"]
+            predicted = latency.with_scores(scores).predict(plan.removed_roots(analysis)) / latency.full_ms
+            tries.append((budget, predicted, measured_ratio))
+            plans.append(plan)
+            progress.advance()
+            if abs(measured_ratio / request - 1) <= LATENCY_TOLERANCE:
+                break
+            budget = min(1.0, max(0.01, budget * request / measured_ratio))
+    best = min(range(len(plans)), key=lambda i: abs(tries[i][2] - request))
+    return replace(plans[best], origin=PlanOrigin(options=options)), tuple(tries)
+
+
 def _keep_first(group: GroupPlan) -> np.ndarray:
     """Scores that make the plan's kept units come first (for the steps reported next to it)."""
     scores = np.zeros(group.channels)
@@ -242,7 +288,11 @@ def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: P
         raise UsageError("`schedule` layerwise orders groups by their measured sensitivity: it needs `data`")
     if options.needs_latency and latency is None and plan is None:
         latency = profile_model(model, TARGETS["cpu"], 1, spec)
-    if plan is None:
+    tries: tuple[tuple[float, float, float], ...] = ()
+    if plan is None and options.target_latency is not None:
+        assert latency is not None
+        plan, tries = plan_for_latency(model, options, spec, data, latency)
+    elif plan is None:
         plan, _ = plan_pruning(model, options, spec, data, latency)
     criterion = Criterion(plan.criterion) if plan.criterion in {c.value for c in Criterion} else options.criterion
     order: list[tuple[str, float]] = []
@@ -278,8 +328,8 @@ def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: P
         max_abs_output=comparison.max_abs_reference if comparison else None, recovery=recovery, quality=quality,
         schedule=ScheduleReport(schedule.schedule.value, plan.origin.steps or 1, tuple(order))
         if order or plan.origin.schedule else None,
-        latency=measured(latency_report(plan, analysis, latency, options), model, recovered, shapes)
-        if latency is not None else None)
+        latency=measured(replace(latency_report(plan, analysis, latency, options), tries=tries), model, recovered,
+                         shapes) if latency is not None else None)
     return PruneResult(recovered, plan, report, analysis)
 
 

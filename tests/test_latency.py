@@ -29,7 +29,7 @@ from onnxprune.latency.table import (
     channel_grid,
 )
 from onnxprune.plan import Align, PlanOptions, block_multiple, make_plan
-from onnxprune.pruning import prune
+from onnxprune.pruning import LATENCY_CORRECTIONS, LATENCY_TOLERANCE, prune
 from onnxprune.targets import TARGETS, Precision
 from tests.graphs import init, model, rand
 
@@ -207,6 +207,12 @@ def test_prune_reports_predicted_and_measured_latency(setup):
     assert lat.measured_ms > 0 and lat.measured_original_ms > 0 and lat.rounds >= 30
     assert all(g.kept in g.steps for g in lat.groups)
     assert json.loads(json.dumps(result.report.to_json()))["latency"]["agrees"] in (True, False)
+    # the synthetic table is not this machine: the plan is measured and re-planned for a corrected budget
+    assert 1 <= len(lat.tries) <= 1 + LATENCY_CORRECTIONS
+    assert all(0 < budget <= 1 for budget, _, _ in lat.tries) and lat.tries[0][0] == 0.7
+    first_off = abs(lat.tries[0][2] / 0.7 - 1) > LATENCY_TOLERANCE
+    assert len(lat.tries) > 1 or not first_off            # a first plan off the request is corrected
+    assert result.plan.origin.options.target_latency == 0.7   # the plan records what was asked
     with pytest.raises(UsageError, match="`target_latency`"):
         PlanOptions(target_latency=1.5)
     with pytest.raises(UsageError, match="choose one"):

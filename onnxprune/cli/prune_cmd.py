@@ -125,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
                    f"interleaved, median of {lat.rounds} rounds)" if lat.measured_ratio is not None else ""
         console.print(f"latency on {lat.target}, {lat.threads} thread(s), random inputs {shapes}: {requested}"
                       f"predicted {lat.predicted_ratio:.3f}{measured}", soft_wrap=True)
+        if len(lat.tries) > 1:
+            console.print("  corrected by measurement: " + "; ".join(
+                f"planned for {b:.3f}, predicted {p:.3f}, measured {m:.3f}" for b, p, m in lat.tries), soft_wrap=True)
     if r.quality:
         q = r.quality
         stages = q.stages()

@@ -29,7 +29,8 @@ class GroupLatency:
 class LatencyReport:
     """``requested``: the target latency ratio (None: counts aligned to steps for another target). Times in
     ms, ratios pruned / original. ``measured_*``: interleaved medians over ``rounds`` rounds on random inputs
-    at ``input_shapes`` on ``target`` with ``threads`` threads."""
+    at ``input_shapes`` on ``target`` with ``threads`` threads. ``tries``: the plans measured while correcting
+    the budget (``onnxprune.pruning.plan_for_latency``)."""
 
     target: str
     threads: int
@@ -40,6 +41,7 @@ class LatencyReport:
     measured_original_ms: float | None = None
     measured_ms: float | None = None
     rounds: int = 0
+    tries: tuple[tuple[float, float, float], ...] = ()   # (budget planned for, predicted, measured) per try
 
     @property
     def predicted_ratio(self) -> float:
@@ -74,7 +76,9 @@ class LatencyReport:
                 "original_ms": self.original_ms, "predicted_ms": self.predicted_ms,
                 "predicted_ratio": self.predicted_ratio, "measured_original_ms": self.measured_original_ms,
                 "measured_ms": self.measured_ms, "measured_ratio": self.measured_ratio, "rounds": self.rounds,
-                "agrees": self.agrees, "groups": [g.to_json() for g in self.groups]}
+                "agrees": self.agrees,
+                "tries": [{"budget": b, "predicted": p, "measured": m} for b, p, m in self.tries],
+                "groups": [g.to_json() for g in self.groups]}
 
 
 def measured(report: LatencyReport, original: onnx.ModelProto, pruned: onnx.ModelProto,
