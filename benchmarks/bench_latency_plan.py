@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -66,24 +67,32 @@ def measured_ratio(model: onnx.ModelProto, variant: onnx.ModelProto, threads: in
     return ms["variant"] / ms["original"]
 
 
-def macs_plan_at_measured(model: onnx.ModelProto, goal: float, threads: int, spec: InputSpec, recover: Recover,
-                          calib) -> tuple[float, onnx.ModelProto]:
-    """The --target-flops (round-to 8) whose *measured* latency ratio is closest to ``goal`` (bisection, each
-    candidate timed interleaved against the original)."""
-    lo, hi = 0.02, 1.0
+def closest_by_measurement(build: Callable[[float], onnx.ModelProto], original: onnx.ModelProto, goal: float,
+                           threads: int, shapes, lo: float, hi: float, steps: int,
+                           slower_when_higher: bool) -> tuple[float, onnx.ModelProto]:
+    """The knob value in [lo, hi] whose model ``build(value)`` has the measured latency ratio closest to ``goal``
+    (bisection, each candidate timed interleaved against ``original``)."""
     best: tuple[float, float, onnx.ModelProto] | None = None
-    for _ in range(7):
+    for _ in range(steps):
         mid = (lo + hi) / 2
-        candidate = prune(model, PlanOptions(target_flops=mid, round_to=8), spec=spec).model
-        ratio = measured_ratio(model, candidate, threads, spec.shapes)
+        candidate = build(mid)
+        ratio = measured_ratio(original, candidate, threads, shapes)
         if best is None or abs(ratio - goal) < best[0]:
             best = (abs(ratio - goal), mid, candidate)
-        if ratio > goal:
+        if (ratio > goal) == slower_when_higher:
             hi = mid
         else:
             lo = mid
     assert best is not None
-    flops = best[1]
+    return best[1], best[2]
+
+
+def macs_plan_at_measured(model: onnx.ModelProto, goal: float, threads: int, spec: InputSpec, recover: Recover,
+                          calib) -> tuple[float, onnx.ModelProto]:
+    """The --target-flops (round-to 8) whose *measured* latency ratio is closest to ``goal``, recovered."""
+    flops, _ = closest_by_measurement(
+        lambda f: prune(model, PlanOptions(target_flops=f, round_to=8), spec=spec).model, model, goal, threads,
+        spec.shapes, 0.02, 1.0, 7, slower_when_higher=True)
     return flops, prune(model, PlanOptions(target_flops=flops, round_to=8), spec=spec, recover_with=recover,
                         data=calib).model
 

@@ -23,7 +23,11 @@ from pathlib import Path
 import onnx
 import torch
 
-from benchmarks.bench_latency_plan import measured_ratio, zoo_model
+from benchmarks.bench_latency_plan import (
+    closest_by_measurement,
+    measured_ratio,
+    zoo_model,
+)
 from benchmarks.bench_prune_latency import output_module
 from benchmarks.common import machine
 from models.architectures import ZOO
@@ -56,21 +60,11 @@ def torch_pruning_r8(name: str, ratio: float, shape: tuple[int, ...]) -> onnx.Mo
     return normalize(export(entry, "legacy", model=model.eval()))
 
 
-def tp_at_latency(name: str, original: onnx.ModelProto, goal: float, shape, spec: InputSpec) -> tuple[float, onnx.ModelProto]:
-    lo, hi = 0.0, 0.9
-    best: tuple[float, float, onnx.ModelProto] | None = None
-    for _ in range(6):
-        mid = (lo + hi) / 2
-        candidate = torch_pruning_r8(name, mid, shape)
-        ratio = measured_ratio(original, candidate, 1, spec.shapes)
-        if best is None or abs(ratio - goal) < best[0]:
-            best = (abs(ratio - goal), mid, candidate)
-        if ratio > goal:
-            lo = mid
-        else:
-            hi = mid
-    assert best is not None
-    return best[1], best[2]
+def tp_at_latency(name: str, original: onnx.ModelProto, goal: float, shape, spec: InputSpec
+                  ) -> tuple[float, onnx.ModelProto]:
+    """Torch-Pruning's ratio whose exported model is measured closest to ``goal``."""
+    return closest_by_measurement(lambda r: torch_pruning_r8(name, r, shape), original, goal, 1, spec.shapes,
+                                  0.0, 0.9, 6, slower_when_higher=False)
 
 
 def main(argv: list[str] | None = None) -> int:

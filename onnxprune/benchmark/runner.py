@@ -24,6 +24,7 @@ from onnxprune.data import Dataset, ImagePreprocess, load_data
 from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.flops import count_costs
 from onnxprune.io import read_model
+from onnxprune.latency.measure import random_feeds
 from onnxprune.normalize import normalize
 from onnxprune.targets import providers, session_options
 from onnxprune.verify import InputSpec, resolve_input_shapes
@@ -106,17 +107,6 @@ def _describe(path: str, options: BenchOptions) -> tuple[onnx.ModelProto | None,
     return model, resolve_input_shapes(model, InputSpec(options.input_shapes, options.batch), default_other=None)
 
 
-def _feeds(sess: ort.InferenceSession, shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for i in sess.get_inputs():
-        dtype = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}.get(i.type,
-                                                                                                       np.float32)
-        out[i.name] = rng.standard_normal(shapes[i.name]).astype(dtype) if np.issubdtype(dtype, np.floating) \
-            else rng.integers(0, 4, shapes[i.name]).astype(dtype)
-    return out
-
-
 def run_benchmark(paths: list[str], options: BenchOptions,
                   progress: Callable[[int, int], None] | None = None) -> list[ModelResult]:
     """Results per (model, thread count), in the order given; the first model is the baseline."""
@@ -137,7 +127,7 @@ def run_benchmark(paths: list[str], options: BenchOptions,
                 start = time.perf_counter()
                 sess = _session(path, threads, options.provider)
                 r.session_s = time.perf_counter() - start
-                feeds = _feeds(sess, shapes, options.seed)
+                feeds = random_feeds(sess, shapes, options.seed)
                 for _ in range(options.warmup):
                     sess.run(None, feeds)
                 r.memory_mb = max(0.0, _rss_mb() - before)

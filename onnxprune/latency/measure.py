@@ -19,9 +19,10 @@ MAX_ROUNDS = 1000
 WARMUP = 3
 
 
-def random_feeds(session: ort.InferenceSession, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+def random_feeds(session: ort.InferenceSession, shapes: dict[str, tuple[int, ...]], seed: int = 0
+                 ) -> dict[str, np.ndarray]:
     """Seeded random inputs: ``shapes`` where given, else the session's static dims (1 for symbolic ones)."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32}
     feeds = {}
