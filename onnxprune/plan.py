@@ -122,7 +122,7 @@ class PlanOrigin:
         return json.loads(json.dumps(out))   # JSON-shaped (tuples as lists)
 
     @classmethod
-    def from_json(cls, data: object) -> "PlanOrigin":
+    def from_json(cls, data: object) -> PlanOrigin:
         """Read back what :meth:`to_json` wrote; keys it does not know are ignored (a plan stays replayable)."""
         if not isinstance(data, dict):
             return cls()
@@ -155,7 +155,7 @@ class PruningPlan:
                 "groups": [{"id": g.id, "channels": g.channels, "keep": list(g.keep)} for g in self.groups]}
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> "PruningPlan":
+    def from_json(cls, data: dict[str, object]) -> PruningPlan:
         if data.get("format") != PLAN_FORMAT:
             raise UsageError(f"plan format {data.get('format')!r} is not supported (expected {PLAN_FORMAT})")
         try:
@@ -169,7 +169,7 @@ class PruningPlan:
         write_text_atomic(path, json.dumps(self.to_json(), indent=1) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "PruningPlan":
+    def load(cls, path: str | Path) -> PruningPlan:
         from onnxprune.paths import read_regular_file
 
         text = read_regular_file(path, "plan")
@@ -280,7 +280,8 @@ def block_multiple(group: ChannelGroup) -> int:
 def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options: PlanOptions,
               cost: CostModel | None = None, latency: LatencyModel | None = None) -> PruningPlan:
     """The plan for ``options``: ``cost`` (MACs) serves ``target_flops``, ``latency`` serves ``target_latency``
-    and ``align`` latency (see :mod:`onnxprune.latency.planner`); counts on latency steps skip ``round_to``."""
+    and ``align`` latency (see :mod:`onnxprune.latency.planner`; with ``cost`` too, the latency planner weighs
+    importance by the MACs a unit carries); counts on latency steps skip ``round_to``."""
     eligible = [g for g in analysis.prunable if not any(_matches(g, p) for p in options.exclude)]
     if options.needs_latency and latency is None:
         raise ValueError("target_latency and align latency need a latency model")
@@ -291,12 +292,13 @@ def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options:
     if options.target_latency is not None:
         assert latency is not None and steps is not None
         budget = options.target_latency * latency.full_ms
+        capacity = cost.macs if cost is not None else None
         if options.global_ranking:
-            kept = plan_global(latency, eligible, steps, budget, scores)
+            kept = plan_global(latency, eligible, steps, budget, scores, capacity)
         else:
             ratio_for = {g.id: next(r for p, r in options.ratio_for if _matches(g, p)) for g in eligible
                          if any(_matches(g, p) for p, _ in options.ratio_for)}
-            kept = plan_uniform(latency, eligible, steps, budget, ratio_for, scores)
+            kept = plan_uniform(latency, eligible, steps, budget, ratio_for, scores, capacity)
     elif options.target_flops is not None:
         if cost is None:
             raise ValueError("target_flops needs a cost model")

@@ -16,6 +16,7 @@ from onnxprune.channels.analysis import analyze
 from onnxprune.cli.main import main
 from onnxprune.emission.options import Target
 from onnxprune.errors import OutputPathError, UsageError
+from onnxprune.flops import count_costs
 from onnxprune.importance import Criterion, score_groups
 from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.planner import Steps, plan_global, plan_uniform
@@ -28,8 +29,8 @@ from onnxprune.latency.table import (
     MeasurementCache,
     channel_grid,
 )
-from onnxprune.plan import Align, PlanOptions, block_multiple, make_plan
-from onnxprune.pruning import LATENCY_CORRECTIONS, LATENCY_TOLERANCE, prune
+from onnxprune.plan import Align, CostModel, PlanOptions, block_multiple, make_plan
+from onnxprune.pruning import LATENCY_CORRECTIONS, LATENCY_TOLERANCE, next_budget, prune
 from onnxprune.targets import TARGETS, Precision
 from tests.graphs import init, model, rand
 
@@ -183,6 +184,50 @@ def test_planners_take_the_least_important_step_and_give_back_what_fits(setup):
             assert latency.predict(latency.removed_for({**uniform, g.id: up}, by_id)) > 0.6 * latency.full_ms
 
 
+def test_importance_is_weighed_by_the_macs_a_unit_carries():
+    """Equal filters, so only the two weights decide. Stepping conv2's outputs (read by conv3: 96 MACs-units
+    per channel) saves 1.2 ms, conv1's (read by conv2: 67) 1.0 ms. Counting units, conv2's step is the cheaper
+    per ms; weighing by MACs, conv1's is (67/1.0 < 96/1.2)."""
+    m = chain()
+    for w in ("w1", "w2", "w3"):
+        t = next(i for i in m.graph.initializer if i.name == w)
+        t.CopyFrom(init(w, rand(*t.dims) * 0 + 1.0))
+    flat = ((16, 4.0), (64, 4.0))
+    table = replace(synthetic_table(), layers=(
+        LayerLatency("conv1", "Conv", 3, 64, 4.0, 64 * 256),
+        LayerLatency("conv2", "Conv", 64, 64, 4.0, 64 * 256, out=tuple((c, 4.0 - 1.2 * (64 - c) / 16)
+                                                                       for c in (16, 32, 48, 64)),
+                     inp=tuple((c, 4.0 - 1.0 * (64 - c) / 16) for c in (16, 32, 48, 64))),
+        LayerLatency("conv3", "Conv", 64, 32, 4.0, 32 * 256, inp=flat)))
+    analysis = analyze(m)
+    scores = score_groups(analysis, Criterion.L1, 0, None, m)
+    latency = LatencyModel(analysis, table).with_scores(scores)
+    groups = analysis.prunable
+    conv1, conv2 = (next(g for g in groups if name in (g.id, *g.sources)) for name in ("conv1", "conv2"))
+    steps = Steps.of(latency, groups, block_multiple, 1)
+    budget = latency.full_ms - 0.9   # one step of either group meets it
+    by_units = plan_global(latency, groups, steps, budget, scores)
+    assert (by_units[conv1.id], by_units[conv2.id]) == (64, 48)
+    capacity = CostModel(analysis, count_costs(m, {"x": (1, 3, 16, 16)})).macs
+    by_macs = plan_global(latency, groups, steps, budget, scores, capacity)
+    assert (by_macs[conv1.id], by_macs[conv2.id]) == (48, 64)
+
+
+def test_below_the_grid_a_layer_is_no_faster_than_its_smallest_measured_count():
+    layer = LayerLatency("conv2", "Conv", 64, 64, 4.0, 64 * 256, inp=((16, 1.0), (32, 2.0), (64, 4.0)))
+    assert layer.scale(8, None) == layer.scale(16, None) == 0.25   # a layer reading few of a group's units
+    assert layer.scale(24, None) == pytest.approx(1.5 / 4.0)       # interpolated on the grid
+
+
+def test_correction_interpolates_between_tries_that_bracket_the_request():
+    assert next_budget(0.7, [(0.7, 0.8)]) == pytest.approx(0.7 * 0.7 / 0.8)      # not bracketed: scaled
+    # bracketed by (0.7 -> 0.5) and (1.0 -> 1.0): the budget on the line between them
+    assert next_budget(0.7, [(0.7, 0.5), (1.0, 1.0)]) == pytest.approx(0.7 + 0.3 * 0.2 / 0.5)
+    # the closest bracketing pair is used, and budgets stay in (0, 1]
+    assert next_budget(0.7, [(0.5, 0.4), (0.9, 0.95), (0.6, 0.6), (0.8, 0.8)]) == pytest.approx(0.7)
+    assert next_budget(0.9, [(0.95, 0.5)]) == 1.0
+
+
 def test_align_latency_moves_counts_up_to_a_step(setup):
     _, analysis, scores, latency = setup
     rounded = make_plan(analysis, scores, PlanOptions(ratio=0.3, round_to=16))
@@ -322,3 +367,62 @@ def test_recipe_profiles_then_prunes_on_the_previous_table(tmp_path, monkeypatch
     early = tmp_path / "early.yaml"
     early.write_text("steps:\n  - prune: {target-latency: 0.8, latency-table: previous}\n  - profile\n")
     assert main(["run", str(early), str(DIGITS / "studentnet.onnx"), "-o", str(tmp_path / "b")]) == 2
+
+
+# --- the breakdown benchmark's kernel classes (benchmarks/bench_latency_breakdown.py) -------------------------
+
+def test_breakdown_classifies_kernels_and_accounts_for_the_whole_run(tmp_path):
+    from benchmarks.bench_latency_breakdown import CLASSES, breakdown, classify
+
+    def args(*inputs, out):
+        return {"input_type_shape": [{"float": s} for s in inputs], "output_type_shape": [{"float": out}]}
+
+    assert classify("Conv", args([1, 32, 8, 8], [32, 1, 3, 3], out=[1, 32, 8, 8])) == ("depthwise", 32 * 64 * 9)
+    assert classify("FusedConv", args([1, 16, 8, 8], [32, 16, 3, 3], out=[1, 32, 8, 8])) == \
+        ("dense", 32 * 64 * 16 * 9)
+    assert classify("Conv", args([1, 1, 8, 8], [8, 1, 3, 3], out=[1, 8, 8, 8]))[0] == "dense"   # one input channel
+    assert classify("Gemm", args([1, 256], [10, 256], out=[1, 10])) == ("dense", 10 * 256)
+    assert classify("MatMul", args([1, 16, 16, 192], out=[1, 16, 16, 48])) == ("dense", 256 * 48 * 192)  # prepacked
+    assert classify("MatMul", args([1, 24, 64], [64, 32], out=[1, 24, 32])) == ("dense", 24 * 32 * 64)
+    assert [classify(op, {})[0] for op in ("ReorderInput", "Concat", "Relu")] == \
+        ["layout", "data movement", "other kernels"]
+    result = breakdown(chain(), {"x": (1, 3, 16, 16)}, 3, tmp_path)
+    assert result["runs"] == 3 and result["dense_macs"] == (64 * 3 + 64 * 64 + 32 * 64) * 9 * 256
+    assert sum(result[c] for c in CLASSES) == pytest.approx(result["run_ms"], rel=1e-6)
+    assert list(tmp_path.iterdir()) == []    # ORT's profile files are read and removed
+
+
+def test_interleaved_timing_creates_sessions_in_both_orders(monkeypatch):
+    """A session created later runs faster on ORT CPU; timing half the rounds with the sessions created in the
+    reverse order keeps the first model (the original) from looking slow."""
+    from onnxprune.latency import measure
+
+    created = []
+    real = measure.ort.InferenceSession
+
+    def recording(data, *args, **kwargs):
+        created.append(onnx.load_from_string(data).graph.name)
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(measure.ort, "InferenceSession", recording)
+    models = {}
+    for name in ("a", "b", "c"):
+        m = chain()
+        m.graph.name = name
+        models[name] = m
+    ms, rounds = measure.interleaved_ms(models, TARGETS["cpu"], 1, {}, min_rounds=4, min_seconds=0.0)
+    assert created == ["a", "b", "c", "c", "b", "a"] and rounds == 4 and set(ms) == {"a", "b", "c"}
+
+
+def test_latency_notes_say_not_reachable_only_at_the_smallest_steps():
+    from onnxprune.latency.report import GroupLatency, LatencyReport
+
+    def report(kept, predicted, measured):
+        return LatencyReport("cpu", 1, 0.7, 10.0, 10.0 * predicted, (GroupLatency("g", 64, kept, (16, 32, 64)),),
+                             10.0, 10.0 * measured, 30, ((0.7, predicted, measured),))
+
+    assert any("not reachable" in n for n in report(16, 0.8, 0.8).notes())
+    # a corrected budget predicted above the request, measured on it: nothing to say
+    assert report(32, 0.75, 0.71).notes() == []
+    off = report(32, 0.75, 0.8).notes()
+    assert len(off) == 1 and "closest plan" in off[0] and "not reachable" not in off[0]

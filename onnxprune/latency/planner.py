@@ -8,8 +8,12 @@ Rules:
   to its nearest step, the ratio bisected to the largest one that misses the budget; from there the greedy
   steps below (coarse steps make one ratio jump past the budget: 16 -> 4 channels in every small group);
 - ``global``: greedy knapsack across groups: starting from the whole model, repeatedly take the step down that
-  loses the least importance per millisecond saved (a group's scores normalized by their mean, the lowest
-  units removed first), until the budget is met;
+  loses the least importance per millisecond saved, until the budget is met. A step's importance lost is the
+  MACs it removes (every layer that reads or writes the units, given a ``capacity`` model) times the mean of
+  the removed units' scores normalized by their group's mean (the lowest units go first). Weighing by MACs
+  makes groups comparable: a unit of a residual stream, read by every block, is worth the work it does in all
+  of them, where counting units made it look as cheap as one block's channel. Without a capacity model, a
+  unit counts as one;
 - ``align``: counts planned another way (ratio, MAC target) moved up to their group's nearest step.
 
 Limits: counts never go below the grid's floor (10% of the group) or ``min_channels``; when even the smallest
@@ -48,8 +52,13 @@ def align_to_steps(kept: dict[str, int], steps: Steps) -> dict[str, int]:
     return {gid: steps.up(gid, k) for gid, k in kept.items()}
 
 
+#: MACs left after removing the units of a mask (``onnxprune.plan.CostModel.macs``).
+Capacity = Callable[[np.ndarray], float]
+
+
 def plan_uniform(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
-                 ratio_for: dict[str, float], scores: dict[str, np.ndarray]) -> dict[str, int]:
+                 ratio_for: dict[str, float], scores: dict[str, np.ndarray],
+                 capacity: Capacity | None = None) -> dict[str, int]:
     """One ratio for all groups (``ratio_for`` ones fixed), counts moved up to steps, bisected to the budget."""
     by_id = {g.id: g for g in groups}
 
@@ -70,25 +79,48 @@ def plan_uniform(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, 
             hi = mid
         else:
             lo = mid
-    return greedy_steps(model, groups, steps, budget_ms, scores, counts(lo))
+    return greedy_steps(model, groups, steps, budget_ms, scores, counts(lo), capacity)
 
 
 def plan_global(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
-                scores: dict[str, np.ndarray]) -> dict[str, int]:
+                scores: dict[str, np.ndarray], capacity: Capacity | None = None) -> dict[str, int]:
     """Greedy from the whole model (see :func:`greedy_steps`)."""
-    return greedy_steps(model, groups, steps, budget_ms, scores, {g.id: g.channels for g in groups})
+    return greedy_steps(model, groups, steps, budget_ms, scores, {g.id: g.channels for g in groups}, capacity)
+
+
+class _Importance:
+    """Importance lost between two counts of a group: the mean normalized score of the units between them
+    (lowest first) times the MACs those units carry (their number, without a capacity model)."""
+
+    def __init__(self, model: LatencyModel, groups: list[ChannelGroup], scores: dict[str, np.ndarray],
+                 capacity: Capacity | None) -> None:
+        self.model, self.capacity = model, capacity
+        self.by_id = {g.id: g for g in groups}
+        self.ordered = {}   # per group: its normalized scores, lowest first (removed in this order)
+        for g in groups:
+            s = np.asarray(scores[g.id], dtype=np.float64)
+            mean = float(s.mean()) if s.size and s.mean() > 0 else 1.0
+            self.ordered[g.id] = np.sort(s / mean)
+
+    def between(self, kept: dict[str, int], gid: str, step: int) -> float:
+        """Lost going from ``kept[gid]`` down to ``step`` (or gained going up, the other way round)."""
+        hi, lo = max(kept[gid], step), min(kept[gid], step)
+        c = self.by_id[gid].channels
+        units = self.ordered[gid][c - hi:c - lo]
+        if self.capacity is None or units.size == 0:
+            return float(units.sum())
+        macs = abs(self.capacity(self.model.removed_for({**kept, gid: lo}, self.by_id)) -
+                   self.capacity(self.model.removed_for({**kept, gid: hi}, self.by_id)))
+        return float(units.mean()) * macs
 
 
 def greedy_steps(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
-                 scores: dict[str, np.ndarray], start: dict[str, int]) -> dict[str, int]:
-    """From the counts ``start``: the step down with the least normalized importance lost per millisecond saved,
-    until the budget is met (or every group is at its smallest step)."""
+                 scores: dict[str, np.ndarray], start: dict[str, int], capacity: Capacity | None = None
+                 ) -> dict[str, int]:
+    """From the counts ``start``: the step down with the least importance lost per millisecond saved (see the
+    module doc), until the budget is met (or every group is at its smallest step)."""
     by_id = {g.id: g for g in groups}
-    ordered = {}   # per group: its normalized scores, lowest first (removed in this order)
-    for g in groups:
-        s = np.asarray(scores[g.id], dtype=np.float64)
-        mean = float(s.mean()) if s.size and s.mean() > 0 else 1.0
-        ordered[g.id] = np.sort(s / mean)
+    importance = _Importance(model, groups, scores, capacity)
     kept = dict(start)
     current = model.predict(model.removed_for(kept, by_id))
     while current > budget_ms:
@@ -101,21 +133,19 @@ def greedy_steps(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, 
                     break   # the largest smaller step that is faster where the other groups are now
             else:
                 continue
-            c = g.channels
-            lost = float(ordered[g.id][c - kept[g.id]:c - step].sum())
-            cost = lost / saved
+            cost = importance.between(kept, g.id, step) / saved
             if best is None or cost < best[0]:
                 best = (cost, g.id, step, ms)
         if best is None:
             break   # every group is at its smallest step: the budget cannot be met
         _, gid, step, current = best
         kept[gid] = step
-    return fill_up(model, groups, steps, budget_ms, ordered, kept) if current <= budget_ms else kept
+    return fill_up(model, groups, steps, budget_ms, importance, kept) if current <= budget_ms else kept
 
 
 def fill_up(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
-            ordered: dict[str, np.ndarray], kept: dict[str, int]) -> dict[str, int]:
-    """Within the budget, give channels back: the step up that regains the most normalized importance per
+            importance: _Importance, kept: dict[str, int]) -> dict[str, int]:
+    """Within the budget, give channels back: the step up that regains the most importance per
     millisecond added, while the prediction stays within the budget (one coarse step down may have overshot)."""
     by_id = {g.id: g for g in groups}
     while True:
@@ -128,8 +158,7 @@ def fill_up(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budge
             ms = model.predict(model.removed_for(trial, by_id))
             if ms > budget_ms:
                 continue
-            c = g.channels
-            gained = float(ordered[g.id][c - step:c - kept[g.id]].sum())
+            gained = importance.between(kept, g.id, step)
             added = max(ms - model.predict(model.removed_for(kept, by_id)), 1e-9)
             if best is None or gained / added > best[0]:
                 best = (gained / added, g.id, step)

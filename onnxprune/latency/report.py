@@ -12,6 +12,8 @@ from onnxprune.targets import TARGETS
 
 #: Predicted and measured latency ratios agree when within this relative distance.
 AGREEMENT = 0.10
+#: A measured ratio further than this from the request is reported as missed.
+MISSED = 0.05
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,16 @@ class LatencyReport:
     def notes(self) -> list[str]:
         out = []
         measured = self.measured_ratio
-        if self.requested is not None and self.predicted_ratio > self.requested * 1.001:
-            out.append(f"latency target {self.requested:g} not reachable: the smallest latency steps predict "
-                       f"{self.predicted_ratio:.3f} of the original")
+        at_floor = all(g.kept == g.steps[0] for g in self.groups if g.steps)
+        achieved = measured if measured is not None else self.predicted_ratio
+        if self.requested is not None and at_floor and achieved > self.requested * 1.001:
+            out.append(f"latency target {self.requested:g} not reachable: with every group at its smallest latency "
+                       f"step the model {'measures' if measured is not None else 'is predicted at'} {achieved:.3f} "
+                       f"of the original")
+        elif self.requested is not None and measured is not None and abs(measured / self.requested - 1) > MISSED:
+            out.append(f"latency target {self.requested:g}: the closest plan of {len(self.tries) or 1} measured "
+                       f"{measured:.3f} (the plans between are missing: each group's latency steps are coarse, or "
+                       f"the machine is busy)")
         if measured is not None and not self.agrees:
             out.append(f"latency: predicted {self.predicted_ratio:.3f} of the original, measured {measured:.3f} "
                        f"(more than {AGREEMENT:.0%} apart: the machine may be busy, or the table was profiled under "
