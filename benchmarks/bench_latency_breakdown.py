@@ -60,12 +60,14 @@ def _shapes(args: dict, key: str) -> list[list[int]]:
     return [next(iter(s.values())) for s in args.get(key, [])]
 
 
-def classify(op: str, args: dict) -> tuple[str, int]:
-    """(class, MACs) of one kernel from ORT's profile event (op name, input and output shapes)."""
+def classify(op: str, args: dict, weight: list[int] | None = None) -> tuple[str, int]:
+    """(class, MACs) of one kernel from ORT's profile event (op name, input and output shapes); ``weight``: the
+    node's weight shape from the model, for kernels whose prepacked weight the event does not list."""
     inputs, outputs = _shapes(args, "input_type_shape"), _shapes(args, "output_type_shape")
     conv = op in ("Conv", "FusedConv", "NchwcConv", "ConvTranspose", "QLinearConv", "ConvInteger")
-    if op in DENSE_OPS and conv and len(inputs) >= 2 and len(inputs[1]) >= 3 and outputs:
-        x, w, y = inputs[0], inputs[1], outputs[0]
+    w = inputs[1] if len(inputs) >= 2 and len(inputs[1]) >= 3 else weight
+    if op in DENSE_OPS and conv and inputs and outputs and w is not None and len(w) >= 3:
+        x, y = inputs[0], outputs[0]
         if op == "ConvTranspose":
             return "dense", int(np.prod(x)) * int(np.prod(w[1:]))
         if w[1] == 1 and len(x) > 1 and x[1] > 1 and w[0] == y[1]:
@@ -74,6 +76,8 @@ def classify(op: str, args: dict) -> tuple[str, int]:
     if op in DENSE_OPS and not conv and inputs and outputs:
         # Gemm/MatMul: output size x inner dimension (a prepacked constant weight is not listed; transA unseen)
         return "dense", int(np.prod(outputs[0])) * int(inputs[0][-1])
+    if op in DENSE_OPS:
+        return "dense", 0   # shapes not listed: the time is counted, the MACs are not
     if op in LAYOUT_OPS:
         return "layout", 0
     if op in MOVEMENT_OPS:
@@ -98,6 +102,8 @@ def breakdown(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], runs: 
     starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     cutoff = starts[warmup]   # the warm-up runs' events are left out
     events = [e for e in events if e.get("ts", 0) >= cutoff]
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
+    weights = {n.name: inits[n.input[1]] for n in model.graph.node if len(n.input) > 1 and n.input[1] in inits}
     totals = dict.fromkeys(CLASSES, 0.0)
     macs = {"dense": 0, "depthwise": 0}
     run_us = [e["dur"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
@@ -105,7 +111,7 @@ def breakdown(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], runs: 
     for e in events:
         if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
             continue
-        cls, m = classify(e["args"].get("op_name", ""), e["args"])
+        cls, m = classify(e["args"].get("op_name", ""), e["args"], weights.get(e["name"][:-len("_kernel_time")]))
         totals[cls] += e["dur"]
         kernels_us += e["dur"]
         if cls in macs:

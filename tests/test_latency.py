@@ -426,3 +426,12 @@ def test_latency_notes_say_not_reachable_only_at_the_smallest_steps():
     assert report(32, 0.75, 0.71).notes() == []
     off = report(32, 0.75, 0.8).notes()
     assert len(off) == 1 and "closest plan" in off[0] and "not reachable" not in off[0]
+
+
+def test_breakdown_takes_a_prepacked_weight_shape_from_the_model():
+    from benchmarks.bench_latency_breakdown import classify
+
+    event = {"input_type_shape": [{"float": [1, 32, 32, 32]}, {"float": [16]}],   # x and bias: W prepacked
+             "output_type_shape": [{"float": [1, 16, 64, 64]}]}
+    assert classify("ConvTranspose", event, [32, 16, 2, 2]) == ("dense", 32 * 1024 * 16 * 4)
+    assert classify("ConvTranspose", event) == ("dense", 0)
