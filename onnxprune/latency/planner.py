@@ -22,6 +22,7 @@ steps miss the budget, the planner returns them and the report says the budget w
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -95,6 +96,7 @@ class _Importance:
     def __init__(self, model: LatencyModel, groups: list[ChannelGroup], scores: dict[str, np.ndarray],
                  capacity: Capacity | None) -> None:
         self.model, self.capacity = model, capacity
+        self._seen: OrderedDict[tuple[tuple[str, int], ...], float] = OrderedDict()
         self.by_id = {g.id: g for g in groups}
         self.ordered = {}   # per group: its normalized scores, lowest first (removed in this order)
         for g in groups:
@@ -109,9 +111,21 @@ class _Importance:
         units = self.ordered[gid][c - hi:c - lo]
         if self.capacity is None or units.size == 0:
             return float(units.sum())
-        macs = abs(self.capacity(self.model.removed_for({**kept, gid: lo}, self.by_id)) -
-                   self.capacity(self.model.removed_for({**kept, gid: hi}, self.by_id)))
+        macs = abs(self._macs({**kept, gid: lo}) - self._macs({**kept, gid: hi}))
         return float(units.mean()) * macs
+
+    def _macs(self, counts: dict[str, int]) -> float:
+        """MACs at ``counts``; the last few are remembered (one side of every step is the planner's current
+        counts, asked for once per group)."""
+        key = tuple(sorted(counts.items()))
+        if key in self._seen:
+            self._seen.move_to_end(key)
+        else:
+            assert self.capacity is not None
+            self._seen[key] = self.capacity(self.model.removed_for(counts, self.by_id))
+            if len(self._seen) > 256:
+                self._seen.popitem(last=False)
+        return self._seen[key]
 
 
 def greedy_steps(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
