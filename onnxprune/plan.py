@@ -10,7 +10,8 @@ Strategies (in order of precedence):
   first glob matching a source layer name or the group id wins).
 
 Always: ``exclude`` globs skip groups; a group keeps at least ``min_channels``; ``round_to=N`` makes the kept
-count a multiple of N (nearest, at least N, never more than the group has); grouped convs keep equally many
+count a multiple of N (nearest, at least N, never more than the group has), in every layer that reads part of a
+group too (:mod:`onnxprune.channels.readers`; latency plans: the table's block); grouped convs keep equally many
 channels per group. A plan is JSON (``to_json`` / ``from_json``) so a run can be reviewed and replayed.
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxprune.channels import ChannelAnalysis, ChannelGroup
+from onnxprune.channels.readers import block_aligned_scores
 from onnxprune.errors import PreconditionError, UsageError
 from onnxprune.flops import CostReport
 from onnxprune.importance import Criterion
@@ -285,6 +287,9 @@ def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options:
     eligible = [g for g in analysis.prunable if not any(_matches(g, p) for p in options.exclude)]
     if options.needs_latency and latency is None:
         raise ValueError("target_latency and align latency need a latency model")
+    # a layer reading part of a group (zero-padded shortcut, Split) keeps a multiple of the block too
+    scores = block_aligned_scores(analysis, scores, latency.table.multiple if latency is not None and
+                                  options.needs_latency else options.round_to)
     if latency is not None:
         latency = latency.with_scores(scores)
     steps = Steps.of(latency, eligible, block_multiple, options.min_channels) if latency is not None and \
