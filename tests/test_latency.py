@@ -30,7 +30,7 @@ from onnxprune.latency.table import (
     channel_grid,
 )
 from onnxprune.plan import Align, CostModel, PlanOptions, block_multiple, make_plan
-from onnxprune.pruning import LATENCY_CORRECTIONS, LATENCY_TOLERANCE, next_budget, prune
+from onnxprune.pruning import LATENCY_CORRECTIONS, LATENCY_TOLERANCE, budget_between, next_budget, prune
 from onnxprune.targets import TARGETS, Precision
 from tests.graphs import init, model, rand
 
@@ -226,6 +226,34 @@ def test_correction_interpolates_between_tries_that_bracket_the_request():
     # the closest bracketing pair is used, and budgets stay in (0, 1]
     assert next_budget(0.7, [(0.5, 0.4), (0.9, 0.95), (0.6, 0.6), (0.8, 0.8)]) == pytest.approx(0.7)
     assert next_budget(0.9, [(0.95, 0.5)]) == 1.0
+
+
+def test_a_repeated_plan_bisects_between_the_budgets_that_planned_too_fast_and_too_slow():
+    # budgets 0.6 and 0.64 planned too fast, 0.8 too slow: the middle of 0.64 and 0.8
+    assert budget_between(0.7, [(0.6, 0.65), (0.8, 0.75), (0.64, 0.65)]) == pytest.approx(0.72)
+    assert budget_between(0.7, [(0.6, 0.65), (0.64, 0.66)]) is None        # nothing planned too slow
+    assert budget_between(0.7, [(0.7, 0.65), (0.703, 0.75)]) is None      # the gap is closed
+    assert budget_between(0.7, [(0.8, 0.65), (0.6, 0.75)]) is None        # crossed: not monotonic there
+
+
+def test_a_plan_measured_faster_than_asked_is_replanned_above_its_prediction(setup, monkeypatch):
+    """The smallest steps are predicted above a request they measure below: the next budget starts from the
+    prediction (a budget scaled from the request asked for the same plan again, and the loop stopped)."""
+    m, _, _, _ = setup
+    full = sum(onnx.numpy_helper.to_array(i).size for i in m.graph.initializer)
+
+    def fake_ms(models, *args, **kwargs):   # a machine twice as fast on pruned layers as the table says
+        size = {k: sum(onnx.numpy_helper.to_array(i).size for i in v.graph.initializer) for k, v in models.items()}
+        return {"original": 1.0, "pruned": 0.5 * size["pruned"] / full}, 30
+
+    monkeypatch.setattr("onnxprune.pruning.interleaved_ms", fake_ms)
+    monkeypatch.setattr("onnxprune.latency.report.interleaved_ms", fake_ms, raising=False)
+    result = prune(m, PlanOptions(target_latency=0.15), latency=synthetic_table())
+    tries = result.report.latency.tries
+    (budget0, predicted0, measured0), (budget1, _, _) = tries[0], tries[1]
+    assert measured0 < 0.15 < predicted0      # the smallest steps: predicted too slow, measured fast enough
+    assert budget1 > predicted0               # so the next plan is asked for more than the floor's prediction
+    assert len({t[1] for t in tries}) == len(tries)   # every try a different plan
 
 
 def test_align_latency_moves_counts_up_to_a_step(setup):
