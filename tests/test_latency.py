@@ -18,6 +18,7 @@ from onnxprune.emission.options import Target
 from onnxprune.errors import OutputPathError, UsageError
 from onnxprune.flops import count_costs
 from onnxprune.importance import Criterion, score_groups
+from onnxprune.latency.blocking import group_multiples
 from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.planner import Steps, plan_global, plan_uniform
 from onnxprune.latency.profile import layer_graph, layer_shapes, profile_model
@@ -30,7 +31,13 @@ from onnxprune.latency.table import (
     channel_grid,
 )
 from onnxprune.plan import Align, CostModel, PlanOptions, block_multiple, make_plan
-from onnxprune.pruning import LATENCY_CORRECTIONS, LATENCY_TOLERANCE, budget_between, next_budget, prune
+from onnxprune.pruning import (
+    LATENCY_CORRECTIONS,
+    LATENCY_TOLERANCE,
+    budget_between,
+    next_budget,
+    prune,
+)
 from onnxprune.targets import TARGETS, Precision
 from tests.graphs import init, model, rand
 
@@ -250,7 +257,7 @@ def test_a_plan_measured_faster_than_asked_is_replanned_above_its_prediction(set
     monkeypatch.setattr("onnxprune.latency.report.interleaved_ms", fake_ms, raising=False)
     result = prune(m, PlanOptions(target_latency=0.15), latency=synthetic_table())
     tries = result.report.latency.tries
-    (budget0, predicted0, measured0), (budget1, _, _) = tries[0], tries[1]
+    (_, predicted0, measured0), (budget1, _, _) = tries[0], tries[1]
     assert measured0 < 0.15 < predicted0      # the smallest steps: predicted too slow, measured fast enough
     assert budget1 > predicted0               # so the next plan is asked for more than the floor's prediction
     assert len({t[1] for t in tries}) == len(tries)   # every try a different plan
@@ -309,6 +316,47 @@ def test_profile_measures_prunable_axes_on_the_grid_and_a_second_run_is_all_cach
     assert [layer.out for layer in again.layers] == [layer.out for layer in table.layers]
 
 
+def decoder() -> onnx.ModelProto:
+    """conv1 (3->32) -> ConvTranspose (32->32) -> grouped ConvTranspose (32->16, 2 groups) -> 2-class head."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("ConvTranspose", ["r1", "wt1"], ["t1"], name="up1", strides=[2, 2]),
+             helper.make_node("Relu", ["t1"], ["r2"]),
+             helper.make_node("ConvTranspose", ["r2", "wt2"], ["t2"], name="up2", strides=[2, 2], group=2),
+             helper.make_node("Relu", ["t2"], ["r3"]),
+             helper.make_node("Conv", ["r3", "wh"], ["y"], name="head")]
+    inits = [init("w1", rand(32, 3, 3, 3)), init("wt1", rand(32, 32, 2, 2)), init("wt2", rand(32, 8, 2, 2)),
+             init("wh", rand(2, 16, 1, 1))]
+    return model(nodes, [("x", [1, 3, 8, 8])], ["y"], inits)
+
+
+def test_groups_no_blocked_kernel_touches_are_measured_and_kept_on_the_finer_grid(tmp_path):
+    m = decoder()
+    analysis = analyze(m)
+    source = {g.sources[0]: g.id for g in analysis.prunable}
+    multiples = group_multiples(analysis, 16, 8)
+    # conv1 runs blocked (32 outputs); the ConvTransposes and the 2-output head do not
+    assert {name: multiples[source[name]] for name in ("conv1", "up1", "up2")} == {"conv1": 16, "up1": 8, "up2": 8}
+    assert set(group_multiples(analysis, 8, 8).values()) == {8}
+    table = profile_model(m, TARGETS["cpu"], 1, cache=MeasurementCache(tmp_path))
+    assert table.unblocked_multiple == 8
+    by = table.by_node()
+    assert [c for c, _ in by["conv1"].out] == [16, 32]                 # blocked: the block
+    assert [c for c, _ in by["up1"].out] == [8, 16, 24, 32]            # unblocked: multiples of 8
+    assert [c for c, _ in by["up1"].inp] == [16, 32]                   # its input is conv1's (blocked) group
+    assert [c for c, _ in by["up2"].out] == [8, 16]                    # grouped: timed at multiples of its groups
+    assert [c for c, _ in by["up2"].inp] == [8, 16, 24, 32]
+    assert [c for c, _ in by["head"].inp] == [8, 16]
+    latency = LatencyModel(analysis, table)
+    assert latency.multiples == multiples
+    assert LatencyTable.load(_saved(table, tmp_path)).unblocked_multiple == 8
+
+
+def _saved(table: LatencyTable, folder: Path) -> Path:
+    table.save(folder / "table.json")
+    return folder / "table.json"
+
+
 def test_channels_last_linear_layers_are_profiled_as_matmuls(tmp_path):
     """ConvNeXt's MLP: Linear layers exported as MatMul on an NHWC tensor; the hidden dim is prunable."""
     nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
@@ -320,7 +368,8 @@ def test_channels_last_linear_layers_are_profiled_as_matmuls(tmp_path):
     table = profile_model(m, TARGETS["cpu"], 1, cache=MeasurementCache(None))
     by = table.by_node()
     grid = [c for c, _ in by["fc1"].out]
-    assert grid == list(channel_grid(32, TARGETS["cpu"].grid_multiple)) and len(grid) > 1
+    # no blocked kernel touches the hidden dim: measured on the finer grid
+    assert grid == list(channel_grid(32, TARGETS["cpu"].loose_multiple)) == [8, 16, 24, 32]
     assert [c for c, _ in by["fc2"].inp] == grid and by["fc2"].out == ()
 
 

@@ -5,7 +5,8 @@ times its input-axis curve at the kept input count (each relative to full; inter
 The model's latency is ``a * (sum of its layers) + b``, fitted on whole models measured by ``profile`` at a few
 uniform prunings (:meth:`LatencyTable.fit`): layers timed alone miss what the graph adds and shares (the ops
 between layers, layout changes, fused activations, one session overhead). A group's *steps* are the
-grid counts that are faster than every larger count (the others are dominated: a plan never keeps one).
+grid counts (its grid: :mod:`onnxprune.latency.blocking`) that are faster than every larger count (the others
+are dominated: a plan never keeps one).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 import numpy as np
 
 from onnxprune.channels.analysis import ChannelAnalysis, ChannelGroup
+from onnxprune.latency.blocking import group_multiples
 from onnxprune.latency.table import (
     LatencyTable,
     LatencyTableError,
@@ -54,6 +56,7 @@ class LatencyModel:
             in_roots = None if id(node) in depthwise or layer.depthwise else \
                 _roots(analysis, name, node.inputs[0].name, layer.in_channels)
             self.layers.append((layer, in_roots, _roots(analysis, name, node.outputs[0].name, layer.out_channels)))
+        self.multiples = group_multiples(analysis, table.multiple, table.unblocked_multiple or table.multiple)
         self.a, self.b = table.fit()
         self.full_ms = table.model_ms
         self._roots = len(analysis.roots)
@@ -93,7 +96,8 @@ class LatencyModel:
     def steps(self, group: ChannelGroup, multiple: int = 1, floor: int = 1) -> tuple[int, ...]:
         """The group's non-dominated counts, ascending (the full count always), with every other group whole:
         grid counts (multiples of ``multiple``, at least ``floor``) each strictly faster than all larger ones."""
-        counts = [c for c in channel_grid(group.channels, self.table.multiple) if c % multiple == 0 and c >= floor]
+        grid = channel_grid(group.channels, self.multiples.get(group.id, self.table.multiple))
+        counts = [c for c in grid if c % multiple == 0 and c >= floor]
         if group.channels not in counts:
             counts.append(group.channels)
         base = np.zeros(self._roots, dtype=bool)

@@ -3,20 +3,23 @@
 Rule: every Conv, ConvTranspose, Gemm and MatMul whose input or output channels belong to a prunable group is rebuilt
 as a one-layer graph with the model's exact shapes and attributes and random weights, and timed with ONNX
 Runtime under the target's session options (:func:`onnxprune.targets.session_options`) at each count of
-:func:`~onnxprune.latency.table.channel_grid` of that axis (multiples of the target's channel block; the
-other axis full). A depthwise conv moves its
+:func:`~onnxprune.latency.table.channel_grid` of that axis (multiples of the target's channel block, or of its
+finer unblocked multiple where no blocked kernel touches the axis's groups: :mod:`onnxprune.latency.blocking`;
+the other axis full). A depthwise conv moves its
 input, output and groups together (one axis). The whole model is timed too: it calibrates the sum of the
 layers (fused activations, the ops between layers). Each point is the median of at least ``MIN_RUNS`` runs
 after a warm-up, a layer's points timed interleaved (each round runs every point once, so a busy moment of a
 shared machine shifts the whole curve, not one point), and is cached per (environment, layer signature).
 
 MatMul with a 2-D constant weight is a layer too (Linear layers exported channels-last, as in ConvNeXt).
-Limits: grouped (non-depthwise) convs and layers whose shapes shape inference cannot resolve are timed at full
-size only and treated as unchanged by pruning; a float16 target builds float16 layer graphs.
+A grouped conv is timed at counts that are multiples of its group count (pruning keeps equally many channels
+per group). Limits: layers whose shapes shape inference cannot resolve are not timed and treated as unchanged
+by pruning; a float16 target builds float16 layer graphs.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -27,6 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxprune.channels.analysis import ChannelAnalysis, analyze
 from onnxprune.errors import OnnxPruneError
 from onnxprune.flops import tensor_shapes
+from onnxprune.latency.blocking import group_multiples
 from onnxprune.latency.measure import interleaved_ms
 from onnxprune.latency.table import (
     Environment,
@@ -177,6 +181,24 @@ def prunable_axes(analysis: ChannelAnalysis) -> dict[str, tuple[bool, bool]]:
             for n in analysis.graph.nodes if n.op in PROFILED_OPS and n.outputs}
 
 
+def axis_multiples(analysis: ChannelAnalysis, target: RuntimeTarget) -> dict[str, tuple[int, int]]:
+    """Node name -> the grid multiple of its input and of its output channels: the target's block where a
+    blocked kernel touches a group on that axis, its unblocked multiple otherwise (see
+    :mod:`onnxprune.latency.blocking`)."""
+    by_group = group_multiples(analysis, target.grid_multiple, target.loose_multiple)
+    multiple = np.full(len(analysis.roots), target.loose_multiple, dtype=np.int64)
+    for g in analysis.prunable:
+        multiple[g.units] = by_group[g.id]
+
+    def axis(tensor: str) -> int:
+        layout = analysis.layouts.get(tensor)
+        return target.grid_multiple if layout is None else int(multiple[analysis.roots[layout.elems]].max())
+
+    return {(n.name or n.outputs[0].name): (axis(n.inputs[0].name) if n.inputs else target.grid_multiple,
+                                            axis(n.outputs[0].name))
+            for n in analysis.graph.nodes if n.op in PROFILED_OPS and n.outputs}
+
+
 def profile_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int = 1, spec: InputSpec | None = None,
                   cache: MeasurementCache | None = None, analysis: ChannelAnalysis | None = None) -> LatencyTable:
     """The latency table of ``model`` (normalized) on ``target`` with ``threads`` threads (see the module doc)."""
@@ -186,20 +208,22 @@ def profile_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int = 
     shapes = resolve_input_shapes(model, spec)
     analysis = analysis or analyze(model, spec.shapes)
     axes = prunable_axes(analysis)
+    multiples = axis_multiples(analysis, target)
     env = Environment.here(target.provider, threads, target.precision.value)
     layers, notes = layer_shapes(model, shapes)
     plan: list[tuple[LayerShape, list[tuple[str, int, int]]]] = []
     for layer in layers:
         cin, cout = layer.in_channels, layer.out_channels
         in_axis, out_axis = axes.get(layer.node, (False, False))
+        in_multiple, out_multiple = multiples.get(layer.node, (target.grid_multiple, target.grid_multiple))
         points = [("full", cin, cout)]
         if layer.depthwise and (in_axis or out_axis):
-            points += [("out", c, c) for c in channel_grid(cout, target.grid_multiple)[:-1]]
-        elif not layer.grouped:
-            points += [("out", cin, c) for c in channel_grid(cout, target.grid_multiple)[:-1]] if out_axis else []
-            points += [("inp", c, cout) for c in channel_grid(cin, target.grid_multiple)[:-1]] if in_axis else []
-        elif in_axis or out_axis:
-            notes.append(f"{layer.node}: grouped conv ({layer.group} groups), timed at full size only")
+            points += [("out", c, c) for c in channel_grid(cout, out_multiple)[:-1]]
+        else:   # a grouped conv keeps equally many channels per group: counts on multiples of the group count
+            g = layer.group
+            points += [("out", cin, c) for c in channel_grid(cout, math.lcm(out_multiple, g))[:-1]] if out_axis \
+                else []
+            points += [("inp", c, cout) for c in channel_grid(cin, math.lcm(in_multiple, g))[:-1]] if in_axis else []
         plan.append((layer, points))
     measured = cached = 0
     seen: dict[str, float] = {}
@@ -234,10 +258,11 @@ def profile_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int = 
                                     tuple(curves["out"]) + (((cout, full),) if curves["out"] else ()),
                                     tuple(curves["inp"]) + (((cin, full),) if curves["inp"] else ())))
     cache.save()
-    layers_table = LatencyTable(env, shapes, 0.0, 0, tuple(out), target.name, target.grid_multiple)
+    layers_table = LatencyTable(env, shapes, 0.0, 0, tuple(out), target.name, target.grid_multiple,
+                                unblocked_multiple=target.loose_multiple)
     calibration, model_ms, runs = _calibrate(model, analysis, layers_table, target, threads, spec, shapes, notes)
     return LatencyTable(env, shapes, model_ms, runs, tuple(out), target.name, target.grid_multiple, calibration,
-                        time.perf_counter() - started, measured, cached, tuple(notes))
+                        time.perf_counter() - started, measured, cached, tuple(notes), target.loose_multiple)
 
 
 def _calibrate(model: onnx.ModelProto, analysis: ChannelAnalysis, layers: LatencyTable, target: RuntimeTarget,

@@ -141,6 +141,7 @@ class LatencyTable:
     measured: int = 0
     cached: int = 0
     notes: tuple[str, ...] = field(default=())
+    unblocked_multiple: int = 0   # the grid of groups no blocked kernel touches (0: ``multiple``)
 
     def fit(self) -> tuple[float, float]:
         """(a, b) with measured ~ a * layer sum + b: least squares over the calibration points (b >= 0, a > 0);
@@ -166,7 +167,7 @@ class LatencyTable:
                 "model_ms": self.model_ms, "model_runs": self.model_runs,
                 "calibration": [{"ratio": r, "layers_ms": s, "measured_ms": m} for r, s, m in self.calibration],
                 "profile_seconds": round(self.seconds, 2), "measured": self.measured, "cached": self.cached,
-                "notes": list(self.notes),
+                "notes": list(self.notes), "unblocked_multiple": self.unblocked_multiple,
                 "layers": [{**asdict(layer), "out": [list(p) for p in layer.out], "inp": [list(p) for p in layer.inp]}
                            for layer in self.layers]}
 
@@ -193,7 +194,8 @@ class LatencyTable:
                        tuple((float(c["ratio"]), float(c["layers_ms"]), float(c["measured_ms"]))
                              for c in data.get("calibration", ())),
                        float(data.get("profile_seconds", 0)), int(data.get("measured", 0)),
-                       int(data.get("cached", 0)), tuple(data.get("notes", ())))
+                       int(data.get("cached", 0)), tuple(data.get("notes", ())),
+                       int(data.get("unblocked_multiple", 0)))
         except LatencyTableError:
             raise
         except (AttributeError, KeyError, TypeError, ValueError) as e:
