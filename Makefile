@@ -59,8 +59,8 @@ demo: $(VENV)/.finetune
 test: $(VENV)/.dev
 	@$(BIN)/python -m pytest -n 2 -q; rc=$$?; echo "make test: done in $(ELAPSED) s (setup included)"; exit $$rc
 
-## bench: regenerate benchmarks/results/ — fifteen scripts, one after another (hours on 2 cores): the pipeline suite,
-## the export scorecard, fold vs onnxsim/onnxslim, pruning accuracy and latency vs Torch-Pruning, latency planning and where its time goes,
+## bench: regenerate benchmarks/results/ — sixteen scripts, one after another (hours on 2 cores): the pipeline suite,
+## the export scorecard, fold vs onnxsim/onnxslim, pruning accuracy and latency vs Torch-Pruning, latency planning, its accuracy on the hard models and where its time goes,
 ## recovery/schedules, speed of the data-driven steps, emission, Deep Compression, zoo throughput, the hard benchmark
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_suite --out benchmarks/results
@@ -70,6 +70,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_prune_latency --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_latency_plan --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_latency_vs_tp --out benchmarks/results
+	$(BIN)/python -m benchmarks.bench_latency_accuracy --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_latency_breakdown --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_recover --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_emit --out benchmarks/results
