@@ -288,11 +288,12 @@ def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options:
     if options.needs_latency and latency is None:
         raise ValueError("target_latency and align latency need a latency model")
     # a layer reading part of a group (zero-padded shortcut, Split) keeps a multiple of the block too
-    scores = block_aligned_scores(analysis, scores, latency.table.multiple if latency is not None and
-                                  options.needs_latency else options.round_to)
+    aligned = block_aligned_scores(analysis, scores, latency.table.multiple if latency is not None and
+                                   options.needs_latency else options.round_to)
+    scores, floors = aligned.scores, aligned.floors
     if latency is not None:
         latency = latency.with_scores(scores)
-    steps = Steps.of(latency, eligible, block_multiple, options.min_channels) if latency is not None and \
+    steps = Steps.of(latency, eligible, block_multiple, options.min_channels, floors) if latency is not None and \
         options.needs_latency else None
     if options.target_latency is not None:
         assert latency is not None and steps is not None
@@ -308,9 +309,9 @@ def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options:
         if cost is None:
             raise ValueError("target_flops needs a cost model")
         if options.global_ranking:
-            kept = _target_flops(analysis, eligible, scores, options, cost)
+            kept = _target_flops(analysis, eligible, scores, options, cost, floors)
         else:
-            kept = _target_flops_uniform(analysis, eligible, scores, options, cost)
+            kept = _target_flops_uniform(analysis, eligible, scores, options, cost, floors)
     elif options.global_ranking:
         kept = _global(eligible, scores, options, options.ratio)
     else:
@@ -327,7 +328,7 @@ def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options:
             k = kept[g.id]   # a latency step: already a valid count
         else:
             k = round_kept(kept[g.id], g.channels, options.round_to, options.min_channels, block_multiple(g))
-        groups.append(GroupPlan(g.id, g.channels, select_units(g, scores[g.id], k)))
+        groups.append(GroupPlan(g.id, g.channels, select_units(g, scores[g.id], max(k, floors.get(g.id, 0)))))
     return PruningPlan(tuple(groups), options.criterion.value, PlanOrigin(options=options))
 
 
@@ -340,29 +341,30 @@ def _uniform(eligible: list[ChannelGroup], options: PlanOptions, ratio: float) -
 
 
 def _removed_mask(analysis: ChannelAnalysis, by_id: dict[str, ChannelGroup], scores: dict[str, np.ndarray],
-                  options: PlanOptions, kept: dict[str, int]) -> np.ndarray:
+                  options: PlanOptions, kept: dict[str, int], floors: dict[str, int]) -> np.ndarray:
     removed = np.zeros(len(analysis.roots), dtype=bool)
     for gid, k in kept.items():
         g = by_id[gid]
-        k = round_kept(k, g.channels, options.round_to, options.min_channels, block_multiple(g))
+        k = max(round_kept(k, g.channels, options.round_to, options.min_channels, block_multiple(g)),
+                floors.get(gid, 0))
         keep = set(select_units(g, scores[gid], k))
         removed[g.units[[i for i in range(g.channels) if i not in keep]]] = True
     return removed
 
 
 def _target_flops_uniform(analysis: ChannelAnalysis, eligible: list[ChannelGroup], scores: dict[str, np.ndarray],
-                          options: PlanOptions, cost: CostModel) -> dict[str, int]:
+                          options: PlanOptions, cost: CostModel, floors: dict[str, int]) -> dict[str, int]:
     """Bisection on the one ratio applied to every group (``ratio_for`` groups keep their own)."""
     target = options.target_flops * cost.total
     by_id = {g.id: g for g in eligible}
     lo, hi = 0.0, 0.99
     best = _uniform(eligible, options, hi)
-    if cost.macs(_removed_mask(analysis, by_id, scores, options, best)) > target:
+    if cost.macs(_removed_mask(analysis, by_id, scores, options, best, floors)) > target:
         return best
     for _ in range(20):
         mid = (lo + hi) / 2
         kept = _uniform(eligible, options, mid)
-        if cost.macs(_removed_mask(analysis, by_id, scores, options, kept)) <= target:
+        if cost.macs(_removed_mask(analysis, by_id, scores, options, kept, floors)) <= target:
             hi, best = mid, kept
         else:
             lo = mid
@@ -393,13 +395,13 @@ def _remove_lowest(eligible: list[ChannelGroup], scores: dict[str, np.ndarray], 
 
 
 def _target_flops(analysis: ChannelAnalysis, eligible: list[ChannelGroup], scores: dict[str, np.ndarray],
-                  options: PlanOptions, cost: CostModel) -> dict[str, int]:
+                  options: PlanOptions, cost: CostModel, floors: dict[str, int]) -> dict[str, int]:
     target = options.target_flops * cost.total
     by_id = {g.id: g for g in eligible}
 
     def evaluate(n: int) -> tuple[int, dict[str, int]]:
         kept = _remove_lowest(eligible, scores, options, n)
-        return cost.macs(_removed_mask(analysis, by_id, scores, options, kept)), kept
+        return cost.macs(_removed_mask(analysis, by_id, scores, options, kept, floors)), kept
 
     lo, hi = 0, sum(g.channels for g in eligible)
     best = evaluate(hi)

@@ -11,11 +11,13 @@ Rule (:func:`block_aligned_scores`): the units are split into *segments*, the un
 partial readers; each segment into *chunks* of ``multiple`` units by score (highest first). Every unit gets its
 chunk's mean score, so the highest-scoring units of a group are taken a whole chunk at a time, and any kept
 count that is a multiple of ``multiple`` keeps a multiple of it in every layer. The sum of the scores a chunk
-removes is unchanged. The best chunk of a few segments (greedy set cover) ranks above all others, so every
-partial reader keeps at least one chunk: a plan never leaves a layer reading none of its channels.
+removes is unchanged. The best chunk of a few segments (greedy set cover) ranks above all others, and a plan
+keeps at least those chunks (the group's *floor*), so every partial reader keeps at least one chunk: a plan never
+leaves a layer reading none of its channels (a Split's half kept at 0 of 16 rewrote to a conv of 0 inputs).
 
 Limits: groups whose segments are not all multiples of ``multiple`` (ShuffleNet's 12-of-24 halves with a block of
-16), and groups constrained by grouped convs (their own per-block selection), are left as scored.
+16) are ordered a unit at a time (the protection only); groups constrained by grouped convs (their own
+per-block selection) are left as scored.
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ def _protected(segments: Segments, best: list[float]) -> set[int]:
     return chosen
 
 
-def aligned_group_scores(segments: Segments, scores: np.ndarray, multiple: int) -> np.ndarray | None:
-    """``scores`` replaced by chunk means (see the module doc); None when the group cannot be aligned."""
+def aligned_group_scores(segments: Segments, scores: np.ndarray, multiple: int) -> tuple[np.ndarray, int] | None:
+    """``scores`` replaced by chunk means (see the module doc), and the fewest units a plan must keep so that every
+    partial reader keeps its protected chunk; None when the group cannot be aligned."""
     if not segments.readers or any(len(u) % multiple for u in segments.units):
         return None
     scores = np.asarray(scores, dtype=np.float64)
@@ -94,19 +97,27 @@ def aligned_group_scores(segments: Segments, scores: np.ndarray, multiple: int) 
             value = previous + max(abs(previous), 1e-30) * 1e-9
         aligned[part] = value
         previous = value
-    return aligned
+    return aligned, len(protected) * multiple
 
 
-def block_aligned_scores(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], multiple: int
-                         ) -> dict[str, np.ndarray]:
-    """``scores`` with every partially read group's units ordered a chunk of ``multiple`` at a time."""
-    if multiple <= 1:
-        return scores
-    out = dict(scores)
+@dataclass(frozen=True)
+class AlignedScores:
+    """Scores in block-aligned order, and per partially read group the fewest units a plan keeps (``floors``)."""
+
+    scores: dict[str, np.ndarray]
+    floors: dict[str, int]
+
+
+def block_aligned_scores(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], multiple: int) -> AlignedScores:
+    """``scores`` with every partially read group's units ordered a chunk of ``multiple`` at a time (one unit at a
+    time where its parts are not multiples of ``multiple``, or ``multiple`` is 1: then only the protection)."""
+    out, floors = dict(scores), {}
     for group in analysis.prunable:
         if group.blocks or group.id not in scores:
             continue
-        aligned = aligned_group_scores(reader_segments(analysis, group), scores[group.id], multiple)
+        segments = reader_segments(analysis, group)
+        aligned = aligned_group_scores(segments, scores[group.id], max(multiple, 1)) or \
+            aligned_group_scores(segments, scores[group.id], 1)
         if aligned is not None:
-            out[group.id] = aligned
-    return out
+            out[group.id], floors[group.id] = aligned
+    return AlignedScores(out, floors)

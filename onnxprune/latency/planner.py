@@ -40,8 +40,12 @@ class Steps:
 
     @classmethod
     def of(cls, model: LatencyModel, groups: list[ChannelGroup], multiple: Callable[[ChannelGroup], int],
-           min_channels: int) -> Steps:
-        return cls({g.id: model.steps(g, multiple(g), min(min_channels, g.channels)) for g in groups})
+           min_channels: int, floors: dict[str, int] | None = None) -> Steps:
+        """``floors``: per group, the fewest units a step keeps (partial readers' blocks; see
+        :mod:`onnxprune.channels.readers`)."""
+        floors = floors or {}
+        return cls({g.id: model.steps(g, multiple(g), max(min(min_channels, g.channels), floors.get(g.id, 0)))
+                    for g in groups})
 
     def up(self, gid: str, kept: int) -> int:
         """The smallest step >= ``kept`` (the full count at most)."""
