@@ -54,7 +54,7 @@ def test_ties_and_zero_scores_still_keep_whole_chunks():
         assert [len(keep & set(u.tolist())) % 16 for u in NESTED.units] == [0, 0, 0]
 
 
-def test_groups_that_cannot_be_aligned_are_left_as_scored():
+def test_groups_that_cannot_be_aligned_are_only_protected():
     halves = Segments((np.arange(0, 12), np.arange(12, 24)), (frozenset({0}), frozenset({1})))   # ShuffleNet's
     assert aligned_group_scores(halves, np.arange(24.0), 16) is None
     # ... but still protected a unit at a time: one unit of each half ranks first, and a plan keeps both
