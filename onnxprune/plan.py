@@ -34,6 +34,7 @@ from onnxprune.importance import Criterion
 from onnxprune.io import write_text_atomic
 from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.planner import Steps, align_to_steps, plan_global, plan_uniform
+from onnxprune.latency.sensitivity import StepLosses
 from onnxprune.targets import TARGETS
 
 PLAN_FORMAT = 1
@@ -50,10 +51,20 @@ class Align(enum.StrEnum):
     LATENCY = "latency"
 
 
+class Allocate(enum.StrEnum):
+    """How ``target_latency`` shares the budget among groups: ``weights`` (each unit's score times the MACs it
+    carries; no data) or ``sensitivity`` (the loss measured on calibration data with each group alone at each of
+    its latency steps: :mod:`onnxprune.latency.sensitivity`)."""
+
+    WEIGHTS = "weights"
+    SENSITIVITY = "sensitivity"
+
+
 @dataclass(frozen=True)
 class PlanOptions:
     """``target_latency``: fraction of the original's measured latency to plan for (needs a latency model);
-    ``align`` latency: counts planned by ratio or MAC target moved up to their group's nearest latency step."""
+    ``align`` latency: counts planned by ratio or MAC target moved up to their group's nearest latency step;
+    ``allocate``: how a latency budget is shared among groups (:class:`Allocate`)."""
 
     ratio: float = 0.0
     ratio_for: tuple[tuple[str, float], ...] = ()
@@ -66,6 +77,7 @@ class PlanOptions:
     seed: int = 0
     target_latency: float | None = None
     align: Align = Align.NONE
+    allocate: Allocate = Allocate.WEIGHTS
 
     @property
     def needs_latency(self) -> bool:
@@ -81,6 +93,8 @@ class PlanOptions:
             raise UsageError(f"`target_latency` {self.target_latency} must be in (0, 1]")
         if self.target_latency is not None and self.target_flops is not None:
             raise UsageError("`target_latency` and `target_flops` both set the size: choose one")
+        if self.allocate is Allocate.SENSITIVITY and self.target_latency is None:
+            raise UsageError("`allocate` sensitivity shares a latency budget: it needs `target_latency`")
         if self.min_channels < 1 or self.round_to < 1:
             raise UsageError("`min_channels` and `round_to` must be >= 1")
 
@@ -137,6 +151,7 @@ class PlanOrigin:
                 raw["exclude"] = tuple(str(g) for g in raw.get("exclude", ()))
                 raw["criterion"] = Criterion(raw.get("criterion", Criterion.L1.value))
                 raw["align"] = Align(raw.get("align", Align.NONE.value))
+                raw["allocate"] = Allocate(raw.get("allocate", Allocate.WEIGHTS.value))
                 options = PlanOptions(**raw)
             except (TypeError, ValueError, UsageError):
                 options = None   # provenance only: a plan whose options no longer validate still replays
@@ -279,28 +294,54 @@ def block_multiple(group: ChannelGroup) -> int:
     return math.lcm(*(int(b.shape[0]) for b in group.blocks)) if group.blocks else 1
 
 
+@dataclass(frozen=True)
+class LatencyUnits:
+    """What a latency plan chooses among: the eligible groups, their scores ordered a block at a time where layers
+    read part of a group, each group's floor (:mod:`onnxprune.channels.readers`), the latency model choosing units
+    by those scores, and each group's steps."""
+
+    eligible: list[ChannelGroup]
+    scores: dict[str, np.ndarray]
+    floors: dict[str, int]
+    latency: LatencyModel
+    steps: Steps
+
+
+def latency_units(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options: PlanOptions,
+                  latency: LatencyModel) -> LatencyUnits:
+    eligible = [g for g in analysis.prunable if not any(_matches(g, p) for p in options.exclude)]
+    aligned = block_aligned_scores(analysis, scores, latency.table.multiple)
+    latency = latency.with_scores(aligned.scores)
+    steps = Steps.of(latency, eligible, block_multiple, options.min_channels, aligned.floors)
+    return LatencyUnits(eligible, aligned.scores, aligned.floors, latency, steps)
+
+
 def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options: PlanOptions,
-              cost: CostModel | None = None, latency: LatencyModel | None = None) -> PruningPlan:
+              cost: CostModel | None = None, latency: LatencyModel | None = None,
+              losses: StepLosses | None = None) -> PruningPlan:
     """The plan for ``options``: ``cost`` (MACs) serves ``target_flops``, ``latency`` serves ``target_latency``
     and ``align`` latency (see :mod:`onnxprune.latency.planner`; with ``cost`` too, the latency planner weighs
-    importance by the MACs a unit carries); counts on latency steps skip ``round_to``."""
-    eligible = [g for g in analysis.prunable if not any(_matches(g, p) for p in options.exclude)]
+    importance by the MACs a unit carries; with ``losses``, by the loss measured at each step, greedily from the
+    whole model); counts on latency steps skip ``round_to``."""
     if options.needs_latency and latency is None:
         raise ValueError("target_latency and align latency need a latency model")
-    # a layer reading part of a group (zero-padded shortcut, Split) keeps a multiple of the block too
-    aligned = block_aligned_scores(analysis, scores, latency.table.multiple if latency is not None and
-                                   options.needs_latency else options.round_to)
-    scores, floors = aligned.scores, aligned.floors
-    if latency is not None:
-        latency = latency.with_scores(scores)
-    steps = Steps.of(latency, eligible, block_multiple, options.min_channels, floors) if latency is not None and \
-        options.needs_latency else None
+    steps = None
+    if options.needs_latency:
+        assert latency is not None
+        units = latency_units(analysis, scores, options, latency)
+        eligible, scores, floors, latency, steps = units.eligible, units.scores, units.floors, units.latency, \
+            units.steps
+    else:
+        eligible = [g for g in analysis.prunable if not any(_matches(g, p) for p in options.exclude)]
+        # a layer reading part of a group (zero-padded shortcut, Split) keeps a multiple of the block too
+        aligned = block_aligned_scores(analysis, scores, options.round_to)
+        scores, floors = aligned.scores, aligned.floors
     if options.target_latency is not None:
         assert latency is not None and steps is not None
         budget = options.target_latency * latency.full_ms
         capacity = cost.macs if cost is not None else None
-        if options.global_ranking:
-            kept = plan_global(latency, eligible, steps, budget, scores, capacity)
+        if options.global_ranking or losses is not None:
+            kept = plan_global(latency, eligible, steps, budget, scores, capacity, losses)
         else:
             ratio_for = {g.id: next(r for p, r in options.ratio_for if _matches(g, p)) for g in eligible
                          if any(_matches(g, p) for p, _ in options.ratio_for)}

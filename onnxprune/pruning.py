@@ -17,19 +17,31 @@ from onnxprune.latency.measure import interleaved_ms
 from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.profile import calibration_model, profile_model
 from onnxprune.latency.report import GroupLatency, LatencyReport, measured
+from onnxprune.latency.sensitivity import StepLosses, measure_step_losses, step_loss
 from onnxprune.latency.table import LatencyTable
-from onnxprune.metrics import Metric, check_metric, default_metric, metrics, outputs
+from onnxprune.metrics import (
+    Metric,
+    UserMetric,
+    check_metric,
+    default_metric,
+    metrics,
+    outputs,
+)
 from onnxprune.normalize import normalize
 from onnxprune.pass_infra import Checks, PassManager, default_tolerance
 from onnxprune.pipelines import mask_passes, prune_passes
 from onnxprune.plan import (
+    Allocate,
     CostModel,
     GroupPlan,
+    LatencyUnits,
     PlanOptions,
     PlanOrigin,
     PruningPlan,
     block_multiple,
+    latency_units,
     make_plan,
+    select_units,
 )
 from onnxprune.progress import Stage, stage
 from onnxprune.recover import ConsumerFix, Recover, recover
@@ -157,14 +169,21 @@ LATENCY_TOLERANCE = 0.03
 
 
 def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec, data: Dataset | None,
-                     table: LatencyTable) -> tuple[PruningPlan, tuple[tuple[float, float, float], ...]]:
+                     table: LatencyTable, metric: Metric | UserMetric | None = None
+                     ) -> tuple[PruningPlan, tuple[tuple[float, float, float], ...], StepLosses | None]:
     """The plan for ``options.target_latency`` corrected by measurement (see ``LATENCY_CORRECTIONS``), and each
-    try as (budget planned for, predicted ratio, measured ratio); the plan measured closest to the request."""
+    try as (budget planned for, predicted ratio, measured ratio); the plan measured closest to the request.
+    ``allocate`` sensitivity: the losses measured on ``data`` by ``metric`` (default: the data's
+    :func:`~onnxprune.metrics.default_metric`) share the budget, and are returned too."""
     assert options.target_latency is not None
     request = options.target_latency
     analysis = analyze(model, spec.shapes)
     scores = score_groups(analysis, options.criterion, options.seed, data, model)
     latency = LatencyModel(analysis, table)
+    losses = None
+    if options.allocate is Allocate.SENSITIVITY:
+        assert data is not None, "checked by prune"
+        losses = step_losses(model, latency_units(analysis, scores, options, latency), data, metric, spec)
     target = TARGETS.get(table.target, TARGETS["cpu"])
     shapes = resolve_input_shapes(model, spec)
     cost = CostModel(analysis, count_costs(model, shapes))
@@ -175,7 +194,7 @@ def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSp
     planned: list[tuple[float, float]] = []   # (budget, measured ratio of its plan), repeats included
     with stage("prune: plan for the latency, measured", total=1 + LATENCY_CORRECTIONS, unit="tries") as progress:
         while len(tries) <= LATENCY_CORRECTIONS:
-            plan = make_plan(analysis, scores, replace(options, target_latency=budget), cost, latency)
+            plan = make_plan(analysis, scores, replace(options, target_latency=budget), cost, latency, losses)
             same = next((i for i, p in enumerate(plans) if p.groups == plan.groups), None)
             if same is not None:
                 # the corrected budget gives a plan already measured: bisect between the budgets known to
@@ -198,7 +217,31 @@ def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSp
                 break
             budget = next_budget(request, [(p, m) for _, p, m in tries])
     best = min(range(len(plans)), key=lambda i: abs(tries[i][2] - request))
-    return replace(plans[best], origin=PlanOrigin(options=options)), tuple(tries)
+    return replace(plans[best], origin=PlanOrigin(options=options)), tuple(tries), losses
+
+
+def step_losses(model: onnx.ModelProto, units: LatencyUnits, data: Dataset, metric: Metric | UserMetric | None,
+                spec: InputSpec) -> StepLosses:
+    """Each group's loss on ``data`` alone at its latency steps (:mod:`onnxprune.latency.sensitivity`), measured on
+    the masked model (the original with the weights reading removed units zeroed: the pruned model's outputs)."""
+    reference = outputs(model, data)
+    metric = metric or default_metric(data, reference)
+    check_metric(metric, data, reference)
+    baseline = metrics(reference, reference, data.labels)
+    by_id = {g.id: g for g in units.eligible}
+
+    def loss_at(gid: str, kept: int) -> float:
+        group = by_id[gid]
+        keep = select_units(group, units.scores[gid], max(kept, units.floors.get(gid, 0)))
+        plan = PruningPlan((GroupPlan(gid, group.channels, keep),))
+        got = outputs(masked_model(model, plan, spec.shapes), data)
+        return step_loss(metric, baseline, metrics(reference, got, data.labels))
+
+    groups = [(g.id, g.channels, units.steps.by_group[g.id]) for g in units.eligible
+              if len(units.steps.by_group[g.id]) > 1]
+    with stage(f"prune: sensitivity of {len(groups)} groups at their latency steps on {len(data)} samples",
+               total=len(groups), unit="groups") as progress:
+        return measure_step_losses(groups, loss_at, metric.value, len(data), progress.advance)
 
 
 def next_budget(request: float, tried: list[tuple[float, float]]) -> float:
@@ -325,12 +368,15 @@ def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: P
         raise UsageError(f"`recover` {recover_with.value} needs calibration data (`data`)")
     if schedule.schedule is Schedule.LAYERWISE and data is None:
         raise UsageError("`schedule` layerwise orders groups by their measured sensitivity: it needs `data`")
+    if options.allocate is Allocate.SENSITIVITY and data is None and plan is None:
+        raise UsageError("`allocate` sensitivity measures each group's loss on calibration data: it needs `data`")
     if options.needs_latency and latency is None and plan is None:
         latency = profile_model(model, TARGETS["cpu"], 1, spec)
     tries: tuple[tuple[float, float, float], ...] = ()
+    losses = None
     if plan is None and options.target_latency is not None:
         assert latency is not None
-        plan, tries = plan_for_latency(model, options, spec, data, latency)
+        plan, tries, losses = plan_for_latency(model, options, spec, data, latency, schedule.metric)
     elif plan is None:
         plan, _ = plan_pruning(model, options, spec, data, latency)
     criterion = Criterion(plan.criterion) if plan.criterion in {c.value for c in Criterion} else options.criterion
@@ -367,7 +413,8 @@ def prune(model: onnx.ModelProto, options: PlanOptions | None = None, *, plan: P
         max_abs_output=comparison.max_abs_reference if comparison else None, recovery=recovery, quality=quality,
         schedule=ScheduleReport(schedule.schedule.value, plan.origin.steps or 1, tuple(order))
         if order or plan.origin.schedule else None,
-        latency=measured(replace(latency_report(plan, analysis, latency, options), tries=tries), model, recovered,
+        latency=measured(replace(latency_report(plan, analysis, latency, options), tries=tries, losses=losses),
+                         model, recovered,
                          shapes) if latency is not None else None)
     return PruneResult(recovered, plan, report, analysis)
 

@@ -18,7 +18,7 @@ from onnxprune.cli.common import (
 )
 from onnxprune.importance import Criterion
 from onnxprune.metrics import METRIC_HELP
-from onnxprune.plan import CHANNEL_MULTIPLE, Align
+from onnxprune.plan import CHANNEL_MULTIPLE, Align, Allocate
 from onnxprune.recover import Recover
 from onnxprune.schedule import Schedule
 from onnxprune.steps.base import StepContext, StepResult
@@ -53,6 +53,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     lat.add_argument("--align", choices=[a.value for a in Align], default=Align.NONE.value,
                      help="latency: move each count planned by --ratio/--target-flops up to the nearest count that "
                           "is faster than every larger one (default none: --round-to)")
+    lat.add_argument("--allocate", choices=[a.value for a in Allocate], default=Allocate.WEIGHTS.value,
+                     help="how the latency budget is shared among groups: weights (default: each channel's score "
+                          "times the MACs it carries) or sensitivity (each group pruned alone to each of its "
+                          "latency steps, the loss of --metric measured on --data: least loss per millisecond "
+                          "saved; slower to plan, better where some layers matter more than their weights say)")
     lat.add_argument("--threads", type=int, default=1,
                      help="intra-op threads the latency is profiled and measured with (default 1)")
     lat.add_argument("--cache", metavar="DIR|none",
@@ -77,7 +82,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "layerwise: one group per round, least sensitive on --data first. Same channel counts.")
     g.add_argument("--steps", type=int, default=4, help="rounds of --schedule iterative (default 4)")
     g.add_argument("--metric", metavar="METRIC",
-                   help="metric reported on --data and used to order layerwise rounds: " + METRIC_HELP)
+                   help="metric reported on --data, used to order layerwise rounds and by --allocate sensitivity: "
+                        + METRIC_HELP)
     add_data_args(p, "calibration data for --recover, data-driven criteria and schedules; the report then "
                      "shows the metrics before and after", limit=256)
     p.add_argument("--eval-data", type=Path,

@@ -14,6 +14,10 @@ Rules:
   makes groups comparable: a unit of a residual stream, read by every block, is worth the work it does in all
   of them, where counting units made it look as cheap as one block's channel. Without a capacity model, a
   unit counts as one;
+- with measured ``losses`` (:mod:`onnxprune.latency.sensitivity`; ``--allocate sensitivity``): the same greedy,
+  a step's importance lost being the loss measured with its group at the lower count minus the loss at the
+  higher one; ties (a metric on a few hundred samples often measures 0 for small cuts) are broken by the weights
+  rule above, scaled to a thousandth of a loss unit for the whole model;
 - ``align``: counts planned another way (ratio, MAC target) moved up to their group's nearest step.
 
 Limits: counts never go below the grid's floor (10% of the group) or ``min_channels``; when even the smallest
@@ -30,6 +34,10 @@ import numpy as np
 
 from onnxprune.channels.analysis import ChannelGroup
 from onnxprune.latency.model import LatencyModel
+from onnxprune.latency.sensitivity import StepLosses
+
+#: With measured losses: the weight of the weights rule (as a fraction of the whole model's) in a step's importance.
+TIE_BREAK = 1e-3
 
 
 @dataclass(frozen=True)
@@ -88,18 +96,21 @@ def plan_uniform(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, 
 
 
 def plan_global(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
-                scores: dict[str, np.ndarray], capacity: Capacity | None = None) -> dict[str, int]:
+                scores: dict[str, np.ndarray], capacity: Capacity | None = None,
+                losses: StepLosses | None = None) -> dict[str, int]:
     """Greedy from the whole model (see :func:`greedy_steps`)."""
-    return greedy_steps(model, groups, steps, budget_ms, scores, {g.id: g.channels for g in groups}, capacity)
+    return greedy_steps(model, groups, steps, budget_ms, scores, {g.id: g.channels for g in groups}, capacity,
+                        losses)
 
 
 class _Importance:
     """Importance lost between two counts of a group: the mean normalized score of the units between them
-    (lowest first) times the MACs those units carry (their number, without a capacity model)."""
+    (lowest first) times the MACs those units carry (their number, without a capacity model); with ``losses``,
+    the measured loss between the two counts plus that, as a tie-break (see the module doc)."""
 
     def __init__(self, model: LatencyModel, groups: list[ChannelGroup], scores: dict[str, np.ndarray],
-                 capacity: Capacity | None) -> None:
-        self.model, self.capacity = model, capacity
+                 capacity: Capacity | None, losses: StepLosses | None = None) -> None:
+        self.model, self.capacity, self.losses = model, capacity, losses
         self._seen: OrderedDict[tuple[tuple[str, int], ...], float] = OrderedDict()
         self.by_id = {g.id: g for g in groups}
         self.ordered = {}   # per group: its normalized scores, lowest first (removed in this order)
@@ -107,9 +118,21 @@ class _Importance:
             s = np.asarray(scores[g.id], dtype=np.float64)
             mean = float(s.mean()) if s.size and s.mean() > 0 else 1.0
             self.ordered[g.id] = np.sort(s / mean)
+        self.whole = 1.0   # the weights rule's importance of the whole model, the tie-break's scale
+        if losses is not None:
+            full = {g.id: g.channels for g in groups}
+            self.whole = max(sum(self.weights(full, g.id, 0) for g in groups), 1e-12)
 
     def between(self, kept: dict[str, int], gid: str, step: int) -> float:
         """Lost going from ``kept[gid]`` down to ``step`` (or gained going up, the other way round)."""
+        weights = self.weights(kept, gid, step)
+        if self.losses is None:
+            return weights
+        hi, lo = max(kept[gid], step), min(kept[gid], step)
+        return self.losses.loss(gid, lo) - self.losses.loss(gid, hi) + TIE_BREAK * weights / self.whole
+
+    def weights(self, kept: dict[str, int], gid: str, step: int) -> float:
+        """The weights rule's importance between ``kept[gid]`` and ``step``."""
         hi, lo = max(kept[gid], step), min(kept[gid], step)
         c = self.by_id[gid].channels
         units = self.ordered[gid][c - hi:c - lo]
@@ -133,12 +156,12 @@ class _Importance:
 
 
 def greedy_steps(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
-                 scores: dict[str, np.ndarray], start: dict[str, int], capacity: Capacity | None = None
-                 ) -> dict[str, int]:
+                 scores: dict[str, np.ndarray], start: dict[str, int], capacity: Capacity | None = None,
+                 losses: StepLosses | None = None) -> dict[str, int]:
     """From the counts ``start``: the step down with the least importance lost per millisecond saved (see the
     module doc), until the budget is met (or every group is at its smallest step)."""
     by_id = {g.id: g for g in groups}
-    importance = _Importance(model, groups, scores, capacity)
+    importance = _Importance(model, groups, scores, capacity, losses)
     kept = dict(start)
     current = model.predict(model.removed_for(kept, by_id))
     while current > budget_ms:

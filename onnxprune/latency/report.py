@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import onnx
 
 from onnxprune.latency.measure import interleaved_ms
+from onnxprune.latency.sensitivity import StepLosses
 from onnxprune.targets import TARGETS
 
 #: Predicted and measured latency ratios agree when within this relative distance.
@@ -32,7 +33,8 @@ class LatencyReport:
     """``requested``: the target latency ratio (None: counts aligned to steps for another target). Times in
     ms, ratios pruned / original. ``measured_*``: interleaved medians over ``rounds`` rounds on random inputs
     at ``input_shapes`` on ``target`` with ``threads`` threads. ``tries``: the plans measured while correcting
-    the budget (``onnxprune.pruning.plan_for_latency``)."""
+    the budget (``onnxprune.pruning.plan_for_latency``). ``losses``: with ``allocate`` sensitivity, each group's
+    loss measured at its steps (:mod:`onnxprune.latency.sensitivity`)."""
 
     target: str
     threads: int
@@ -44,6 +46,7 @@ class LatencyReport:
     measured_ms: float | None = None
     rounds: int = 0
     tries: tuple[tuple[float, float, float], ...] = ()   # (budget planned for, predicted, measured) per try
+    losses: StepLosses | None = None
 
     @property
     def predicted_ratio(self) -> float:
@@ -87,7 +90,8 @@ class LatencyReport:
                 "measured_ms": self.measured_ms, "measured_ratio": self.measured_ratio, "rounds": self.rounds,
                 "agrees": self.agrees,
                 "tries": [{"budget": b, "predicted": p, "measured": m} for b, p, m in self.tries],
-                "groups": [g.to_json() for g in self.groups]}
+                "groups": [g.to_json() for g in self.groups]} | (
+                    {"sensitivity": self.losses.to_json()} if self.losses is not None else {})
 
 
 def measured(report: LatencyReport, original: onnx.ModelProto, pruned: onnx.ModelProto,

@@ -18,7 +18,7 @@ from onnxprune.importance import Criterion
 from onnxprune.io import ensure_output_path, write_text_atomic
 from onnxprune.metrics import parse_metric
 from onnxprune.pass_infra import CheckLevel, Checks
-from onnxprune.plan import CHANNEL_MULTIPLE, Align, PlanOptions, PruningPlan
+from onnxprune.plan import CHANNEL_MULTIPLE, Align, Allocate, PlanOptions, PruningPlan
 from onnxprune.progress import timing
 from onnxprune.pruning import PruneResult, prune
 from onnxprune.recover import Recover
@@ -69,6 +69,7 @@ class PruneStep(DataOptions, Step):
     target_latency: float | None = None
     latency_table: Path | None = None
     align: str = option(Align.NONE.value, choices=tuple(a.value for a in Align))
+    allocate: str = option(Allocate.WEIGHTS.value, choices=tuple(a.value for a in Allocate))
     threads: int = 1
     cache: str | None = None
     min_channels: int = 1
@@ -114,7 +115,8 @@ class PruneStep(DataOptions, Step):
                               min_channels=self.min_channels,
                               round_to=self.round_to if self.round_to is not None else CHANNEL_MULTIPLE[self.target],
                               criterion=Criterion(self.criterion), seed=self.seed,
-                              target_latency=self.target_latency, align=Align(self.align))
+                              target_latency=self.target_latency, align=Align(self.align),
+                              allocate=Allocate(self.allocate))
         if self.plan and self.sensitivity:
             raise UsageError("`plan` and `sensitivity` both give a plan: choose one")
         plan = PruningPlan.load(self.plan) if self.plan else plan_for_prune(self.sensitivity) if self.sensitivity else None
