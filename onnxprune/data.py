@@ -55,6 +55,16 @@ class Dataset:
         return Dataset({k: v[:n] for k, v in self.inputs.items()}, None if self.labels is None else self.labels[:n],
                        self.fixed_batch)
 
+    def spread(self, n: int) -> "Dataset":
+        """``n`` samples evenly spaced over the set (all of them when it has no more): a set stored sorted by class
+        keeps every class, where :meth:`limit` would keep the first."""
+        if n >= len(self):
+            return self
+        n = _whole_batches(n, self.fixed_batch)
+        pick = np.unique(np.linspace(0, len(self) - 1, n).round().astype(int))
+        return Dataset({k: v[pick] for k, v in self.inputs.items()},
+                       None if self.labels is None else self.labels[pick], self.fixed_batch)
+
 
 class Layout(enum.Enum):
     NCHW = "nchw"

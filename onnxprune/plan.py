@@ -64,7 +64,8 @@ class Allocate(enum.StrEnum):
 class PlanOptions:
     """``target_latency``: fraction of the original's measured latency to plan for (needs a latency model);
     ``align`` latency: counts planned by ratio or MAC target moved up to their group's nearest latency step;
-    ``allocate``: how a latency budget is shared among groups (:class:`Allocate`)."""
+    ``allocate``: how a latency budget is shared among groups (:class:`Allocate`); ``sensitivity_samples``: how
+    many calibration samples (evenly spaced over the data) ``allocate`` sensitivity measures each step on."""
 
     ratio: float = 0.0
     ratio_for: tuple[tuple[str, float], ...] = ()
@@ -78,6 +79,7 @@ class PlanOptions:
     target_latency: float | None = None
     align: Align = Align.NONE
     allocate: Allocate = Allocate.WEIGHTS
+    sensitivity_samples: int = 128
 
     @property
     def needs_latency(self) -> bool:
@@ -95,8 +97,8 @@ class PlanOptions:
             raise UsageError("`target_latency` and `target_flops` both set the size: choose one")
         if self.allocate is Allocate.SENSITIVITY and self.target_latency is None:
             raise UsageError("`allocate` sensitivity shares a latency budget: it needs `target_latency`")
-        if self.min_channels < 1 or self.round_to < 1:
-            raise UsageError("`min_channels` and `round_to` must be >= 1")
+        if self.min_channels < 1 or self.round_to < 1 or self.sensitivity_samples < 1:
+            raise UsageError("`min_channels`, `round_to` and `sensitivity_samples` must be >= 1")
 
 
 @dataclass(frozen=True)

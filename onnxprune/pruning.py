@@ -183,7 +183,8 @@ def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSp
     losses = None
     if options.allocate is Allocate.SENSITIVITY:
         assert data is not None, "checked by prune"
-        losses = step_losses(model, latency_units(analysis, scores, options, latency), data, metric, spec)
+        losses = step_losses(model, latency_units(analysis, scores, options, latency),
+                             data.spread(options.sensitivity_samples), metric, spec)
     target = TARGETS.get(table.target, TARGETS["cpu"])
     shapes = resolve_input_shapes(model, spec)
     cost = CostModel(analysis, count_costs(model, shapes))

@@ -93,11 +93,23 @@ def test_prune_measures_each_group_at_its_steps_and_reports_the_curves():
     assert result.plan.origin.options.allocate is Allocate.SENSITIVITY
 
 
+def test_steps_are_measured_on_samples_spread_over_the_data():
+    labels = np.repeat(np.arange(4), 6)   # stored sorted by class
+    data = Dataset({"x": np.arange(24, dtype=np.float32)[:, None]}, labels)
+    spread = data.spread(8)
+    assert len(spread) == 8 and set(spread.labels) == {0, 1, 2, 3} and data.spread(100) is data
+    result = prune(chain(), PlanOptions(target_latency=0.7, allocate=Allocate.SENSITIVITY, sensitivity_samples=8),
+                   latency=synthetic_table(), data=_data())
+    assert result.report.latency.losses.samples == 8
+
+
 def test_sensitivity_needs_data_and_a_latency_target():
     with pytest.raises(UsageError, match="needs `data`"):
         prune(chain(), PlanOptions(target_latency=0.7, allocate=Allocate.SENSITIVITY), latency=synthetic_table())
     with pytest.raises(UsageError, match="needs `target_latency`"):
         PlanOptions(ratio=0.3, allocate=Allocate.SENSITIVITY)
+    with pytest.raises(UsageError, match="sensitivity_samples"):
+        PlanOptions(target_latency=0.5, allocate=Allocate.SENSITIVITY, sensitivity_samples=0)
 
 
 def test_cli_allocate_sensitivity(tmp_path, capsys):

@@ -58,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           "times the MACs it carries) or sensitivity (each group pruned alone to each of its "
                           "latency steps, the loss of --metric measured on --data: least loss per millisecond "
                           "saved; slower to plan, better where some layers matter more than their weights say)")
+    lat.add_argument("--sensitivity-samples", type=int, default=128, metavar="N",
+                     help="--allocate sensitivity: samples of --data (evenly spaced) each step is measured on "
+                          "(default 128; planning time grows with N)")
     lat.add_argument("--threads", type=int, default=1,
                      help="intra-op threads the latency is profiled and measured with (default 1)")
     lat.add_argument("--cache", metavar="DIR|none",

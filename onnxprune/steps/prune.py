@@ -70,6 +70,7 @@ class PruneStep(DataOptions, Step):
     latency_table: Path | None = None
     align: str = option(Align.NONE.value, choices=tuple(a.value for a in Align))
     allocate: str = option(Allocate.WEIGHTS.value, choices=tuple(a.value for a in Allocate))
+    sensitivity_samples: int = 128
     threads: int = 1
     cache: str | None = None
     min_channels: int = 1
@@ -116,7 +117,7 @@ class PruneStep(DataOptions, Step):
                               round_to=self.round_to if self.round_to is not None else CHANNEL_MULTIPLE[self.target],
                               criterion=Criterion(self.criterion), seed=self.seed,
                               target_latency=self.target_latency, align=Align(self.align),
-                              allocate=Allocate(self.allocate))
+                              allocate=Allocate(self.allocate), sensitivity_samples=self.sensitivity_samples)
         if self.plan and self.sensitivity:
             raise UsageError("`plan` and `sensitivity` both give a plan: choose one")
         plan = PruningPlan.load(self.plan) if self.plan else plan_for_prune(self.sensitivity) if self.sensitivity else None
