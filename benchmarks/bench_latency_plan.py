@@ -45,7 +45,7 @@ from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.profile import profile_model
 from onnxprune.latency.table import MeasurementCache
 from onnxprune.normalize import normalize
-from onnxprune.plan import PlanOptions, make_plan
+from onnxprune.plan import Allocate, PlanOptions, make_plan
 from onnxprune.pruning import prune
 from onnxprune.recover import Recover
 from onnxprune.targets import TARGETS
@@ -135,6 +135,17 @@ def bench(name: str, model: onnx.ModelProto, shape: tuple[int, ...], threads: in
         flops, same = macs_plan_at_measured(model, achieved, threads, spec, recover, calib)
         variants[f"macs@same {request}"] = same
         info[f"macs@same {request}"] = {"predicted": None, "target_flops": flops, "request": request}
+        if digits:   # with calibration data: the budget shared by measured sensitivity too
+            t0 = time.perf_counter()
+            sens = prune(model, PlanOptions(target_latency=request, allocate=Allocate.SENSITIVITY), spec=spec,
+                         latency=table, recover_with=recover, data=calib)
+            variants[f"sensitivity {request}"] = sens.model
+            info[f"sensitivity {request}"] = {"predicted": sens.report.latency.predicted_ratio,
+                                              "plan_s": time.perf_counter() - t0, "request": request}
+            achieved = measured_ratio(model, sens.model, threads, spec.shapes)
+            flops, same = macs_plan_at_measured(model, achieved, threads, spec, recover, calib)
+            variants[f"macs@sens {request}"] = same
+            info[f"macs@sens {request}"] = {"predicted": None, "target_flops": flops, "request": request}
         naive = prune(model, PlanOptions(target_flops=request, round_to=8), spec=spec, recover_with=recover,
                       data=calib)
         variants[f"macs {request}"] = naive.model
@@ -179,7 +190,8 @@ def markdown(rows: list[dict[str, object]], runs: int, command: str) -> str:
     lines = ["# Latency-targeted pruning vs MACs-targeted pruning (ONNX Runtime CPU)", "",
              f"Command: `{command}`  ", f"Machine: {machine()}", "",
              f"Batch 1, ORT optimizations on, spinning off, each variant interleaved with the original in a pair, median of >= {runs} "
-             "rounds, random inputs. *latency R*: `prune --target-latency R`; *macs R*: `--target-flops R "
+             "rounds, random inputs. *latency R*: `prune --target-latency R`; *sensitivity R* (digits models): the same "
+             "with `--allocate sensitivity`, *macs@sens R* the MACs plan at its measured latency; *macs R*: `--target-flops R "
              "--round-to 8`; *macs@same R*: the `--target-flops` (round-to 8) whose measured latency is closest to "
              "the latency plan's (bisected, each candidate timed against the original). *floor*: every prunable group "
              "at its smallest step (what pruning cannot go below), measured with the others; a request below it "
@@ -199,7 +211,7 @@ def markdown(rows: list[dict[str, object]], runs: int, command: str) -> str:
 
 def summary(rows: list[dict[str, object]]) -> str:
     out = []
-    for prefix in ("latency", "macs"):
+    for prefix in ("latency", "sensitivity", "macs"):
         for request in REQUESTS:
             cells = [r for r in rows if r["variant"] == f"{prefix} {request}"]
             if not cells:
@@ -228,8 +240,8 @@ def summary(rows: list[dict[str, object]]) -> str:
                    f"within ±10% in {sum(a <= 0.10 for a in agree)}/{len(agree)} cells")
     keyed = {(r["model"], r["threads"], r["variant"]): r for r in rows}
     for (model, threads, variant), r in keyed.items():
-        same = keyed.get((model, threads, variant.replace("latency", "macs@same")))
-        if variant.startswith("latency") and "top1" in r and same:
+        same = keyed.get((model, threads, variant.replace("latency", "macs@same").replace("sensitivity", "macs@sens")))
+        if variant.startswith(("latency", "sensitivity")) and "top1" in r and same:
             out.append(f"- {model}, {threads} thread(s), {variant}: top-1 {r['top1']:.2%} at {r['achieved']:.3f} "
                        f"measured; the MACs plan at the same measured latency: {same['top1']:.2%} at "
                        f"{same['achieved']:.3f}")

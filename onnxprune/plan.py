@@ -97,6 +97,9 @@ class PlanOptions:
             raise UsageError("`target_latency` and `target_flops` both set the size: choose one")
         if self.allocate is Allocate.SENSITIVITY and self.target_latency is None:
             raise UsageError("`allocate` sensitivity shares a latency budget: it needs `target_latency`")
+        if self.allocate is Allocate.SENSITIVITY and self.ratio_for:
+            raise UsageError("`allocate` sensitivity chooses every group's count from measured losses: not with "
+                             "`ratio_for` (`exclude` keeps groups whole)")
         if self.min_channels < 1 or self.round_to < 1 or self.sensitivity_samples < 1:
             raise UsageError("`min_channels`, `round_to` and `sensitivity_samples` must be >= 1")
 

@@ -108,6 +108,8 @@ def test_sensitivity_needs_data_and_a_latency_target():
         prune(chain(), PlanOptions(target_latency=0.7, allocate=Allocate.SENSITIVITY), latency=synthetic_table())
     with pytest.raises(UsageError, match="needs `target_latency`"):
         PlanOptions(ratio=0.3, allocate=Allocate.SENSITIVITY)
+    with pytest.raises(UsageError, match="not with `ratio_for`"):
+        PlanOptions(target_latency=0.5, allocate=Allocate.SENSITIVITY, ratio_for=(("conv1", 0.5),))
     with pytest.raises(UsageError, match="sensitivity_samples"):
         PlanOptions(target_latency=0.5, allocate=Allocate.SENSITIVITY, sensitivity_samples=0)
 
@@ -121,8 +123,9 @@ def test_cli_allocate_sensitivity(tmp_path, capsys):
     common = ["prune", str(tmp_path / "m.onnx"), "--target-latency", "0.7", "--latency-table", str(tmp_path / "t.json"),
               "--allocate", "sensitivity"]
     assert main([*common, "-o", str(tmp_path / "p.onnx"), "--data", str(tmp_path / "d.npz"), "--report",
-                 str(tmp_path / "r.json"), "-q"]) == 0
+                 str(tmp_path / "r.json")]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["latency"]["sensitivity"]["samples"] == 8
+    assert "budget shared by sensitivity: loss of cosine on 8 samples" in capsys.readouterr().out
     capsys.readouterr()
     assert main([*common, "-o", str(tmp_path / "q.onnx")]) == 2
     err = capsys.readouterr().err

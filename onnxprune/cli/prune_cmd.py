@@ -134,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
                    f"interleaved, median of {lat.rounds} rounds)" if lat.measured_ratio is not None else ""
         console.print(f"latency on {lat.target}, {lat.threads} thread(s), random inputs {shapes}: {requested}"
                       f"predicted {lat.predicted_ratio:.3f}{measured}", soft_wrap=True)
+        if lat.losses is not None:
+            points = sum(len(c) - 1 for c in lat.losses.curves.values())
+            console.print(f"  budget shared by sensitivity: loss of {lat.losses.metric} on {lat.losses.samples} "
+                          f"samples of --data, measured at {points} steps of {len(lat.losses.curves)} groups "
+                          f"(report: latency.sensitivity)", soft_wrap=True)
         if len(lat.tries) > 1:
             console.print("  corrected by measurement: " + "; ".join(
                 f"planned for {b:.3f}, predicted {p:.3f}, measured {m:.3f}" for b, p, m in lat.tries), soft_wrap=True)
