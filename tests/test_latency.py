@@ -323,7 +323,7 @@ def test_profile_measures_prunable_axes_on_the_grid_and_a_second_run_is_all_cach
 
 
 def decoder() -> onnx.ModelProto:
-    """conv1 (3->32) -> ConvTranspose (32->32) -> grouped ConvTranspose (32->16, 2 groups) -> 2-class head."""
+    """conv1 (3->64) -> ConvTranspose (64->32) -> grouped ConvTranspose (32->16, 2 groups) -> 2-class head."""
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c1"], ["r1"]),
              helper.make_node("ConvTranspose", ["r1", "wt1"], ["t1"], name="up1", strides=[2, 2]),
@@ -331,7 +331,7 @@ def decoder() -> onnx.ModelProto:
              helper.make_node("ConvTranspose", ["r2", "wt2"], ["t2"], name="up2", strides=[2, 2], group=2),
              helper.make_node("Relu", ["t2"], ["r3"]),
              helper.make_node("Conv", ["r3", "wh"], ["y"], name="head")]
-    inits = [init("w1", rand(32, 3, 3, 3)), init("wt1", rand(32, 32, 2, 2)), init("wt2", rand(32, 8, 2, 2)),
+    inits = [init("w1", rand(64, 3, 3, 3)), init("wt1", rand(64, 32, 2, 2)), init("wt2", rand(32, 8, 2, 2)),
              init("wh", rand(2, 16, 1, 1))]
     return model(nodes, [("x", [1, 3, 8, 8])], ["y"], inits)
 
@@ -341,21 +341,34 @@ def test_groups_no_blocked_kernel_touches_are_measured_and_kept_on_the_finer_gri
     analysis = analyze(m)
     source = {g.sources[0]: g.id for g in analysis.prunable}
     multiples = group_multiples(analysis, 16, 8)
-    # conv1 runs blocked (32 outputs); the ConvTransposes and the 2-output head do not
+    # conv1 runs blocked (64 outputs: 4 blocks); the ConvTransposes and the 2-output head do not
     assert {name: multiples[source[name]] for name in ("conv1", "up1", "up2")} == {"conv1": 16, "up1": 8, "up2": 8}
     assert set(group_multiples(analysis, 8, 8).values()) == {8}
     table = profile_model(m, TARGETS["cpu"], 1, cache=MeasurementCache(tmp_path))
     assert table.unblocked_multiple == 8
     by = table.by_node()
-    assert [c for c, _ in by["conv1"].out] == [16, 32]                 # blocked: the block
+    assert [c for c, _ in by["conv1"].out] == [16, 32, 48, 64]         # blocked: the block
     assert [c for c, _ in by["up1"].out] == [8, 16, 24, 32]            # unblocked: multiples of 8
-    assert [c for c, _ in by["up1"].inp] == [16, 32]                   # its input is conv1's (blocked) group
+    assert [c for c, _ in by["up1"].inp] == [16, 32, 48, 64]           # its input is conv1's (blocked) group
     assert [c for c, _ in by["up2"].out] == [8, 16]                    # grouped: timed at multiples of its groups
     assert [c for c, _ in by["up2"].inp] == [8, 16, 24, 32]
     assert [c for c, _ in by["head"].inp] == [8, 16]
     latency = LatencyModel(analysis, table)
     assert latency.multiples == multiples
     assert LatencyTable.load(_saved(table, tmp_path)).unblocked_multiple == 8
+
+
+def test_a_blocked_group_of_at_most_two_blocks_is_kept_on_the_finer_grid_too():
+    """A 16- or 32-channel first stage is often the model's most expensive (full resolution); with only the block
+    below its full count it set the floor (StudentNet, ResNet-56, U-Net: 0.56-0.64 of the original)."""
+    for channels, expected in ((16, 8), (32, 8), (48, 16), (64, 16)):
+        nodes = [helper.make_node("Conv", ["x", "wa"], ["a"], name="a", pads=[1, 1, 1, 1]),
+                 helper.make_node("Relu", ["a"], ["r"]),
+                 helper.make_node("Conv", ["r", "wb"], ["y"], name="b", pads=[1, 1, 1, 1])]
+        m = model(nodes, [("x", [1, 3, 8, 8])], ["y"], [init("wa", rand(channels, 3, 3, 3)),
+                                                        init("wb", rand(16, channels, 3, 3))])
+        analysis = analyze(m)
+        assert list(group_multiples(analysis, 16, 8).values()) == [expected], channels
 
 
 def _saved(table: LatencyTable, folder: Path) -> Path:
