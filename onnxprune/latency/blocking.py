@@ -13,7 +13,7 @@ as blocked (unknown). A blocked group's grid is the target's ``grid_multiple``, 
 ``unblocked_multiple``; so is a blocked group of at most :data:`SMALL_BLOCKS` blocks. Its only count below the
 full one would be the block itself, and such a group is often a model's most expensive (a 16- or 32-channel first
 stage at full resolution): with it held at the block, StudentNet's latency plans had a floor of 0.56 of the
-original, ResNet-56's (digits) 0.62 and U-Net's 0.57; on the finer grid, 0.47, 0.41 and 0.27, and ResNet-56's
+original, ResNet-56's (digits) 0.62 and U-Net's 0.57; on the finer grid, 0.48, 0.40 and 0.27, and ResNet-56's
 and U-Net's latency plans at 0.5 measured 0.49 (both at their old floor before), at efficiency 0.70-0.78.
 """
 
