@@ -57,7 +57,7 @@ demo: $(VENV)/.finetune
 
 ## test: the whole suite (about 4 minutes on 2 cores once .zoo-cache/ is filled, 6 on a fresh clone)
 test: $(VENV)/.dev
-	@$(BIN)/python -m pytest -n 2 -q; rc=$$?; echo "make test: done in $(ELAPSED) s (setup included)"; exit $$rc
+	@$(BIN)/python -m pytest -n 2 --dist worksteal -q; rc=$$?; echo "make test: done in $(ELAPSED) s (setup included)"; exit $$rc
 
 ## bench: regenerate benchmarks/results/ — sixteen scripts, one after another (hours on 2 cores): the pipeline suite,
 ## the export scorecard, fold vs onnxsim/onnxslim, pruning accuracy and latency vs Torch-Pruning, latency planning, its accuracy on the hard models and where its time goes,

@@ -166,6 +166,13 @@ def plan_pruning(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec |
 #: (Concat copies, layout changes); measuring closes the loop.
 LATENCY_CORRECTIONS = 5
 LATENCY_TOLERANCE = 0.03
+#: A plan measured within the tolerance is measured once more and judged on the mean of the two: one measurement
+#: of a pair on this project's shared 2-core machine drifts by up to +-4% (two runs of one model, 2 threads), and
+#: a plan accepted on one lucky measurement came out 6-8% off the request when the benchmark timed it again
+#: (LCNet 0.647 and the decoder 0.617 for 0.7).
+LATENCY_CONFIRMATIONS = 1
+#: Budgets asked for (repeats included: a corrected budget can give a plan already measured) at most this many.
+LATENCY_BUDGETS = 12
 
 
 def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec, data: Dataset | None,
@@ -189,32 +196,39 @@ def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSp
     shapes = resolve_input_shapes(model, spec)
     cost = CostModel(analysis, count_costs(model, shapes))
     original = calibration_model(model, target)
-    budget = request
+
+    def measure(pruned: onnx.ModelProto) -> float:
+        ms, _ = interleaved_ms({"original": original, "pruned": calibration_model(pruned, target)}, target,
+                               table.environment.threads, shapes, min_rounds=30, min_seconds=1.0)
+        return ms["pruned"] / ms["original"]
+
+    def within(ratio: float) -> bool:
+        return abs(ratio / request - 1) <= LATENCY_TOLERANCE
+
+    budget: float | None = request
     tries: list[tuple[float, float, float]] = []
     plans: list[PruningPlan] = []
     planned: list[tuple[float, float]] = []   # (budget, measured ratio of its plan), repeats included
     with stage("prune: plan for the latency, measured", total=1 + LATENCY_CORRECTIONS, unit="tries") as progress:
-        while len(tries) <= LATENCY_CORRECTIONS:
+        while budget is not None and len(tries) <= LATENCY_CORRECTIONS and len(planned) < LATENCY_BUDGETS:
             plan = make_plan(analysis, scores, replace(options, target_latency=budget), cost, latency, losses)
             same = next((i for i, p in enumerate(plans) if p.groups == plan.groups), None)
             if same is not None:
-                # the corrected budget gives a plan already measured: bisect between the budgets known to
-                # plan too fast and too slow (coarse steps leave gaps between plans; one may lie in between)
+                # the corrected budget gives a plan already measured: coarse steps leave gaps between plans, so
+                # bisect between the budgets known to plan too fast and too slow, or step past the one side known
                 planned.append((budget, tries[same][2]))
                 budget = budget_between(request, planned)
-                if budget is None:
-                    break
                 continue
             pruned, _ = _rewrite(model, plan, analysis, input_shapes=spec.shapes)
-            ms, _ = interleaved_ms({"original": original, "pruned": calibration_model(pruned, target)}, target,
-                                   table.environment.threads, shapes, min_rounds=30, min_seconds=1.0)
-            measured_ratio = ms["pruned"] / ms["original"]
+            measured_ratio = measure(pruned)
+            for _ in range(LATENCY_CONFIRMATIONS if within(measured_ratio) else 0):
+                measured_ratio = (measured_ratio + measure(pruned)) / 2
             predicted = latency.with_scores(scores).predict(plan.removed_roots(analysis)) / latency.full_ms
             tries.append((budget, predicted, measured_ratio))
             planned.append((budget, measured_ratio))
             plans.append(plan)
             progress.advance()
-            if abs(measured_ratio / request - 1) <= LATENCY_TOLERANCE:
+            if within(measured_ratio):
                 break
             budget = next_budget(request, [(p, m) for _, p, m in tries])
     best = min(range(len(plans)), key=lambda i: abs(tries[i][2] - request))
@@ -264,14 +278,24 @@ def next_budget(request: float, tried: list[tuple[float, float]]) -> float:
 
 
 def budget_between(request: float, planned: list[tuple[float, float]]) -> float | None:
-    """After a budget gave a plan already measured: the middle of the largest budget whose plan measured faster
-    than the request and the smallest whose plan measured slower (``planned``: (budget, measured ratio) pairs),
-    or None when one side is missing or the two are within 0.005 (or crossed: plans not monotonic there)."""
-    fast = [b for b, m in planned if m < request]
-    slow = [b for b, m in planned if m > request]
-    if not fast or not slow or min(slow) - max(fast) < 0.005:
-        return None
-    return (max(fast) + min(slow)) / 2
+    """After a budget gave a plan already measured (``planned``: (budget, measured ratio) pairs): the middle of the
+    largest budget whose plan measured faster than the request and the smallest whose plan measured slower, or
+    None when the two are within 0.005 (or crossed: plans not monotonic there). With one side only, a budget past
+    it: the largest budget scaled by requested / its measured ratio (every plan too fast; at most 1), or the
+    smallest scaled so (every plan too slow; at least 0.01); None once that side is at its bound. A coarse model
+    plans one step apart (the 4-group decoder: 0.60 for any budget from 0.63 to 0.74) and stopped there."""
+    fast = [(b, m) for b, m in planned if m < request]
+    slow = [(b, m) for b, m in planned if m > request]
+    if fast and slow:
+        lo, hi = max(b for b, _ in fast), min(b for b, _ in slow)
+        return None if hi - lo < 0.005 else (lo + hi) / 2
+    if fast:
+        b, m = max(fast)
+        return None if b >= 1.0 else min(1.0, b * request / m)
+    if slow:
+        b, m = min(slow)
+        return None if b <= 0.01 else max(0.01, b * request / m)
+    return None
 
 
 def _keep_first(group: GroupPlan) -> np.ndarray:
