@@ -59,8 +59,8 @@ demo: $(VENV)/.finetune
 test: $(VENV)/.dev
 	@$(BIN)/python -m pytest -n 2 --dist worksteal -q; rc=$$?; echo "make test: done in $(ELAPSED) s (setup included)"; exit $$rc
 
-## bench: regenerate benchmarks/results/ — sixteen scripts, one after another (hours on 2 cores): the pipeline suite,
-## the export scorecard, fold vs onnxsim/onnxslim, pruning accuracy and latency vs Torch-Pruning, latency planning, its accuracy on the hard models and where its time goes,
+## bench: regenerate benchmarks/results/ — seventeen scripts, one after another (hours on 2 cores): the pipeline suite,
+## the export scorecard, fold vs onnxsim/onnxslim, pruning accuracy and latency vs Torch-Pruning, latency planning and its ratio estimator, its accuracy on the hard models and where its time goes,
 ## recovery/schedules, speed of the data-driven steps, emission, Deep Compression, zoo throughput, the hard benchmark
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_suite --out benchmarks/results
@@ -69,6 +69,7 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_prune_accuracy --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_prune_latency --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_latency_plan --out benchmarks/results
+	$(BIN)/python -m benchmarks.bench_latency_estimator --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_latency_vs_tp --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_latency_accuracy --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_latency_breakdown --out benchmarks/results

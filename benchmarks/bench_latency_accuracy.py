@@ -39,7 +39,7 @@ from benchmarks.bench_latency_plan import macs_plan_at_measured, measured_ratio
 from benchmarks.common import machine
 from onnxprune.data import load_data
 from onnxprune.flops import count_costs
-from onnxprune.latency.measure import interleaved_ms
+from onnxprune.latency.measure import paired_timing
 from onnxprune.latency.profile import profile_model
 from onnxprune.latency.table import MeasurementCache
 from onnxprune.normalize import normalize
@@ -83,9 +83,9 @@ def bench(name: str, runs: int, cache: Path, folder: Path) -> list[dict[str, obj
     macs0 = count_costs(model, spec.shapes).macs
     rows = [{"model": name, "variant": "original", "achieved": 1.0, "macs": macs0, **scored(model, name, folder)}]
     for key, variant in variants.items():
-        ms, rounds = interleaved_ms({"original": model, key: variant}, TARGETS["cpu"], THREADS, spec.shapes,
-                                    min_rounds=runs)
-        rows.append({"model": name, "variant": key, "achieved": ms[key] / ms["original"], "rounds": rounds,
+        timing = paired_timing({"original": model, key: variant}, "original", TARGETS["cpu"], THREADS, spec.shapes,
+                               min_rounds=runs)
+        rows.append({"model": name, "variant": key, "achieved": timing.ratios[key], "rounds": timing.rounds,
                      "macs": count_costs(variant, spec.shapes).macs, **info[key], **scored(variant, name, folder)})
     return rows
 
@@ -100,7 +100,7 @@ def markdown(rows: list[dict[str, object]], runs: int, command: str) -> str:
     lines = ["# Latency plan vs MACs plan at the same measured latency: accuracy on the hard models", "",
              f"Command: `{command}`  ", f"Machine: {machine()}", "",
              (f"ONNX Runtime CPU, {THREADS} thread, batch 1; each variant timed against the original in a pair, "
-              f"interleaved, median of >= {runs} rounds. Recovery (`--recover lsq`) fitted on the calibration split "
+              f"interleaved, >= {runs} rounds, the ratio the median over rounds of variant / original in the same round. Recovery (`--recover lsq`) fitted on the calibration split "
               "(256 samples); accuracy on the held-out test split (glyphs: 1000 images, top-1; textline: 600 lines, "
               "exact-line accuracy and character error rate). *latency R*: `--target-latency R` (budget shared by "
               "weights); *sensitivity R*: the same with `--allocate sensitivity` (by the loss measured on the "

@@ -7,10 +7,12 @@ steps) and by two MACs plans with `--round-to 8`: at `--target-flops R` (what a 
 latency model gets) and at the MACs target whose *measured* latency is closest to the latency plan's (bisected,
 each candidate timed against the original: the MACs plan at the same latency). All variants of one model and thread count are timed in
 one process (ORT optimizations on, spinning off, batch 1): each variant against the original in a pair,
-interleaved, medians of at least --runs rounds (and 1 s); three passes over all pairs, a pair's ratio the median of
-its three.
+interleaved, at least --runs rounds (and 1 s), a pass's ratio the median over rounds of variant / original in
+the same round (paired: a busy stretch of the machine slows both alike); three passes over all pairs, a pair's
+ratio the median of its three. Runs before the paired estimator (rows without "estimator": "paired") took
+median(variant) / median(original) per pass.
 
-- achieved = median(variant) / median(original), measured; predicted = the table's prediction
+- achieved = that ratio, measured; predicted = the table's prediction
 - floor: every prunable group at its smallest latency step, measured with the others (a request below it is
   not reachable); repeat: a second session of the original in the same run (the measurement's noise)
 - efficiency = speedup / (MACs original / MACs variant)
@@ -41,7 +43,7 @@ from onnxprune.channels.analysis import analyze
 from onnxprune.data import load_data
 from onnxprune.flops import count_costs, count_params
 from onnxprune.importance import Criterion, score_groups
-from onnxprune.latency.measure import interleaved_ms
+from onnxprune.latency.measure import paired_timing
 from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.profile import profile_model
 from onnxprune.latency.report import LatencyReport
@@ -69,9 +71,8 @@ def zoo_model(name: str) -> tuple[onnx.ModelProto, tuple[int, ...]]:
 
 
 def measured_ratio(model: onnx.ModelProto, variant: onnx.ModelProto, threads: int, shapes) -> float:
-    ms, _ = interleaved_ms({"original": model, "variant": variant}, TARGETS["cpu"], threads, shapes, min_rounds=15,
-                           min_seconds=0.5)
-    return ms["variant"] / ms["original"]
+    return paired_timing({"original": model, "variant": variant}, "original", TARGETS["cpu"], threads, shapes,
+                         min_rounds=15, min_seconds=0.5).ratios["variant"]
 
 
 def closest_by_measurement(build: Callable[[float], onnx.ModelProto], original: onnx.ModelProto, goal: float,
@@ -177,9 +178,10 @@ def bench(name: str, model: onnx.ModelProto, shape: tuple[int, ...], threads: in
     rounds = 0
     for _ in range(WINDOWS):
         for key in per_pass:
-            ms, n = interleaved_ms({"original": model, key: variants[key]}, cpu, threads, spec.shapes,
-                                   min_rounds=runs)
-            per_pass[key].append(ms[key] / ms["original"])
+            timing = paired_timing({"original": model, key: variants[key]}, "original", cpu, threads,
+                                   spec.shapes, min_rounds=runs)
+            ms, n = timing.ms, timing.rounds
+            per_pass[key].append(timing.ratios[key])
             ms_per_pass[key].append(ms[key])
             ms_per_pass["original"].append(ms["original"])
             rounds = max(rounds, n)
@@ -197,7 +199,7 @@ def bench(name: str, model: onnx.ModelProto, shape: tuple[int, ...], threads: in
                "median_ms": medians[key], "achieved": achieved, "macs": macs[key], "params": count_params(m),
                "efficiency": (1 / achieved) / (macs["original"] / macs[key]), "rounds": rounds,
                "profile_s": profile_s, "cache_hit_s": cached_s, "measured_points": table.measured,
-               "floor": floor, "repeat": repeat, **info[key]}
+               "floor": floor, "repeat": repeat, "estimator": "paired", "passes": per_pass.get(key, [1.0] * WINDOWS), **info[key]}
         if digits:
             row["top1"] = accuracy(m, x, labels)
         rows.append(row)
@@ -205,10 +207,13 @@ def bench(name: str, model: onnx.ModelProto, shape: tuple[int, ...], threads: in
 
 
 def markdown(rows: list[dict[str, object]], runs: int, command: str) -> str:
+    paired = all(r.get("estimator") == "paired" for r in rows)
+    estimator = ("a pass's ratio the median over rounds of variant / original in the same round" if paired else
+                 "a pass's ratio median(variant) / median(original)")
     lines = ["# Latency-targeted pruning vs MACs-targeted pruning (ONNX Runtime CPU)", "",
              f"Command: `{command}`  ", f"Machine: {machine()}", "",
-             f"Batch 1, ORT optimizations on, spinning off, each variant interleaved with the original in a pair, median of >= {runs} "
-             f"rounds (and 1 s), in {WINDOWS} passes over all pairs, a ratio the median of its passes; random inputs. *latency R*: `prune --target-latency R`; *sensitivity R* (digits models): the same "
+             f"Batch 1, ORT optimizations on, spinning off, each variant interleaved with the original in a pair, >= {runs} "
+             f"rounds (and 1 s), {estimator}, in {WINDOWS} passes over all pairs, a ratio the median of its passes; random inputs. *latency R*: `prune --target-latency R`; *sensitivity R* (digits models): the same "
              "with `--allocate sensitivity`, *macs@sens R* the MACs plan at its measured latency; *macs R*: `--target-flops R "
              "--round-to 8`; *macs@same R*: the `--target-flops` (round-to 8) whose measured latency is closest to "
              "the latency plan's (bisected, each candidate timed against the original). *floor*: every prunable group "
@@ -256,6 +261,7 @@ def summary(rows: list[dict[str, object]]) -> str:
     if repeats:
         out.append(f"- noise: the original against a second session of itself, timed as the variants are: median "
                    f"{statistics.median(repeats):.3f} (range {repeats[0]:.3f} to {repeats[-1]:.3f})")
+    out += planner_against_bench(rows)
     lat = [r for r in rows if r["variant"].startswith("latency")]
     agree = [abs(r["predicted"] / r["achieved"] - 1) for r in lat]
     if agree:
@@ -277,6 +283,40 @@ def summary(rows: list[dict[str, object]]) -> str:
     return "\n".join(out)
 
 
+def chosen_try(row: dict[str, object]) -> dict[str, float] | None:
+    """The planner's try whose plan it returned (the one it predicted as the row's prediction), if recorded."""
+    tries = [t for t in row.get("tries") or [] if abs(t["predicted"] - row["predicted"]) < 1e-9]
+    return tries[-1] if tries else None
+
+
+def planner_against_bench(rows: list[dict[str, object]]) -> list[str]:
+    """How far this benchmark's measurement of a latency plan lands from the planner's own of the same plan.
+
+    Both time the same pruned model against the original in a pair, minutes apart: a median near 1 says the
+    planner is not biased, the spread is what two measurements on this machine disagree by."""
+    out = []
+    for threads in sorted({r["threads"] for r in rows}):
+        pairs = [(r, chosen_try(r)) for r in rows if r["threads"] == threads
+                 and r["variant"].startswith(("latency", "sensitivity"))]
+        ratios = sorted(r["achieved"] / t["measured"] for r, t in pairs if t)
+        if len(ratios) < 2:
+            continue
+        deciles = statistics.quantiles(ratios, n=10)
+        misses = [(r, t) for r, t in pairs if t and r["floor"] <= r["request"]
+                  and abs(r["achieved"] / r["request"] - 1) > 0.05]
+        planner_hit = sum(abs(t["measured"] / r["request"] - 1) <= 0.05 for r, t in misses)
+        out.append(f"- this benchmark's measurement of a latency plan ÷ the planner's own of the same plan, "
+                   f"{threads} thread(s), {len(ratios)} plans: median {statistics.median(ratios):.3f}, 10th-90th "
+                   f"percentile {deciles[0]:.3f} to {deciles[-1]:.3f}; of its {len(misses)} misses (reachable, "
+                   f"off by more than 5%), the planner had measured {planner_hit} within ±5%")
+    return out
+
+
+def render(json_path: Path, runs: int, command: str) -> str:
+    """The markdown of a stored run, re-rendered without timing anything (e.g. after a summary line is added)."""
+    return markdown(json.loads(json_path.read_text()), runs, command)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -285,7 +325,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--digits", default=",".join(DIGITS_MODELS))
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--name", default="latency_plan")
+    ap.add_argument("--render", type=Path, default=None, metavar="JSON",
+                    help="re-render the markdown of a stored run (its JSON) into --out, timing nothing; "
+                         "--runs and --command must be those of the run")
+    ap.add_argument("--command", default=None, help="with --render: the command that measured the run")
     args = ap.parse_args(argv)
+    if args.render is not None:
+        if args.command is None:
+            ap.error("--render needs --command (the command that measured the run)")
+        md = args.out / f"{args.name}.md"
+        tmp = md.with_suffix(".md.tmp")
+        tmp.write_text(render(args.render, args.runs, args.command))
+        tmp.replace(md)
+        print(f"wrote {md}")
+        return 0
     warnings.filterwarnings("ignore")
     from models.architectures import ZOO
 

@@ -4,7 +4,8 @@ For each zoo model Torch-Pruning can prune: the folded legacy export is profiled
 R = 0.7 and 0.5 of its measured latency; Torch-Pruning (MetaPruner, group L1, `round_to=8`, the output layer
 ignored) is run at the ratio whose exported model's measured latency is closest to onnxprune's (bisected, each
 candidate timed interleaved against the original). Then the original and both pruned models run interleaved
-(ORT CPU, optimizations on, spinning off, batch 1, one thread, >= --runs rounds): achieved latency ratio, MACs,
+(ORT CPU, optimizations on, spinning off, batch 1, one thread, >= --runs rounds): achieved latency ratio (the
+median over rounds of variant / original in the same round), MACs,
 params, efficiency = speedup / MACs reduction. Random weights: this compares structure (what each keeps for the
 same time), not accuracy.
 
@@ -33,7 +34,7 @@ from benchmarks.common import machine
 from models.architectures import ZOO
 from models.export_zoo import build_model, export
 from onnxprune.flops import count_costs, count_params
-from onnxprune.latency.measure import interleaved_ms
+from onnxprune.latency.measure import paired_timing
 from onnxprune.latency.profile import profile_model
 from onnxprune.latency.table import MeasurementCache
 from onnxprune.normalize import normalize
@@ -90,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{name} {request}: Torch-Pruning failed: {type(e).__name__}: {str(e)[:120]}", flush=True)
                     continue
                 variants = {"original": original, "onnxprune": ours, "torch-pruning": theirs}
-                ms, rounds = interleaved_ms(variants, TARGETS["cpu"], 1, spec.shapes, min_rounds=args.runs)
+                timing = paired_timing(variants, "original", TARGETS["cpu"], 1, spec.shapes, min_rounds=args.runs)
+                rounds = timing.rounds
                 macs = {k: count_costs(m, spec.shapes).macs for k, m in variants.items()}
                 for key, m in variants.items():
-                    achieved = ms[key] / ms["original"]
+                    achieved = timing.ratios[key]
                     rows.append({"model": name, "request": request, "variant": key, "achieved": achieved,
                                  "macs": macs[key], "params": count_params(m), "rounds": rounds,
                                  "efficiency": (1 / achieved) / (macs["original"] / macs[key]),

@@ -13,7 +13,7 @@ from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.importance import Criterion, score_groups
 from onnxprune.io import check_model
-from onnxprune.latency.measure import interleaved_ms
+from onnxprune.latency.measure import paired_timing
 from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.profile import calibration_model, profile_model
 from onnxprune.latency.report import GroupLatency, LatencyReport, measured
@@ -198,9 +198,9 @@ def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSp
     original = calibration_model(model, target)
 
     def measure(pruned: onnx.ModelProto) -> float:
-        ms, _ = interleaved_ms({"original": original, "pruned": calibration_model(pruned, target)}, target,
-                               table.environment.threads, shapes, min_rounds=30, min_seconds=1.0)
-        return ms["pruned"] / ms["original"]
+        timing = paired_timing({"original": original, "pruned": calibration_model(pruned, target)}, "original",
+                               target, table.environment.threads, shapes, min_rounds=30, min_seconds=1.0)
+        return timing.ratios["pruned"]
 
     def within(ratio: float) -> bool:
         return abs(ratio / request - 1) <= LATENCY_TOLERANCE

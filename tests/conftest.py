@@ -20,6 +20,12 @@ QUIRK_FORM_MODELS = ("resnet18", "mobilenet_v3_se", "shufflenet_v2", "convnext",
 ZOO_CASES = [(m, f) for m in ZOO for f in CORE_FORMS] + [(m, f) for m in QUIRK_FORM_MODELS for f in QUIRK_FORMS]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``long`` first: under ``-n 2 --dist worksteal`` they then overlap the many short ones, where
+    collected in file order the last of them ran alone on one worker for a minute while the other idled."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture
 def zoo_path():
     from models.zoo_cache import zoo_model

@@ -168,6 +168,7 @@ def test_runnable_uses_uint4_indices_from_opset_21(opset, index_type):
     assert np.array_equal(make_session(small).run(None, {"x": x})[0], make_session(result.model).run(None, {"x": x})[0])
 
 
+@pytest.mark.long
 def test_max_drop_backs_off_sparsity_and_defaults_with_data(tmp_path):
     """--sparsity 0.97 ruins StudentNet; --max-drop 1 scales every layer back until the held-out top-1 drop is
     within a point. With --data and no pruning option, sensitivity per layer and --max-drop 1 are the default."""

@@ -56,6 +56,7 @@ def test_cpu_portable_and_for_this_machine(name, tmp_path):
 
 # Measured drops (top-1 points, 450 test digits): StudentNet 3.1 (depthwise convs + ReLU6 quantize poorly),
 # VGG-16-BN -0.4 (a gain), ResNet-56 0.2. The bounds leave one test image of slack.
+@pytest.mark.long
 @pytest.mark.parametrize("name,max_drop", [("studentnet", 0.034), ("vgg16_bn", 0.003), ("resnet56", 0.005)])
 def test_int8_static_accuracy_on_digits(name, max_drop, tmp_path):
     """Calibrated on 128 training digits, evaluated on the 450 test digits: the drop is stated in the manifest."""

@@ -47,6 +47,13 @@ DIGITS = ROOT / "models" / "digits"
 ENV = Environment("1.0", "cpu", 1, "test cpu", "fp32")
 
 
+
+def fake_paired(ratio: float):
+    """What paired_timing returns for an original of 1 ms and a pruned model at ``ratio``."""
+    from onnxprune.latency.measure import PairedTiming
+
+    return PairedTiming({"original": 1.0, "pruned": ratio}, {"original": 1.0, "pruned": ratio}, 30)
+
 def chain() -> onnx.ModelProto:
     """x -> conv1 (3->64) -> relu -> conv2 (64->64) -> relu -> conv3 (64->32) -> y: two prunable groups."""
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
@@ -254,12 +261,12 @@ def test_a_plan_measured_faster_than_asked_is_replanned_above_its_prediction(set
     m, _, _, _ = setup
     full = sum(onnx.numpy_helper.to_array(i).size for i in m.graph.initializer)
 
-    def fake_ms(models, *args, **kwargs):   # a machine twice as fast on pruned layers as the table says
+    def fake_timing(models, *args, **kwargs):   # a machine twice as fast on pruned layers as the table says
         size = {k: sum(onnx.numpy_helper.to_array(i).size for i in v.graph.initializer) for k, v in models.items()}
-        return {"original": 1.0, "pruned": 0.5 * size["pruned"] / full}, 30
+        return fake_paired(0.5 * size["pruned"] / full)
 
-    monkeypatch.setattr("onnxprune.pruning.interleaved_ms", fake_ms)
-    monkeypatch.setattr("onnxprune.latency.report.interleaved_ms", fake_ms, raising=False)
+    monkeypatch.setattr("onnxprune.pruning.paired_timing", fake_timing)
+    monkeypatch.setattr("onnxprune.latency.report.paired_timing", fake_timing)
     result = prune(m, PlanOptions(target_latency=0.15), latency=synthetic_table())
     tries = result.report.latency.tries
     (_, predicted0, measured0), (budget1, _, _) = tries[0], tries[1]
@@ -273,12 +280,12 @@ def test_a_plan_is_accepted_on_the_mean_of_two_measurements(setup, monkeypatch):
     m, _, _, _ = setup
     calls = []
 
-    def fake_ms(models, *args, **kwargs):   # on the request, then 20% slower: the mean is 10% off
+    def fake_timing(models, *args, **kwargs):   # on the request, then 20% slower: the mean is 10% off
         calls.append(1)
-        return {"original": 1.0, "pruned": 0.7 if len(calls) % 2 else 0.84}, 30
+        return fake_paired(0.7 if len(calls) % 2 else 0.84)
 
-    monkeypatch.setattr("onnxprune.pruning.interleaved_ms", fake_ms)
-    monkeypatch.setattr("onnxprune.latency.report.interleaved_ms", fake_ms, raising=False)
+    monkeypatch.setattr("onnxprune.pruning.paired_timing", fake_timing)
+    monkeypatch.setattr("onnxprune.latency.report.paired_timing", fake_timing)
     tries = prune(m, PlanOptions(target_latency=0.7), latency=synthetic_table()).report.latency.tries
     assert tries[0][2] == pytest.approx(0.77)    # judged on the mean, so corrected rather than accepted
     assert len(tries) > 1
@@ -306,6 +313,7 @@ def test_prune_reports_predicted_and_measured_latency(setup):
     lat = result.report.latency
     assert lat.requested == 0.7 and lat.predicted_ratio <= 0.7
     assert lat.measured_ms > 0 and lat.measured_original_ms > 0 and lat.rounds >= 30
+    assert lat.paired_ratio is not None and lat.measured_ratio == lat.paired_ratio
     assert all(g.kept in g.steps for g in lat.groups)
     assert json.loads(json.dumps(result.report.to_json()))["latency"]["agrees"] in (True, False)
     # the synthetic table is not this machine: the plan is measured and re-planned for a corrected budget
@@ -528,6 +536,28 @@ def test_interleaved_timing_creates_sessions_in_both_orders(monkeypatch):
         models[name] = m
     ms, rounds = measure.interleaved_ms(models, TARGETS["cpu"], 1, {}, min_rounds=4, min_seconds=0.0)
     assert created == ["a", "b", "c", "c", "b", "a"] and rounds == 4 and set(ms) == {"a", "b", "c"}
+
+
+def test_paired_timing_takes_the_median_of_per_round_ratios(monkeypatch):
+    """A busy round slows both models of that round: the ratio pairs their times (here 0.5 in two rounds of
+    three), where the ratio of the two medians mixes rounds (8 / 10 ms = 0.8)."""
+    from onnxprune.latency import measure
+
+    times = {"original": [0.010, 0.030, 0.010], "pruned": [0.005, 0.015, 0.008]}
+    monkeypatch.setattr(measure, "interleaved_times", lambda *a, **k: times)
+    timing = measure.paired_timing({"original": chain(), "pruned": chain()}, "original", TARGETS["cpu"], 1, {})
+    assert timing.ratios == {"original": 1.0, "pruned": pytest.approx(0.5)}
+    assert timing.ms == {"original": pytest.approx(10.0), "pruned": pytest.approx(8.0)} and timing.rounds == 3
+
+
+def test_paired_timing_runs_every_model_each_round():
+    from onnxprune.latency import measure
+
+    models = {"original": chain(), "copy": chain()}
+    times = measure.interleaved_times(models, TARGETS["cpu"], 1, {}, min_rounds=6, min_seconds=0.0)
+    assert [len(t) for t in times.values()] == [6, 6]
+    timing = measure.paired_timing(models, "original", TARGETS["cpu"], 1, {}, min_rounds=6, min_seconds=0.0)
+    assert timing.ratios["original"] == 1.0 and timing.rounds == 6 and timing.ratios["copy"] > 0
 
 
 def test_latency_notes_say_not_reachable_only_at_the_smallest_steps():

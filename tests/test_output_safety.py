@@ -359,6 +359,7 @@ def test_zoo_workers_die_with_a_killed_parent(tmp_path):
 
 # --- nothing written into the current folder, files with the user's umask ---------------------------------------
 
+@pytest.mark.long
 def test_every_command_leaves_the_current_folder_empty(tmp_path):
     """ORT's quantization pre-processing writes sym_shape_infer_temp.onnx (and a <uuid>.data) into the cwd for
     the exported CIFAR ResNet-56 (its symbolic shape inference gives up), following a symlink planted under that
@@ -396,6 +397,7 @@ def test_every_command_leaves_the_current_folder_empty(tmp_path):
     assert victim.read_text() == "precious"
 
 
+@pytest.mark.long
 def test_files_get_the_users_umask(tmp_path):
     student = str(DIGITS / "studentnet.onnx")
     for args in (["prune", student, "-o", str(tmp_path / "p.onnx"), "--ratio", "0.25", "--report",

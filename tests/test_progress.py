@@ -47,6 +47,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
                           check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+@pytest.mark.long
 def test_long_commands_print_a_line_per_stage_when_piped(tmp_path):
     student = str(DIGITS / "studentnet.onnx")
     prune = cli("prune", student, "-o", str(tmp_path / "p.onnx"), "--ratio", "0.3", "--recover", "lsq", "--data",

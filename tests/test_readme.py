@@ -25,6 +25,7 @@ def python_block(path: Path) -> str:
     return re.search(r"```python\n(.*?)```", path.read_text(), re.DOTALL).group(1)
 
 
+@pytest.mark.long
 def test_python_api_example_runs_as_written(tmp_path):
     from PIL import Image
 
@@ -48,6 +49,7 @@ def test_python_api_example_runs_as_written(tmp_path):
     assert (tmp_path / "mine.onnx").is_file()
 
 
+@pytest.mark.long
 def test_recipe_example_runs_as_written(tmp_path, monkeypatch):
     """The README's recipe and its 'On the bundled model' command, run as written (output folder aside)."""
     import shlex

@@ -77,6 +77,7 @@ def test_lsq_recovery_is_exact_for_a_duplicated_filter():
 
 # Measured at 30% MACs reduction (L1, calibrated on 128 training digits, 450 test digits):
 # StudentNet 98.89 -> none 68.4 / lsq 97.8, VGG-16-BN 99.11 -> 10.0 / 98.9, ResNet-56 99.78 -> 9.6 / 99.8.
+@pytest.mark.long
 @pytest.mark.parametrize("name,floor", [("studentnet", 0.97), ("vgg16_bn", 0.98), ("resnet56", 0.99)])
 def test_lsq_recovers_the_digits_models(name, floor):
     model = onnxprune.fold(onnxprune.load(DIGITS / f"{name}.onnx")).model

@@ -173,6 +173,7 @@ def test_zoo_timeout_and_memory_cap(tmp_path):
     assert row["status"] == "failed" and ("out of memory" in row["error"] or "worker" in row["error"])
 
 
+@pytest.mark.long
 def test_interrupted_zoo_resumes(tmp_path):
     import onnx
 
@@ -203,6 +204,7 @@ def test_interrupted_zoo_resumes(tmp_path):
 
 # --- zoo, Ray ------------------------------------------------------------------------------------------------
 
+@pytest.mark.long
 def test_ray_backend_gives_the_same_summary(zoo, tmp_path):
     """On a Ray cluster the user runs (here one the test starts): the same per-model results as local."""
     import ray  # a declared dev dependency (onnxprune[ray]): missing must fail, not skip
@@ -231,6 +233,7 @@ def test_ray_backend_never_starts_a_ray_of_its_own(zoo, tmp_path, capsys):
     assert "--address" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
+@pytest.mark.long
 def test_recipe_prunes_with_the_previous_sensitivity_run(tmp_path):
     recipe = recipe_file(tmp_path, f"data: {DIGITS / 'digits_calib.npz'}\nsteps:\n  - fold\n"
                                    "  - sensitivity: {limit: 32, target-flops: 0.7}\n"

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxprune.benchmark.stats import Speedup, Summary, speedup
+from onnxprune.benchmark.stats import Speedup, Summary, paired_speedup
 from onnxprune.data import Dataset, ImagePreprocess, load_data
 from onnxprune.errors import OnnxPruneError, UsageError
 from onnxprune.flops import count_costs
@@ -170,7 +170,7 @@ def _compare(loaded: list[tuple[ModelResult, ort.InferenceSession, dict[str, np.
     base_out = base_sess.run(None, base_feeds)[0]
     base_data = _predict(base_sess, data) if data is not None else None
     for r, sess, feeds in loaded:
-        r.speedup = speedup(base.times, r.times, seed=options.seed)
+        r.speedup = paired_speedup(base.times, r.times, seed=options.seed)   # one entry per round each
         try:
             out = sess.run(None, base_feeds)[0] if feeds.keys() == base_feeds.keys() and all(
                 feeds[k].shape == base_feeds[k].shape for k in feeds) else None

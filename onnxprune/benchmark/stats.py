@@ -30,7 +30,8 @@ class Summary:
 
 @dataclass(frozen=True)
 class Speedup:
-    """median(baseline) / median(candidate), with a percentile-bootstrap 95% interval."""
+    """baseline time / candidate time (:func:`speedup`: of the medians; :func:`paired_speedup`: the median of the
+    rounds' ratios), with a percentile-bootstrap 95% interval."""
 
     ratio: float
     low: float
@@ -48,3 +49,23 @@ def speedup(baseline: list[float] | np.ndarray, candidate: list[float] | np.ndar
     alpha = (1 - confidence) / 2
     low, high = np.quantile(ratios, [alpha, 1 - alpha])
     return Speedup(float(np.median(b) / np.median(c)), float(low), float(high))
+
+
+def paired_speedup(baseline: list[float] | np.ndarray, candidate: list[float] | np.ndarray, *,
+                   resamples: int = 2000, seed: int = 0, confidence: float = 0.95) -> Speedup:
+    """The median over rounds of baseline / candidate, the two times of a round taken back to back, with a
+    percentile bootstrap over rounds.
+
+    A busy stretch of a shared machine slows both runs of a round alike, so it cancels in the round's ratio; the
+    ratio of two medians mixes rounds and moves with it (see ``onnxprune.latency.measure.paired_timing``). Falls
+    back to :func:`speedup` when the two series are not one entry per round (different lengths)."""
+    b = np.asarray(baseline, dtype=np.float64)
+    c = np.asarray(candidate, dtype=np.float64)
+    if len(b) != len(c) or len(b) == 0:
+        return speedup(b, c, resamples=resamples, seed=seed, confidence=confidence)
+    per_round = b / c
+    rng = np.random.default_rng(seed)
+    ratios = np.median(per_round[rng.integers(0, len(b), (resamples, len(b)))], axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    return Speedup(float(np.median(per_round)), float(low), float(high))

@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         shapes = ", ".join("x".join(map(str, v)) for v in r.input_shapes.values())
         requested = f"requested {lat.requested:g}, " if lat.requested is not None else ""
         measured = f", measured {lat.measured_ratio:.3f} ({lat.measured_original_ms:.3g} -> {lat.measured_ms:.3g} ms, " \
-                   f"interleaved, median of {lat.rounds} rounds)" if lat.measured_ratio is not None else ""
+                   f"medians; the ratio the median of {lat.rounds} interleaved rounds' ratios)" if lat.measured_ratio is not None else ""
         console.print(f"latency on {lat.target}, {lat.threads} thread(s), random inputs {shapes}: {requested}"
                       f"predicted {lat.predicted_ratio:.3f}{measured}", soft_wrap=True)
         if lat.losses is not None:

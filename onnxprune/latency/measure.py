@@ -1,5 +1,6 @@
 """Interleaved whole-model latency: each round runs every model once, in an order rotated per round, so the
-drifts of a shared, noisy machine hit all models alike (as ``bench`` does); medians per model.
+drifts of a shared, noisy machine hit all models alike (as ``bench`` does); medians per model, and for ratios
+the median of per-round ratios (:func:`paired_timing`).
 
 The rounds are run in two halves, the sessions created anew for the second half in the reverse order: on ORT
 CPU, of sessions created from serialized models in one process, a later one runs the same model faster
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -40,10 +42,11 @@ def random_feeds(session: ort.InferenceSession, shapes: dict[str, tuple[int, ...
     return feeds
 
 
-def interleaved_ms(models: dict[str, onnx.ModelProto], target: RuntimeTarget, threads: int,
-                   shapes: dict[str, tuple[int, ...]], min_rounds: int = MIN_ROUNDS,
-                   min_seconds: float = MIN_SECONDS) -> tuple[dict[str, float], int]:
-    """Median milliseconds per model (run interleaved, see the module doc) and the number of rounds."""
+def interleaved_times(models: dict[str, onnx.ModelProto], target: RuntimeTarget, threads: int,
+                      shapes: dict[str, tuple[int, ...]], min_rounds: int = MIN_ROUNDS,
+                      min_seconds: float = MIN_SECONDS) -> dict[str, list[float]]:
+    """Seconds per run of every model, one entry per round (run interleaved, see the module doc): the i-th
+    entries of all models come from the same round, a few milliseconds apart."""
     names = list(models)
     times: dict[str, list[float]] = {n: [] for n in names}
     rounds = 0
@@ -66,4 +69,39 @@ def interleaved_ms(models: dict[str, onnx.ModelProto], target: RuntimeTarget, th
             rounds += 1
             done += 1
         del sessions
-    return {n: statistics.median(t) * 1000 for n, t in times.items()}, rounds
+    return times
+
+
+def interleaved_ms(models: dict[str, onnx.ModelProto], target: RuntimeTarget, threads: int,
+                   shapes: dict[str, tuple[int, ...]], min_rounds: int = MIN_ROUNDS,
+                   min_seconds: float = MIN_SECONDS) -> tuple[dict[str, float], int]:
+    """Median milliseconds per model (run interleaved, see the module doc) and the number of rounds."""
+    times = interleaved_times(models, target, threads, shapes, min_rounds, min_seconds)
+    return {n: statistics.median(t) * 1000 for n, t in times.items()}, len(next(iter(times.values())))
+
+
+@dataclass(frozen=True)
+class PairedTiming:
+    """Models timed interleaved against a reference: ``ms`` the median per model, ``ratios`` each model's
+    median over rounds of (its time / the reference's time in the same round), ``rounds`` the rounds run."""
+
+    ms: dict[str, float]
+    ratios: dict[str, float]
+    rounds: int
+
+
+def paired_timing(models: dict[str, onnx.ModelProto], reference: str, target: RuntimeTarget, threads: int,
+                  shapes: dict[str, tuple[int, ...]], min_rounds: int = MIN_ROUNDS,
+                  min_seconds: float = MIN_SECONDS) -> PairedTiming:
+    """Latency ratios to ``reference`` from rounds paired in time.
+
+    Each round's ratio compares two runs a few milliseconds apart, so a stretch of a busy machine (another
+    process on a core: at 2 threads on a 2-core VM the original ran 16 ms in one window, 22 ms in the next, and
+    slowed more than a pruned model) moves both alike and cancels. The ratio of the two medians does not: on
+    this project's 2-core VM, one pruned DenseNet against the original at 2 threads, ten windows of 30 rounds,
+    spread 0.55-0.71 as a ratio of medians and 0.57-0.68 as the median of per-round ratios (StudentNet:
+    0.58-0.73 and 0.64-0.71)."""
+    times = interleaved_times(models, target, threads, shapes, min_rounds, min_seconds)
+    ref = np.asarray(times[reference])
+    return PairedTiming({n: statistics.median(t) * 1000 for n, t in times.items()},
+                        {n: float(np.median(np.asarray(t) / ref)) for n, t in times.items()}, len(ref))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from onnxprune.latency.measure import interleaved_ms
+from onnxprune.latency.measure import paired_timing
 from onnxprune.latency.sensitivity import StepLosses
 from onnxprune.targets import TARGETS
 
@@ -32,7 +32,8 @@ class GroupLatency:
 class LatencyReport:
     """``requested``: the target latency ratio (None: counts aligned to steps for another target). Times in
     ms, ratios pruned / original. ``measured_*``: interleaved medians over ``rounds`` rounds on random inputs
-    at ``input_shapes`` on ``target`` with ``threads`` threads. ``tries``: the plans measured while correcting
+    at ``input_shapes`` on ``target`` with ``threads`` threads; ``paired_ratio``: the median of the rounds'
+    ratios (:func:`onnxprune.latency.measure.paired_timing`), the measured ratio when present. ``tries``: the plans measured while correcting
     the budget (``onnxprune.pruning.plan_for_latency``). ``losses``: with ``allocate`` sensitivity, each group's
     loss measured at its steps (:mod:`onnxprune.latency.sensitivity`)."""
 
@@ -47,6 +48,7 @@ class LatencyReport:
     rounds: int = 0
     tries: tuple[tuple[float, float, float], ...] = ()   # (budget planned for, predicted, measured) per try
     losses: StepLosses | None = None
+    paired_ratio: float | None = None
 
     @property
     def predicted_ratio(self) -> float:
@@ -54,6 +56,8 @@ class LatencyReport:
 
     @property
     def measured_ratio(self) -> float | None:
+        if self.paired_ratio is not None:
+            return self.paired_ratio
         if self.measured_ms is None or not self.measured_original_ms:
             return None
         return self.measured_ms / self.measured_original_ms
@@ -102,6 +106,7 @@ def measured(report: LatencyReport, original: onnx.ModelProto, pruned: onnx.Mode
     from onnxprune.latency.profile import calibration_model
 
     target = TARGETS.get(report.target, TARGETS["cpu"])
-    ms, rounds = interleaved_ms({"original": calibration_model(original, target),
-                                 "pruned": calibration_model(pruned, target)}, target, report.threads, shapes)
-    return replace(report, measured_original_ms=ms["original"], measured_ms=ms["pruned"], rounds=rounds)
+    timing = paired_timing({"original": calibration_model(original, target),
+                            "pruned": calibration_model(pruned, target)}, "original", target, report.threads, shapes)
+    return replace(report, measured_original_ms=timing.ms["original"], measured_ms=timing.ms["pruned"],
+                   rounds=timing.rounds, paired_ratio=timing.ratios["pruned"])
