@@ -49,7 +49,7 @@ from onnxprune.latency.profile import profile_model
 from onnxprune.latency.report import LatencyReport
 from onnxprune.latency.table import MeasurementCache
 from onnxprune.normalize import normalize
-from onnxprune.plan import Allocate, PlanOptions, make_plan
+from onnxprune.plan import Allocate, PlanOptions, smallest_steps_plan
 from onnxprune.pruning import LATENCY_TOLERANCE, prune
 from onnxprune.recover import Recover
 from onnxprune.targets import TARGETS
@@ -163,7 +163,7 @@ def bench(name: str, model: onnx.ModelProto, shape: tuple[int, ...], threads: in
         info[f"macs {request}"] = {"predicted": latency.predict(naive.plan.removed_roots(analysis)) /
                                    latency.full_ms, "request": request}
     # every group at its smallest step: what pruning cannot go below, measured with the others
-    smallest = make_plan(analysis, scores, PlanOptions(target_latency=1e-3), latency=latency)
+    smallest = smallest_steps_plan(analysis, scores, PlanOptions(), latency)
     variants["floor"] = prune(model, plan=smallest, spec=spec, recover_with=recover, data=calib).model
     info["floor"] = {"predicted": floor_ratio(analysis, latency)}
     # a second session of the original: how far apart two runs of one model come out (the measurement's noise)

@@ -321,6 +321,18 @@ def latency_units(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], opti
     return LatencyUnits(eligible, aligned.scores, aligned.floors, latency, steps)
 
 
+def smallest_steps_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options: PlanOptions,
+                        latency: LatencyModel) -> PruningPlan:
+    """Every eligible group at its smallest latency step: what latency planning cannot go below (a request below
+    it gets the floor plan near it, see :mod:`onnxprune.latency.planner`)."""
+    units = latency_units(analysis, scores, options, latency)
+    smallest = {g.id: max(units.steps.by_group[g.id][0], units.floors.get(g.id, 0)) for g in units.eligible}
+    groups = tuple(GroupPlan(g.id, g.channels, select_units(g, units.scores[g.id], smallest[g.id]))
+                   if g.id in smallest else GroupPlan(g.id, g.channels, tuple(range(g.channels)))
+                   for g in analysis.prunable)
+    return PruningPlan(groups, options.criterion.value, PlanOrigin(options=options))
+
+
 def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options: PlanOptions,
               cost: CostModel | None = None, latency: LatencyModel | None = None,
               losses: StepLosses | None = None) -> PruningPlan:

@@ -314,8 +314,10 @@ def latency_report(plan: PruningPlan, analysis: ChannelAnalysis, table: LatencyT
                                 model.steps(by_id[gp.id], block_multiple(by_id[gp.id]),
                                             min(options.min_channels, gp.channels)))
                    for gp in plan.groups if gp.id in by_id)
+    smallest = {g.group: g.steps[0] for g in groups if g.steps}
+    floor = model.predict(model.removed_for(smallest, {gid: by_id[gid] for gid in smallest}))
     return LatencyReport(table.target, table.environment.threads, options.target_latency, model.full_ms,
-                         model.predict(plan.removed_roots(analysis)), groups)
+                         model.predict(plan.removed_roots(analysis)), groups, floor_ms=floor)
 
 
 def masked_model(model: onnx.ModelProto, plan: PruningPlan,

@@ -307,6 +307,44 @@ def test_unreachable_budget_prunes_to_the_smallest_steps_and_says_so(setup):
     assert any("not reachable" in n for n in lat.notes())
 
 
+def test_a_budget_below_the_floor_keeps_the_steps_that_save_almost_nothing(setup):
+    """Below the floor, the last steps down save the least time per importance lost: conv1's 32 -> 16 saves 2% of
+    the floor here. The planner stops within FLOOR_SLACK of the floor's prediction and keeps them (the digits
+    StudentNet's smallest steps kept 13k parameters and 72.9% top-1; a plan with 69k measured as fast)."""
+    from onnxprune.latency.planner import FLOOR_SLACK, floor_ms
+    from onnxprune.plan import smallest_steps_plan
+
+    m, analysis, scores, _ = setup
+    flat = ((16, 1.0), (32, 1.02), (48, 3.0), (64, 4.0))
+    linear = tuple((c, 4.0 * c / 64) for c in (16, 32, 48, 64))
+    layers = (LayerLatency("conv1", "Conv", 3, 64, 4.0, 64 * 256, out=flat),
+              LayerLatency("conv2", "Conv", 64, 64, 4.0, 64 * 256, out=STEPPY, inp=flat),
+              LayerLatency("conv3", "Conv", 64, 32, 4.0, 32 * 256, inp=linear))
+    table = LatencyTable(ENV, {"x": (1, 3, 16, 16)}, 12.0, 30, layers, "cpu", 16,
+                         ((0.0, 12.0, 12.0), (0.5, 6.0, 6.0)))
+    latency = LatencyModel(analysis, table).with_scores(scores)
+    groups = analysis.prunable
+    by_id = {g.id: g for g in groups}
+    steps = Steps.of(latency, groups, lambda g: 16, 1)
+    floor = floor_ms(latency, groups, steps)
+    assert floor == pytest.approx(latency.predict(latency.removed_for({"conv1": 16, "conv2": 16}, by_id)))
+    smallest = smallest_steps_plan(analysis, scores, PlanOptions(), latency)
+    assert {g.id: len(g.keep) for g in smallest.groups} == {"conv1": 16, "conv2": 16}
+    for kept in (plan_global(latency, groups, steps, 0.01 * latency.full_ms, scores),
+                 plan_uniform(latency, groups, steps, 0.01 * latency.full_ms, {}, scores)):
+        assert kept == {"conv1": 32, "conv2": 16}
+        assert floor < latency.predict(latency.removed_for(kept, by_id)) <= floor * (1 + FLOOR_SLACK)
+    # the report calls it the floor plan and says the request was not reachable
+    result = prune(m, PlanOptions(target_latency=0.05), latency=table)
+    lat = result.report.latency
+    assert {g.group: g.kept for g in lat.groups} == {"conv1": 32, "conv2": 16}
+    assert lat.at_floor and lat.floor_ratio == pytest.approx(floor / latency.full_ms)
+    assert any("not reachable" in n and "within 3%" in n for n in lat.notes())
+    # a budget above the floor's slack is planned as asked
+    above = plan_global(latency, groups, steps, 0.3 * latency.full_ms, scores)
+    assert floor * (1 + FLOOR_SLACK) < latency.predict(latency.removed_for(above, by_id)) <= 0.3 * latency.full_ms
+
+
 def test_prune_reports_predicted_and_measured_latency(setup):
     m, _, _, _ = setup
     result = prune(m, PlanOptions(target_latency=0.7), latency=synthetic_table())
@@ -560,7 +598,7 @@ def test_paired_timing_runs_every_model_each_round():
     assert timing.ratios["original"] == 1.0 and timing.rounds == 6 and timing.ratios["copy"] > 0
 
 
-def test_latency_notes_say_not_reachable_only_at_the_smallest_steps():
+def test_latency_notes_say_not_reachable_only_at_the_floor():
     from onnxprune.latency.report import GroupLatency, LatencyReport
 
     def report(kept, predicted, measured):
@@ -572,6 +610,10 @@ def test_latency_notes_say_not_reachable_only_at_the_smallest_steps():
     assert report(32, 0.75, 0.71).notes() == []
     off = report(32, 0.75, 0.8).notes()
     assert len(off) == 1 and "closest plan" in off[0] and "not reachable" not in off[0]
+    # with the floor known (predicted 0.78): a plan within FLOOR_SLACK of it is the floor plan, one above is not
+    near = replace(report(32, 0.80, 0.8), floor_ms=7.8)
+    assert near.at_floor and any("not reachable" in n and "0.780" in n for n in near.notes())
+    assert not replace(report(32, 0.85, 0.8), floor_ms=7.8).at_floor
 
 
 def test_breakdown_takes_a_prepacked_weight_shape_from_the_model():

@@ -20,8 +20,13 @@ Rules:
   rule above, scaled to a thousandth of a loss unit for the whole model;
 - ``align``: counts planned another way (ratio, MAC target) moved up to their group's nearest step.
 
-Limits: counts never go below the grid's floor (10% of the group) or ``min_channels``; when even the smallest
-steps miss the budget, the planner returns them and the report says the budget was not met.
+- the floor: a budget below what every group at its smallest step is predicted at times ``1 + FLOOR_SLACK``
+  is planned for that instead. The last steps down to the smallest ones save the least time per importance lost:
+  on the digits StudentNet (1 thread) the plan at the smallest steps kept 13k parameters and 72.9% top-1 at 0.638
+  of the original, a MACs plan with 69k parameters measured 0.636 and kept 91.3%.
+
+Limits: counts never go below the grid's floor (10% of the group) or ``min_channels``; a budget below the floor
+gets the plan near the floor above, and the report says the budget was not met.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from onnxprune.channels.analysis import ChannelGroup
 from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.sensitivity import StepLosses
 
+#: A budget below the floor's prediction (every group at its smallest step) is planned for the floor's
+#: prediction times 1 + this (see the module doc). Measured noise: 1.4-1.9% (std across windows of one pair).
+FLOOR_SLACK = 0.03
 #: With measured losses: the weight of the weights rule (as a fraction of the whole model's) in a step's importance.
 TIE_BREAK = 1e-3
 
@@ -61,6 +69,16 @@ class Steps:
         return next((s for s in steps if s >= kept), steps[-1])
 
 
+def floor_ms(model: LatencyModel, groups: list[ChannelGroup], steps: Steps) -> float:
+    """The predicted latency with every group at its smallest step: what these steps cannot go below."""
+    return model.predict(model.removed_for({g.id: steps.by_group[g.id][0] for g in groups}, {g.id: g for g in groups}))
+
+
+def reachable_budget(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float) -> float:
+    """``budget_ms``, or the floor's prediction times ``1 + FLOOR_SLACK`` when that is more (module doc)."""
+    return max(budget_ms, floor_ms(model, groups, steps) * (1 + FLOOR_SLACK))
+
+
 def align_to_steps(kept: dict[str, int], steps: Steps) -> dict[str, int]:
     return {gid: steps.up(gid, k) for gid, k in kept.items()}
 
@@ -72,8 +90,10 @@ Capacity = Callable[[np.ndarray], float]
 def plan_uniform(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
                  ratio_for: dict[str, float], scores: dict[str, np.ndarray],
                  capacity: Capacity | None = None) -> dict[str, int]:
-    """One ratio for all groups (``ratio_for`` ones fixed), counts moved up to steps, bisected to the budget."""
+    """One ratio for all groups (``ratio_for`` ones fixed), counts moved up to steps, bisected to the budget (at
+    least the floor's, see :func:`reachable_budget`)."""
     by_id = {g.id: g for g in groups}
+    budget_ms = reachable_budget(model, groups, steps, budget_ms)
 
     def counts(r: float) -> dict[str, int]:
         return {g.id: steps.up(g.id, g.channels - round(ratio_for.get(g.id, r) * g.channels)) for g in groups}
@@ -98,8 +118,9 @@ def plan_uniform(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, 
 def plan_global(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
                 scores: dict[str, np.ndarray], capacity: Capacity | None = None,
                 losses: StepLosses | None = None) -> dict[str, int]:
-    """Greedy from the whole model (see :func:`greedy_steps`)."""
-    return greedy_steps(model, groups, steps, budget_ms, scores, {g.id: g.channels for g in groups}, capacity,
+    """Greedy from the whole model (see :func:`greedy_steps`) to the budget (at least the floor's, see
+    :func:`reachable_budget`)."""
+    return greedy_steps(model, groups, steps, reachable_budget(model, groups, steps, budget_ms), scores, {g.id: g.channels for g in groups}, capacity,
                         losses)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import onnx
 
 from onnxprune.latency.measure import paired_timing
+from onnxprune.latency.planner import FLOOR_SLACK
 from onnxprune.latency.sensitivity import StepLosses
 from onnxprune.targets import TARGETS
 
@@ -35,7 +36,8 @@ class LatencyReport:
     at ``input_shapes`` on ``target`` with ``threads`` threads; ``paired_ratio``: the median of the rounds'
     ratios (:func:`onnxprune.latency.measure.paired_timing`), the measured ratio when present. ``tries``: the plans measured while correcting
     the budget (``onnxprune.pruning.plan_for_latency``). ``losses``: with ``allocate`` sensitivity, each group's
-    loss measured at its steps (:mod:`onnxprune.latency.sensitivity`)."""
+    loss measured at its steps (:mod:`onnxprune.latency.sensitivity`). ``floor_ms``: predicted with every group
+    at its smallest step (a plan within ``FLOOR_SLACK`` of it is the planner's floor plan)."""
 
     target: str
     threads: int
@@ -49,6 +51,19 @@ class LatencyReport:
     tries: tuple[tuple[float, float, float], ...] = ()   # (budget planned for, predicted, measured) per try
     losses: StepLosses | None = None
     paired_ratio: float | None = None
+    floor_ms: float | None = None
+
+    @property
+    def floor_ratio(self) -> float | None:
+        return None if self.floor_ms is None else self.floor_ms / self.original_ms
+
+    @property
+    def at_floor(self) -> bool:
+        """The plan is the planner's floor plan: predicted within ``FLOOR_SLACK`` of the floor (every group at its
+        smallest step when the floor is not known)."""
+        if self.floor_ms is None:
+            return all(g.kept == g.steps[0] for g in self.groups if g.steps)
+        return self.predicted_ms <= self.floor_ms * (1 + FLOOR_SLACK) * (1 + 1e-9)
 
     @property
     def predicted_ratio(self) -> float:
@@ -71,12 +86,17 @@ class LatencyReport:
     def notes(self) -> list[str]:
         out = []
         measured = self.measured_ratio
-        at_floor = all(g.kept == g.steps[0] for g in self.groups if g.steps)
         achieved = measured if measured is not None else self.predicted_ratio
-        if self.requested is not None and at_floor and achieved > self.requested * 1.001:
-            out.append(f"latency target {self.requested:g} not reachable: with every group at its smallest latency "
-                       f"step the model {'measures' if measured is not None else 'is predicted at'} {achieved:.3f} "
-                       f"of the original")
+        verb = 'measures' if measured is not None else 'is predicted at'
+        if self.requested is not None and self.at_floor and achieved > self.requested * 1.001:
+            if self.floor_ratio is None:
+                out.append(f"latency target {self.requested:g} not reachable: with every group at its smallest "
+                           f"latency step the model {verb} {achieved:.3f} of the original")
+            else:
+                out.append(f"latency target {self.requested:g} not reachable: every group at its smallest latency "
+                           f"step is predicted at {self.floor_ratio:.3f} of the original; the plan stops within "
+                           f"{FLOOR_SLACK:.0%} of that (the last steps save the least time per importance lost) and "
+                           f"{verb} {achieved:.3f}")
         elif self.requested is not None and measured is not None and abs(measured / self.requested - 1) > MISSED:
             out.append(f"latency target {self.requested:g}: the closest plan of {len(self.tries) or 1} measured "
                        f"{measured:.3f} (the plans between are missing: each group's latency steps are coarse, or "
@@ -92,7 +112,7 @@ class LatencyReport:
                 "original_ms": self.original_ms, "predicted_ms": self.predicted_ms,
                 "predicted_ratio": self.predicted_ratio, "measured_original_ms": self.measured_original_ms,
                 "measured_ms": self.measured_ms, "measured_ratio": self.measured_ratio, "rounds": self.rounds,
-                "agrees": self.agrees,
+                "agrees": self.agrees, "floor_ratio": self.floor_ratio,
                 "tries": [{"budget": b, "predicted": p, "measured": m} for b, p, m in self.tries],
                 "groups": [g.to_json() for g in self.groups]} | (
                     {"sensitivity": self.losses.to_json()} if self.losses is not None else {})
