@@ -33,7 +33,13 @@ from onnxprune.flops import CostReport
 from onnxprune.importance import Criterion
 from onnxprune.io import write_text_atomic
 from onnxprune.latency.model import LatencyModel
-from onnxprune.latency.planner import Steps, align_to_steps, plan_global, plan_uniform
+from onnxprune.latency.planner import (
+    FLOOR_SLACK,
+    Steps,
+    align_to_steps,
+    plan_global,
+    plan_uniform,
+)
 from onnxprune.latency.sensitivity import StepLosses
 from onnxprune.targets import TARGETS
 
@@ -335,11 +341,12 @@ def smallest_steps_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray]
 
 def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options: PlanOptions,
               cost: CostModel | None = None, latency: LatencyModel | None = None,
-              losses: StepLosses | None = None) -> PruningPlan:
+              losses: StepLosses | None = None, floor_slack: float = FLOOR_SLACK) -> PruningPlan:
     """The plan for ``options``: ``cost`` (MACs) serves ``target_flops``, ``latency`` serves ``target_latency``
     and ``align`` latency (see :mod:`onnxprune.latency.planner`; with ``cost`` too, the latency planner weighs
     importance by the MACs a unit carries; with ``losses``, by the loss measured at each step, greedily from the
-    whole model); counts on latency steps skip ``round_to``."""
+    whole model); counts on latency steps skip ``round_to``. ``floor_slack``: how far above the floor's prediction a
+    budget below it is planned (:data:`~onnxprune.latency.planner.FLOOR_SLACK`)."""
     if options.needs_latency and latency is None:
         raise ValueError("target_latency and align latency need a latency model")
     steps = None
@@ -358,11 +365,11 @@ def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options:
         budget = options.target_latency * latency.full_ms
         capacity = cost.macs if cost is not None else None
         if options.global_ranking or losses is not None:
-            kept = plan_global(latency, eligible, steps, budget, scores, capacity, losses)
+            kept = plan_global(latency, eligible, steps, budget, scores, capacity, losses, floor_slack)
         else:
             ratio_for = {g.id: next(r for p, r in options.ratio_for if _matches(g, p)) for g in eligible
                          if any(_matches(g, p) for p, _ in options.ratio_for)}
-            kept = plan_uniform(latency, eligible, steps, budget, ratio_for, scores, capacity)
+            kept = plan_uniform(latency, eligible, steps, budget, ratio_for, scores, capacity, floor_slack)
     elif options.target_flops is not None:
         if cost is None:
             raise ValueError("target_flops needs a cost model")

@@ -74,9 +74,10 @@ def floor_ms(model: LatencyModel, groups: list[ChannelGroup], steps: Steps) -> f
     return model.predict(model.removed_for({g.id: steps.by_group[g.id][0] for g in groups}, {g.id: g for g in groups}))
 
 
-def reachable_budget(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float) -> float:
-    """``budget_ms``, or the floor's prediction times ``1 + FLOOR_SLACK`` when that is more (module doc)."""
-    return max(budget_ms, floor_ms(model, groups, steps) * (1 + FLOOR_SLACK))
+def reachable_budget(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
+                     slack: float = FLOOR_SLACK) -> float:
+    """``budget_ms``, or the floor's prediction times ``1 + slack`` when that is more (module doc)."""
+    return max(budget_ms, floor_ms(model, groups, steps) * (1 + slack))
 
 
 def align_to_steps(kept: dict[str, int], steps: Steps) -> dict[str, int]:
@@ -89,11 +90,11 @@ Capacity = Callable[[np.ndarray], float]
 
 def plan_uniform(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
                  ratio_for: dict[str, float], scores: dict[str, np.ndarray],
-                 capacity: Capacity | None = None) -> dict[str, int]:
+                 capacity: Capacity | None = None, slack: float = FLOOR_SLACK) -> dict[str, int]:
     """One ratio for all groups (``ratio_for`` ones fixed), counts moved up to steps, bisected to the budget (at
     least the floor's, see :func:`reachable_budget`)."""
     by_id = {g.id: g for g in groups}
-    budget_ms = reachable_budget(model, groups, steps, budget_ms)
+    budget_ms = reachable_budget(model, groups, steps, budget_ms, slack)
 
     def counts(r: float) -> dict[str, int]:
         return {g.id: steps.up(g.id, g.channels - round(ratio_for.get(g.id, r) * g.channels)) for g in groups}
@@ -117,11 +118,11 @@ def plan_uniform(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, 
 
 def plan_global(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, budget_ms: float,
                 scores: dict[str, np.ndarray], capacity: Capacity | None = None,
-                losses: StepLosses | None = None) -> dict[str, int]:
+                losses: StepLosses | None = None, slack: float = FLOOR_SLACK) -> dict[str, int]:
     """Greedy from the whole model (see :func:`greedy_steps`) to the budget (at least the floor's, see
     :func:`reachable_budget`)."""
-    return greedy_steps(model, groups, steps, reachable_budget(model, groups, steps, budget_ms), scores, {g.id: g.channels for g in groups}, capacity,
-                        losses)
+    return greedy_steps(model, groups, steps, reachable_budget(model, groups, steps, budget_ms, slack), scores,
+                        {g.id: g.channels for g in groups}, capacity, losses)
 
 
 class _Importance:
