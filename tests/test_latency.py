@@ -307,6 +307,16 @@ def test_unreachable_budget_prunes_to_the_smallest_steps_and_says_so(setup):
     assert any("not reachable" in n for n in lat.notes())
 
 
+def near_floor_table() -> LatencyTable:
+    """The chain's table where conv1's last step (32 -> 16 filters) saves 2% of the floor: almost nothing."""
+    flat = ((16, 1.0), (32, 1.02), (48, 3.0), (64, 4.0))
+    linear = tuple((c, 4.0 * c / 64) for c in (16, 32, 48, 64))
+    layers = (LayerLatency("conv1", "Conv", 3, 64, 4.0, 64 * 256, out=flat),
+              LayerLatency("conv2", "Conv", 64, 64, 4.0, 64 * 256, out=STEPPY, inp=flat),
+              LayerLatency("conv3", "Conv", 64, 32, 4.0, 32 * 256, inp=linear))
+    return LatencyTable(ENV, {"x": (1, 3, 16, 16)}, 12.0, 30, layers, "cpu", 16, ((0.0, 12.0, 12.0), (0.5, 6.0, 6.0)))
+
+
 def test_a_budget_below_the_floor_keeps_the_steps_that_save_almost_nothing(setup, monkeypatch):
     """Below the floor, the last steps down save the least time per importance lost: conv1's 32 -> 16 saves 2% of
     the floor here. The planner stops within FLOOR_SLACK of the floor's prediction and keeps them (the digits
@@ -315,13 +325,7 @@ def test_a_budget_below_the_floor_keeps_the_steps_that_save_almost_nothing(setup
     from onnxprune.plan import smallest_steps_plan
 
     m, analysis, scores, _ = setup
-    flat = ((16, 1.0), (32, 1.02), (48, 3.0), (64, 4.0))
-    linear = tuple((c, 4.0 * c / 64) for c in (16, 32, 48, 64))
-    layers = (LayerLatency("conv1", "Conv", 3, 64, 4.0, 64 * 256, out=flat),
-              LayerLatency("conv2", "Conv", 64, 64, 4.0, 64 * 256, out=STEPPY, inp=flat),
-              LayerLatency("conv3", "Conv", 64, 32, 4.0, 32 * 256, inp=linear))
-    table = LatencyTable(ENV, {"x": (1, 3, 16, 16)}, 12.0, 30, layers, "cpu", 16,
-                         ((0.0, 12.0, 12.0), (0.5, 6.0, 6.0)))
+    table = near_floor_table()
     latency = LatencyModel(analysis, table).with_scores(scores)
     groups = analysis.prunable
     by_id = {g.id: g for g in groups}
@@ -353,13 +357,7 @@ def test_a_request_not_reached_keeps_the_least_pruned_plan_measured_near_the_fas
     """Not reached: the smallest steps are measured too, and the floor plan is kept only if it measures within
     FLOOR_SLACK of them (its prediction near the floor can be off: 15% slower on the digits StudentNet)."""
     m, _, _, _ = setup
-    flat = ((16, 1.0), (32, 1.02), (48, 3.0), (64, 4.0))
-    linear = tuple((c, 4.0 * c / 64) for c in (16, 32, 48, 64))
-    layers = (LayerLatency("conv1", "Conv", 3, 64, 4.0, 64 * 256, out=flat),
-              LayerLatency("conv2", "Conv", 64, 64, 4.0, 64 * 256, out=STEPPY, inp=flat),
-              LayerLatency("conv3", "Conv", 64, 32, 4.0, 32 * 256, inp=linear))
-    table = LatencyTable(ENV, {"x": (1, 3, 16, 16)}, 12.0, 30, layers, "cpu", 16,
-                         ((0.0, 12.0, 12.0), (0.5, 6.0, 6.0)))
+    table = near_floor_table()
 
     def fake_timing(models, *args, **kwargs):   # the ratio set by conv1's kept filters
         w1 = next(i for i in models["pruned"].graph.initializer if i.dims[1] == 3)
