@@ -21,7 +21,7 @@ import enum
 import fnmatch
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -330,13 +330,8 @@ def latency_units(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], opti
 def smallest_steps_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options: PlanOptions,
                         latency: LatencyModel) -> PruningPlan:
     """Every eligible group at its smallest latency step: what latency planning cannot go below (a request below
-    it gets the floor plan near it, see :mod:`onnxprune.latency.planner`)."""
-    units = latency_units(analysis, scores, options, latency)
-    smallest = {g.id: max(units.steps.by_group[g.id][0], units.floors.get(g.id, 0)) for g in units.eligible}
-    groups = tuple(GroupPlan(g.id, g.channels, select_units(g, units.scores[g.id], smallest[g.id]))
-                   if g.id in smallest else GroupPlan(g.id, g.channels, tuple(range(g.channels)))
-                   for g in analysis.prunable)
-    return PruningPlan(groups, options.criterion.value, PlanOrigin(options=options))
+    it gets the floor plan near it, see :mod:`onnxprune.latency.planner`): a budget below the floor, no slack."""
+    return make_plan(analysis, scores, replace(options, target_latency=1e-3), latency=latency, floor_slack=0.0)
 
 
 def make_plan(analysis: ChannelAnalysis, scores: dict[str, np.ndarray], options: PlanOptions,
