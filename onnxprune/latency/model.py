@@ -1,7 +1,8 @@
 """Predict a pruned model's latency from its latency table, without rewriting it.
 
 Rule: each profiled layer's latency is its full latency times its output-axis curve at the kept output count
-times its input-axis curve at the kept input count (each relative to full; interpolated between grid counts).
+times its input-axis curve at the kept input count (each relative to full; interpolated between grid counts),
+less the session call its one-layer graph paid (:meth:`LatencyTable.net_ms`).
 The model's latency is ``a * (sum of its layers) + b``, fitted on whole models measured by ``profile`` at a few
 uniform prunings (:meth:`LatencyTable.fit`): layers timed alone miss what the graph adds and shares (the ops
 between layers, layout changes, fused activations, one session overhead). A group's *steps* are the
@@ -63,12 +64,12 @@ class LatencyModel:
         self._keep_order: dict[str, np.ndarray] = {}
 
     def layers_ms(self, removed: np.ndarray) -> float:
-        """Sum of the profiled layers' latencies with ``removed`` units taken out (uncalibrated)."""
+        """Sum of the profiled layers' net latencies with ``removed`` units taken out (uncalibrated)."""
         total = 0.0
         for layer, in_roots, out_roots in self.layers:
             kept_out = None if out_roots is None else layer.out_channels * (1.0 - removed[out_roots].mean())
             kept_in = None if in_roots is None else layer.in_channels * (1.0 - removed[in_roots].mean())
-            total += layer.full_ms * layer.scale(kept_in, kept_out)
+            total += self.table.net_ms(layer.full_ms * layer.scale(kept_in, kept_out))
         return total
 
     def predict(self, removed: np.ndarray) -> float:

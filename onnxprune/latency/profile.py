@@ -5,10 +5,10 @@ as a one-layer graph with the model's exact shapes and attributes and random wei
 Runtime under the target's session options (:func:`onnxprune.targets.session_options`) at each count of
 :func:`~onnxprune.latency.table.channel_grid` of that axis (multiples of the target's channel block, or of its
 finer unblocked multiple where no blocked kernel touches the axis's groups: :mod:`onnxprune.latency.blocking`;
-the other axis full). A depthwise conv moves its
-input, output and groups together (one axis). The whole model is timed too: it calibrates the sum of the
-layers (fused activations, the ops between layers). Each point is the median of at least ``MIN_RUNS`` runs
-after a warm-up, a layer's points timed interleaved (each round runs every point once, so a busy moment of a
+the other axis full). A depthwise conv moves its input, output and groups together (one axis). The whole model
+is timed too: it calibrates the sum of the layers (fused activations, the ops between layers), each less one
+session call that computes nothing, timed once (every one-layer graph pays a call, the model one in all). Each
+point is the median of at least ``MIN_RUNS`` runs after a warm-up, a layer's points timed interleaved (each round runs every point once, so a busy moment of a
 shared machine shifts the whole curve, not one point), and is cached per (environment, layer signature).
 
 MatMul with a 2-D constant weight is a layer too (Linear layers exported channels-last, as in ConvNeXt).
@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -43,11 +44,16 @@ from onnxprune.progress import stage
 from onnxprune.targets import Precision, RuntimeTarget
 from onnxprune.verify import InputSpec, resolve_input_shapes
 
+if TYPE_CHECKING:
+    from onnxprune.latency.model import LatencyModel
+
 #: Per point: at least this many runs, and runs for at least this long.
 MIN_RUNS = 7
 MIN_SECONDS = 0.03
 #: Whole-model calibration: the model pruned uniformly at these ratios is timed with it.
 CALIBRATION_RATIOS = (0.25, 0.5, 0.75)
+#: The session call overhead (:func:`call_overhead_ms`): at least this many runs.
+CALL_RUNS = 200
 PROFILED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
@@ -159,6 +165,27 @@ def layer_graph(layer: LayerShape, cin: int, cout: int, precision: Precision) ->
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+def call_graph(precision: Precision) -> onnx.ModelProto:
+    """A graph that computes nothing (Identity of one element): its run time is the session call alone."""
+    elem = TensorProto.FLOAT16 if precision is Precision.FP16 else TensorProto.FLOAT
+    graph = helper.make_graph([helper.make_node("Identity", ["X"], ["Y"])], "call",
+                              [helper.make_tensor_value_info("X", elem, [1])],
+                              [helper.make_tensor_value_info("Y", elem, [1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def call_overhead_ms(target: RuntimeTarget, threads: int, cache: MeasurementCache, env: Environment) -> float:
+    """Milliseconds of one session call that computes nothing, as a layer is timed (median of at least
+    ``CALL_RUNS`` runs; cached with the layers): what each one-layer graph pays besides its layer."""
+    key = f"call|Identity|x[1]|{target.precision.value}"
+    cached = cache.get(env, key)
+    if cached is not None:
+        return cached
+    ms, _ = interleaved_ms({key: call_graph(target.precision)}, target, threads, {}, CALL_RUNS, MIN_SECONDS)
+    cache.put(env, key, ms[key])
+    return ms[key]
+
+
 def calibration_model(model: onnx.ModelProto, target: RuntimeTarget) -> onnx.ModelProto:
     """The model as the target runs it: float16 for a float16 target (as ``emit`` converts it)."""
     if target.precision is Precision.FP16:
@@ -257,12 +284,26 @@ def profile_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int = 
             out.append(LayerLatency(layer.node, layer.op, cin, cout, full, layer.out_elems, layer.depthwise,
                                     tuple(curves["out"]) + (((cout, full),) if curves["out"] else ()),
                                     tuple(curves["inp"]) + (((cin, full),) if curves["inp"] else ())))
+    call_ms = call_overhead_ms(target, threads, cache, env)
     cache.save()
     layers_table = LatencyTable(env, shapes, 0.0, 0, tuple(out), target.name, target.grid_multiple,
-                                unblocked_multiple=target.loose_multiple)
+                                unblocked_multiple=target.loose_multiple, call_ms=call_ms)
     calibration, model_ms, runs = _calibrate(model, analysis, layers_table, target, threads, spec, shapes, notes)
     return LatencyTable(env, shapes, model_ms, runs, tuple(out), target.name, target.grid_multiple, calibration,
-                        time.perf_counter() - started, measured, cached, tuple(notes), target.loose_multiple)
+                        time.perf_counter() - started, measured, cached, tuple(notes), target.loose_multiple,
+                        call_ms)
+
+
+def calibration_counts(analysis: ChannelAnalysis, latency: LatencyModel) -> dict[float, dict[str, int]]:
+    """Per calibration ratio (``CALIBRATION_RATIOS``), each prunable group's kept count: the uniform pruning at
+    that ratio, moved up to the group's next latency step."""
+    from onnxprune.latency.planner import Steps
+    from onnxprune.plan import block_multiple
+
+    groups = analysis.prunable
+    steps = Steps.of(latency, groups, block_multiple, 1)
+    return {ratio: {g.id: steps.up(g.id, g.channels - round(ratio * g.channels)) for g in groups}
+            for ratio in (CALIBRATION_RATIOS if groups else ())}
 
 
 def _calibrate(model: onnx.ModelProto, analysis: ChannelAnalysis, layers: LatencyTable, target: RuntimeTarget,
@@ -271,20 +312,17 @@ def _calibrate(model: onnx.ModelProto, analysis: ChannelAnalysis, layers: Latenc
     """The whole model and its uniform prunings at ``CALIBRATION_RATIOS`` (counts on latency steps, random
     channels: only the shapes matter), timed interleaved: (ratio, layer sum, measured ms) per variant."""
     from onnxprune.latency.model import LatencyModel
-    from onnxprune.latency.planner import Steps
     from onnxprune.pass_infra import PassManager
     from onnxprune.pipelines import prune_passes
-    from onnxprune.plan import GroupPlan, PruningPlan, block_multiple, select_units
+    from onnxprune.plan import GroupPlan, PruningPlan, select_units
 
     latency = LatencyModel(analysis, layers)
     groups = analysis.prunable
-    steps = Steps.of(latency, groups, block_multiple, 1)
     by_id = {g.id: g for g in groups}
     variants: dict[str, onnx.ModelProto] = {"0": calibration_model(model, target)}
     layer_sums = {"0": latency.layers_ms(np.zeros(len(analysis.roots), dtype=bool))}
     with stage("profile: whole model and uniform prunings (calibration)"):
-        for ratio in CALIBRATION_RATIOS if groups else ():
-            counts = {g.id: steps.up(g.id, g.channels - round(ratio * g.channels)) for g in groups}
+        for ratio, counts in calibration_counts(analysis, latency).items():
             plan = PruningPlan(tuple(GroupPlan(g.id, g.channels, select_units(g, np.ones(g.channels), counts[g.id]))
                                      for g in groups))
             try:
