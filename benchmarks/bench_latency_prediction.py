@@ -1,15 +1,17 @@
-"""How close the latency table's prediction comes to the measured latency, with and without the call correction.
+"""How close the latency table's prediction comes to the measured latency, by how layers are timed.
 
-Each layer of a latency table is timed alone, as a one-layer session, and pays one session call (about 4 us on
-this project's machines) that the model pays once in all; ``LatencyTable.call_ms`` measures that call and the
-latency model subtracts it from every layer (*net*). *gross*: the same table with the layers summed as timed
-(``call_ms`` 0, the calibration sums recomputed so), as before the correction. Both predict the same plans, and
-are compared with the same measurements.
+A latency table times each prunable layer alone, as a one-layer session (``onnxprune.latency.profile``):
+
+- *kernel* (the default on CPU): its kernels' time from ORT's profiler, without the layout changes into and out of
+  ORT's blocked format that a one-layer graph adds (a graph of convs stays blocked between them) and without the
+  session call;
+- *wall*: the session run's wall time, less one session call (``LatencyTable.call_ms``), as before.
 
 For every zoo model (folded legacy export, input as in bench_latency_plan) and 1 and 2 threads: the model is
-profiled once; plans for latency budgets 0.8, 0.65, 0.5, 0.35 (the table's plan, not corrected by measurement)
-and the smallest steps are rewritten and timed against the original (paired, interleaved, --windows windows of
->= --runs rounds and 1 s, a plan's ratio the mean of its windows). error = predicted / measured - 1.
+profiled both ways; each table plans for latency budgets 0.8, 0.65, 0.5, 0.35 (its plan, not corrected by
+measurement) and the smallest steps; all these plans are rewritten and timed against the original in one run
+(paired, interleaved, --windows windows of >= --runs rounds and 1 s, a plan's ratio the mean of its windows), and
+both tables predict every plan. error = predicted / measured - 1.
 
 Usage: python -m benchmarks.bench_latency_prediction [--out benchmarks/results] [--runs 30] [--windows 2]
        [--models a,b] [--threads 1,2] [--name latency_prediction]
@@ -23,84 +25,71 @@ import statistics
 import sys
 import tempfile
 import warnings
-from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
 
 from benchmarks.bench_latency_plan import zoo_model
 from benchmarks.common import machine
-from onnxprune.channels.analysis import ChannelAnalysis, analyze
+from onnxprune.channels.analysis import analyze
 from onnxprune.importance import Criterion, score_groups
 from onnxprune.latency.measure import paired_timing
 from onnxprune.latency.model import LatencyModel
-from onnxprune.latency.profile import calibration_counts, profile_model
-from onnxprune.latency.table import LatencyTable, MeasurementCache
+from onnxprune.latency.profile import LayerTiming, profile_model
+from onnxprune.latency.table import MeasurementCache
 from onnxprune.plan import PlanOptions, make_plan, smallest_steps_plan
 from onnxprune.pruning import _rewrite
 from onnxprune.targets import TARGETS
 from onnxprune.verify import InputSpec
 
 BUDGETS = (0.8, 0.65, 0.5, 0.35)
-PREDICTORS = ("net", "gross")
-
-
-def gross_table(analysis: ChannelAnalysis, table: LatencyTable) -> LatencyTable:
-    """``table`` with its layers summed as timed (no call correction), calibrated on the same measurements."""
-    gross = replace(table, call_ms=0.0)
-    counts = calibration_counts(analysis, LatencyModel(analysis, table))
-    latency = LatencyModel(analysis, gross)
-    by_id = {g.id: g for g in analysis.prunable}
-    points = []
-    for ratio, _, measured in table.calibration:
-        removed = np.zeros(len(analysis.roots), dtype=bool) if ratio == 0 else \
-            latency.removed_for(counts[ratio], by_id)
-        points.append((ratio, latency.layers_ms(removed), measured))
-    return replace(gross, calibration=tuple(points))
+PREDICTORS = tuple(t.value for t in LayerTiming)
 
 
 def cell(name: str, threads: int, runs: int, windows: int, cache: Path) -> list[dict[str, object]]:
     model, shape = zoo_model(name)
     spec = InputSpec({"input": shape})
     analysis = analyze(model, spec.shapes)
-    table = profile_model(model, TARGETS["cpu"], threads, spec, MeasurementCache(cache), analysis)
     scores = score_groups(analysis, Criterion.L1, 0, None, model)
-    latency = {"net": LatencyModel(analysis, table).with_scores(scores),
-               "gross": LatencyModel(analysis, gross_table(analysis, table)).with_scores(scores)}
-    plans = {f"budget {b}": make_plan(analysis, scores, PlanOptions(target_latency=b), latency=latency["net"])
-             for b in BUDGETS}
-    plans["smallest steps"] = smallest_steps_plan(analysis, scores, PlanOptions(target_latency=0.5), latency["net"])
+    tables = {t.value: profile_model(model, TARGETS["cpu"], threads, spec, MeasurementCache(cache), analysis, t)
+              for t in LayerTiming}
+    latency = {k: LatencyModel(analysis, t).with_scores(scores) for k, t in tables.items()}
+    plans = {}
+    for k, lat in latency.items():
+        plans |= {(k, f"budget {b}"): make_plan(analysis, scores, PlanOptions(target_latency=b), latency=lat)
+                  for b in BUDGETS}
+        plans[(k, "smallest steps")] = smallest_steps_plan(analysis, scores, PlanOptions(target_latency=0.5), lat)
     variants = {"original": model}
-    for key, plan in plans.items():
-        variants[key], _ = _rewrite(model, plan, analysis, input_shapes=spec.shapes)
+    for (k, key), plan in plans.items():
+        variants[f"{k} {key}"], _ = _rewrite(model, plan, analysis, input_shapes=spec.shapes)
     passes = [paired_timing(variants, "original", TARGETS["cpu"], threads, spec.shapes, runs, 1.0).ratios
               for _ in range(windows)]
     rows = []
-    for key, plan in plans.items():
+    for (k, key), plan in plans.items():
         removed = plan.removed_roots(analysis)
-        measured = statistics.fmean(p[key] for p in passes)
-        predicted = {k: m.predict(removed) / m.full_ms for k, m in latency.items()}
-        rows.append({"model": name, "input": "x".join(map(str, shape)), "threads": threads, "plan": key,
-                     "measured": measured, "passes": [p[key] for p in passes], "call_us": table.call_ms * 1000,
-                     "model_ms": table.model_ms, **{f"predicted_{k}": v for k, v in predicted.items()},
-                     **{f"fit_{k}": list(m.table.fit()) for k, m in latency.items()}})
+        measured = statistics.fmean(p[f"{k} {key}"] for p in passes)
+        rows.append({"model": name, "input": "x".join(map(str, shape)), "threads": threads, "planned_by": k,
+                     "plan": key, "measured": measured, "passes": [p[f"{k} {key}"] for p in passes],
+                     "call_us": tables["wall"].call_ms * 1000, "model_ms": tables[k].model_ms,
+                     **{f"predicted_{t}": m.predict(removed) / m.full_ms for t, m in latency.items()},
+                     **{f"fit_{t}": list(m.table.fit()) for t, m in latency.items()}})
     return rows
 
 
 def markdown(rows: list[dict[str, object]], command: str) -> str:
-    lines = ["# Latency prediction with and without the session-call correction (ONNX Runtime CPU)", "",
+    lines = ["# Latency prediction by how layers are timed: kernel time or wall time (ONNX Runtime CPU)", "",
              f"Command: `{command}`  ", f"Machine: {machine()}", "",
-             ("Batch 1, ORT optimizations on, spinning off, random inputs. *net*: layers less one session call each "
-             "(`call_ms`, measured with the table); *gross*: layers summed as timed (before the correction), "
-             "calibrated on the same measurements. measured: the plan against the original, paired, interleaved, "
-             "mean of its windows. error = predicted / measured - 1."), "",
-             "| model | input | threads | model ms | call us | plan | measured | net | error | gross | error |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             ("Batch 1, ORT optimizations on, spinning off, random inputs. *kernel*: each layer its kernels' time "
+              "(ORT's profiler), layout changes and the session call left out; *wall*: the session run less one "
+              "session call (call us). Each table plans for the budgets and its smallest steps; every plan is timed "
+              "against the original (paired, interleaved, mean of its windows) and predicted by both tables. "
+              "error = predicted / measured - 1."), "",
+             ("| model | input | threads | model ms | call us | planned by | plan | measured | kernel | error | wall "
+              "| error |"), "|---" * 12 + "|"]
     for r in rows:
         m = r["measured"]
         lines.append(f"| {r['model']} | {r['input']} | {r['threads']} | {r['model_ms']:.3f} | {r['call_us']:.1f} | "
-                     f"{r['plan']} | {m:.3f} | {r['predicted_net']:.3f} | {r['predicted_net'] / m - 1:+.1%} | "
-                     f"{r['predicted_gross']:.3f} | {r['predicted_gross'] / m - 1:+.1%} |")
+                     f"{r['planned_by']} | {r['plan']} | {m:.3f} | {r['predicted_kernel']:.3f} | "
+                     f"{r['predicted_kernel'] / m - 1:+.1%} | {r['predicted_wall']:.3f} | "
+                     f"{r['predicted_wall'] / m - 1:+.1%} |")
     lines += ["", summary(rows)]
     return "\n".join(lines) + "\n"
 
@@ -110,12 +99,17 @@ def summary(rows: list[dict[str, object]]) -> str:
     for threads in sorted({r["threads"] for r in rows}):
         cells = [r for r in rows if r["threads"] == threads]
         err = {k: [abs(r[f"predicted_{k}"] / r["measured"] - 1) for r in cells] for k in PREDICTORS}
-        closer = sum(n < g for n, g in zip(err["net"], err["gross"]))
+        closer = sum(k < w for k, w in zip(err["kernel"], err["wall"]))
         models = len({r["model"] for r in cells})
-        out.append(f"- {threads} thread(s), {len(cells)} plans on {models} models: |error| median net "
-                   f"{statistics.median(err['net']):.1%}, gross {statistics.median(err['gross']):.1%}; within ±10% "
-                   f"net {sum(e <= 0.10 for e in err['net'])}/{len(cells)}, gross "
-                   f"{sum(e <= 0.10 for e in err['gross'])}/{len(cells)}; net closer in {closer}/{len(cells)}")
+        out.append(f"- {threads} thread(s), {len(cells)} plans on {models} models: |error| median kernel "
+                   f"{statistics.median(err['kernel']):.1%}, wall {statistics.median(err['wall']):.1%}; within ±10% "
+                   f"kernel {sum(e <= 0.10 for e in err['kernel'])}/{len(cells)}, wall "
+                   f"{sum(e <= 0.10 for e in err['wall'])}/{len(cells)}; kernel closer in {closer}/{len(cells)}")
+        for k in PREDICTORS:
+            own = [r for r in cells if r["planned_by"] == k and r["plan"] != "smallest steps"]
+            speed = [r["measured"] for r in own]
+            out.append(f"  - plans by the {k} table (budgets): measured / budget median "
+                       f"{statistics.median(m / float(r['plan'].split()[-1]) for m, r in zip(speed, own)):.3f}")
     return "\n".join(out)
 
 
@@ -143,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 rows += got
                 print(f"{name} ({threads} threads): " + ", ".join(
-                    f"{r['plan']} {r['measured']:.3f} net {r['predicted_net']:.3f} gross {r['predicted_gross']:.3f}"
-                    for r in got), flush=True)
+                    f"{r['planned_by']} {r['plan']} {r['measured']:.3f} kernel {r['predicted_kernel']:.3f} wall "
+                    f"{r['predicted_wall']:.3f}" for r in got), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python -m benchmarks.bench_latency_prediction " + " ".join(argv if argv is not None else sys.argv[1:])
     for suffix, text in ((".json", json.dumps(rows, indent=2) + "\n"), (".md", markdown(rows, command.strip()))):

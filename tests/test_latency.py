@@ -21,7 +21,13 @@ from onnxprune.importance import Criterion, score_groups
 from onnxprune.latency.blocking import group_multiples
 from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.planner import Steps, plan_global, plan_uniform
-from onnxprune.latency.profile import layer_graph, layer_shapes, profile_model
+from onnxprune.latency.profile import (
+    LayerTiming,
+    calibration_counts,
+    layer_graph,
+    layer_shapes,
+    profile_model,
+)
 from onnxprune.latency.table import (
     Environment,
     LatencyTable,
@@ -156,6 +162,62 @@ def test_fit_is_least_squares_over_the_calibration_points():
     assert a == pytest.approx(1.0) and b == pytest.approx(2.0)
     alone = replace(synthetic_table(), calibration=(), model_ms=6.0)
     assert alone.fit() == (pytest.approx(0.5), 0.0)
+
+
+def shifted_table(call: float, overhead: float, analysis) -> LatencyTable:
+    """``synthetic_table``'s layers each timed ``call`` ms slower (one-layer sessions paying a call), calibrated
+    as ``profile`` calibrates: measured = the layers' net sum + ``overhead`` (the model pays one call in all)."""
+    base = synthetic_table()
+    layers = tuple(replace(layer, full_ms=layer.full_ms + call, out=tuple((c, t + call) for c, t in layer.out),
+                           inp=tuple((c, t + call) for c, t in layer.inp)) for layer in base.layers)
+    table = replace(base, layers=layers, call_ms=call, calibration=())
+    latency = LatencyModel(analysis, table)
+    by_id = {g.id: g for g in analysis.prunable}
+    sums = [(0.0, latency.layers_ms(latency.removed_for({}, by_id)))]
+    sums += [(r, latency.layers_ms(latency.removed_for(counts, by_id)))
+             for r, counts in calibration_counts(analysis, latency).items()]
+    return replace(table, model_ms=sums[0][1] + overhead, calibration=tuple((r, s, s + overhead) for r, s in sums))
+
+
+def test_each_layer_timed_alone_is_summed_less_one_session_call(tmp_path, setup):
+    _, analysis, _, _ = setup
+    base = synthetic_table()
+    assert LatencyModel(analysis, replace(base, call_ms=1.0)).layers_ms(analysis.roots < 0) == pytest.approx(12 - 3)
+    # a point timed at or below the call (noise) still costs a tenth of its timing
+    assert LatencyModel(analysis, replace(base, call_ms=5.0)).layers_ms(analysis.roots < 0) == pytest.approx(1.2)
+    # subtracting a constant keeps each layer's order of counts: the same steps
+    shifted = LatencyModel(analysis, shifted_table(2.0, 3.0, analysis))
+    assert [shifted.steps(g) for g in analysis.prunable] == [(16, 32, 64)] * len(analysis.prunable)
+    table = replace(base, call_ms=0.004)
+    table.save(tmp_path / "t.json")
+    assert LatencyTable.load(tmp_path / "t.json") == table
+    data = json.loads((tmp_path / "t.json").read_text())
+    del data["call_ms"]   # a table written before the call was measured: layers summed as timed
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert LatencyTable.load(tmp_path / "old.json").call_ms == 0.0
+
+
+def test_with_the_call_subtracted_the_fit_predicts_a_model_that_pays_one_call(setup):
+    """Summed as timed, three layers count three calls: the best line has b < 0, clamped to 0 it mispredicts."""
+    _, analysis, scores, _ = setup
+    table = shifted_table(2.0, 3.0, analysis)
+    net = LatencyModel(analysis, table).with_scores(scores)
+    assert net.a == pytest.approx(1.0) and net.b == pytest.approx(3.0)
+    counts = calibration_counts(analysis, LatencyModel(analysis, table))
+    by_id = {g.id: g for g in analysis.prunable}
+    gross_layers = LatencyModel(analysis, replace(table, call_ms=0.0))
+    gross_table = replace(table, call_ms=0.0, calibration=tuple(
+        (r, gross_layers.layers_ms(gross_layers.removed_for(counts.get(r, {}), by_id)), measured)
+        for r, _, measured in table.calibration))
+    gross = LatencyModel(analysis, gross_table).with_scores(scores)
+    assert gross.b == 0.0   # the clamp
+    worst = 0.0
+    for budget in (0.8, 0.6, 0.4, 0.2):
+        removed = make_plan(analysis, scores, PlanOptions(target_latency=budget), latency=net).removed_roots(analysis)
+        truth = net.layers_ms(removed) + 3.0
+        assert net.predict(removed) == pytest.approx(truth)
+        worst = max(worst, abs(gross.predict(removed) / truth - 1))
+    assert worst > 0.10
 
 
 # --- the latency model and the planners ------------------------------------------------------------------------
@@ -399,9 +461,10 @@ def test_prune_reports_predicted_and_measured_latency(setup):
 
 # --- the profiler ----------------------------------------------------------------------------------------------
 
-def test_profile_measures_prunable_axes_on_the_grid_and_a_second_run_is_all_cached(tmp_path):
+@pytest.mark.parametrize("timing", list(LayerTiming))
+def test_profile_measures_prunable_axes_on_the_grid_and_a_second_run_is_all_cached(tmp_path, timing):
     m = chain()
-    table = profile_model(m, TARGETS["cpu"], 1, cache=MeasurementCache(tmp_path))
+    table = profile_model(m, TARGETS["cpu"], 1, cache=MeasurementCache(tmp_path), timing=timing)
     by = table.by_node()
     assert set(by) == {"conv1", "conv2", "conv3"}
     grid = list(channel_grid(64, TARGETS["cpu"].grid_multiple))
@@ -409,8 +472,13 @@ def test_profile_measures_prunable_axes_on_the_grid_and_a_second_run_is_all_cach
     assert by["conv3"].out == () and [c for c, _ in by["conv3"].inp] == grid
     assert all(t > 0 for layer in table.layers for _, t in layer.out + layer.inp)
     assert [r for r, _, _ in table.calibration] == [0.0, 0.25, 0.5, 0.75] and table.measured > 0
-    again = profile_model(m, TARGETS["cpu"], 1, cache=MeasurementCache(tmp_path))
+    if timing is LayerTiming.WALL:
+        assert 0 < table.call_ms < min(layer.full_ms for layer in table.layers)
+    else:   # kernel times hold no session call
+        assert table.call_ms == 0.0
+    again = profile_model(m, TARGETS["cpu"], 1, cache=MeasurementCache(tmp_path), timing=timing)
     assert again.measured == 0 and again.cached == table.measured + table.cached
+    assert again.call_ms == table.call_ms   # the call too is served by the cache
     assert [layer.out for layer in again.layers] == [layer.out for layer in table.layers]
 
 
@@ -600,6 +668,33 @@ def test_interleaved_timing_creates_sessions_in_both_orders(monkeypatch):
         models[name] = m
     ms, rounds = measure.interleaved_ms(models, TARGETS["cpu"], 1, {}, min_rounds=4, min_seconds=0.0)
     assert created == ["a", "b", "c", "c", "b", "a"] and rounds == 4 and set(ms) == {"a", "b", "c"}
+
+
+def test_kernel_time_sums_a_runs_kernels_without_layout_changes_or_warm_up():
+    from onnxprune.latency.measure import run_kernel_times
+
+    def run(ts, dur):
+        return {"cat": "Session", "name": "model_run", "ts": ts, "dur": dur}
+
+    def node(ts, dur, op):
+        return {"cat": "Node", "name": f"n{ts}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+    events = [run(0, 100), node(5, 90, "Conv"),                                         # warm-up
+              run(200, 50), node(201, 3, "ReorderInput"), node(205, 30, "Conv"), node(240, 4, "ReorderOutput"),
+              {"cat": "Session", "name": "SequentialExecutor::Execute", "ts": 200, "dur": 49},
+              run(300, 60), node(302, 20, "Conv"), node(330, 10, "Relu"), node(345, 2, "ReorderOutput")]
+    assert run_kernel_times(events, skip=1) == [30.0, 30.0]
+    assert run_kernel_times(events, skip=0) == [90.0, 30.0, 30.0]
+
+
+def test_kernel_timing_profiles_into_a_private_folder_and_leaves_nothing(tmp_path, monkeypatch):
+    from onnxprune.latency import measure
+
+    monkeypatch.chdir(tmp_path)
+    ms = measure.interleaved_kernel_ms({"a": chain(), "b": chain()}, TARGETS["cpu"], 1, {}, min_rounds=4,
+                                       min_seconds=0.0)
+    assert set(ms) == {"a", "b"} and all(v > 0 for v in ms.values())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_paired_timing_takes_the_median_of_per_round_ratios(monkeypatch):

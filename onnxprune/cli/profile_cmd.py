@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"profiled {r['layers']} layers on {r['target']} with {r['threads']} thread(s) at {shapes}: "
                   f"{r['measured']} points measured, {r['cached']} reused (repeated layers or the cache), {r['seconds']:.1f} s")
     points = ", ".join(f"{ratio:.0%} pruned {m:.3g} ms (layers {s:.3g} ms)" for ratio, s, m in table.calibration)
-    console.print(f"whole model {r['model_ms']:.3g} ms (median, interleaved); calibration: {points}", soft_wrap=True)
+    layers = (f"each layer its run less one session call ({table.call_ms * 1000:.1f} us)" if table.call_ms else
+              "each layer its kernels' time, without the layout changes around it")
+    console.print(f"whole model {r['model_ms']:.3g} ms (median, interleaved); calibration: {points}; {layers}",
+                  soft_wrap=True)
     console.print(f"wrote {args.output}")
     return 0

@@ -10,9 +10,13 @@ pruned model faster. Reversing the order cancels that (the same four copies: wit
 
 from __future__ import annotations
 
+import json
+import math
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -44,15 +48,22 @@ def random_feeds(session: ort.InferenceSession, shapes: dict[str, tuple[int, ...
 
 def interleaved_times(models: dict[str, onnx.ModelProto], target: RuntimeTarget, threads: int,
                       shapes: dict[str, tuple[int, ...]], min_rounds: int = MIN_ROUNDS,
-                      min_seconds: float = MIN_SECONDS) -> dict[str, list[float]]:
+                      min_seconds: float = MIN_SECONDS, profile_dir: Path | None = None) -> dict[str, list[float]]:
     """Seconds per run of every model, one entry per round (run interleaved, see the module doc): the i-th
-    entries of all models come from the same round, a few milliseconds apart."""
+    entries of all models come from the same round, a few milliseconds apart. ``profile_dir``: the sessions
+    profile into it (ORT's profiler, one file per session and half; see :func:`interleaved_kernel_ms`)."""
     names = list(models)
     times: dict[str, list[float]] = {n: [] for n in names}
     rounds = 0
     for half, order in enumerate((names, names[::-1])):
-        sessions = {k: ort.InferenceSession(models[k].SerializeToString(), session_options(threads),
-                                            providers=providers(target.provider)) for k in order}
+        sessions = {}
+        for k in order:
+            options = session_options(threads)
+            if profile_dir is not None:
+                options.enable_profiling = True
+                options.profile_file_prefix = str(profile_dir / f"{names.index(k)}-{half}")
+            sessions[k] = ort.InferenceSession(models[k].SerializeToString(), options,
+                                               providers=providers(target.provider))
         feeds = {k: random_feeds(s, shapes) for k, s in sessions.items()}
         for name in order:
             for _ in range(WARMUP):
@@ -68,8 +79,50 @@ def interleaved_times(models: dict[str, onnx.ModelProto], target: RuntimeTarget,
                 times[name].append(time.perf_counter() - t0)
             rounds += 1
             done += 1
+        if profile_dir is not None:
+            for session in sessions.values():
+                session.end_profiling()
         del sessions
     return times
+
+
+#: Kernels a one-layer graph runs that the model around the layer mostly does not: ORT CPU's layout changes
+#: into and out of its blocked format (NCHWc), which a graph of convs pays once at its boundaries.
+LAYOUT_KERNELS = ("ReorderInput", "ReorderOutput")
+
+
+def run_kernel_times(events: list[dict], skip: int = WARMUP) -> list[float]:
+    """Microseconds of every run in one session's profile (ORT's profiler events), the sum of its node kernels
+    apart from ``LAYOUT_KERNELS``, the first ``skip`` runs (the warm-up) left out."""
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    nodes = sorted((e["ts"], e["dur"]) for e in events if e.get("cat") == "Node"
+                   and str(e.get("name", "")).endswith("_kernel_time")
+                   and e.get("args", {}).get("op_name") not in LAYOUT_KERNELS)
+    sums = [0.0] * len(runs)
+    i = 0
+    for ts, dur in nodes:
+        while i < len(runs) and ts > runs[i][1]:
+            i += 1
+        if i < len(runs) and ts >= runs[i][0]:
+            sums[i] += dur
+    return sums[skip:]
+
+
+def interleaved_kernel_ms(models: dict[str, onnx.ModelProto], target: RuntimeTarget, threads: int,
+                          shapes: dict[str, tuple[int, ...]], min_rounds: int = MIN_ROUNDS,
+                          min_seconds: float = MIN_SECONDS) -> dict[str, float]:
+    """Per model, the median over runs of its kernels' time (ORT's profiler), the layout changes
+    (``LAYOUT_KERNELS``) and the session call left out: what a layer costs inside a graph of layers. Timed as
+    :func:`interleaved_times` times (the profiles written to a private temporary folder, removed after)."""
+    with tempfile.TemporaryDirectory(prefix="onnxprune-profile-") as folder:
+        interleaved_times(models, target, threads, shapes, min_rounds, min_seconds, Path(folder))
+        per_model: dict[str, list[float]] = {n: [] for n in models}
+        names = list(models)
+        for path in Path(folder).glob("*.json"):
+            index = int(path.name.split("-", 1)[0])
+            per_model[names[index]] += run_kernel_times(json.loads(path.read_text()))
+    return {n: statistics.median(t) / 1000 if t else math.nan for n, t in per_model.items()}
 
 
 def interleaved_ms(models: dict[str, onnx.ModelProto], target: RuntimeTarget, threads: int,

@@ -6,9 +6,10 @@ Runtime under the target's session options (:func:`onnxprune.targets.session_opt
 :func:`~onnxprune.latency.table.channel_grid` of that axis (multiples of the target's channel block, or of its
 finer unblocked multiple where no blocked kernel touches the axis's groups: :mod:`onnxprune.latency.blocking`;
 the other axis full). A depthwise conv moves its input, output and groups together (one axis). The whole model
-is timed too: it calibrates the sum of the layers (fused activations, the ops between layers), each less one
-session call that computes nothing, timed once (every one-layer graph pays a call, the model one in all). Each
-point is the median of at least ``MIN_RUNS`` runs after a warm-up, a layer's points timed interleaved (each round runs every point once, so a busy moment of a
+is timed too: it calibrates the sum of the layers (fused activations, the ops between layers). On CPU a layer's
+time is its kernels' time (ORT's profiler), without the layout changes a one-layer graph adds around it and
+without the session call; elsewhere the run's wall time less one session call that computes nothing, timed once
+(:class:`LayerTiming`). Each point is the median of at least ``MIN_RUNS`` runs after a warm-up, a layer's points timed interleaved (each round runs every point once, so a busy moment of a
 shared machine shifts the whole curve, not one point), and is cached per (environment, layer signature).
 
 MatMul with a 2-D constant weight is a layer too (Linear layers exported channels-last, as in ConvNeXt).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +34,7 @@ from onnxprune.channels.analysis import ChannelAnalysis, analyze
 from onnxprune.errors import OnnxPruneError
 from onnxprune.flops import tensor_shapes
 from onnxprune.latency.blocking import group_multiples
-from onnxprune.latency.measure import interleaved_ms
+from onnxprune.latency.measure import interleaved_kernel_ms, interleaved_ms
 from onnxprune.latency.table import (
     Environment,
     LatencyTable,
@@ -165,6 +167,30 @@ def layer_graph(layer: LayerShape, cin: int, cout: int, precision: Precision) ->
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+class LayerTiming(Enum):
+    """How a one-layer graph is timed. ``KERNEL``: its kernels' time from ORT's profiler, the layout changes into
+    and out of the blocked format and the session call left out (a graph of convs stays blocked between them:
+    timed with them, the first conv of YOLO-C2f looked 6 us faster at 8 of 16 outputs, all of it its output's
+    reorder, and pruning it saved 3% of the model where 12% was predicted). ``WALL``: the session run, the call
+    subtracted by the latency model (:attr:`LatencyTable.call_ms`). The default: kernel on CPU, wall elsewhere
+    (on CUDA the profiler's kernel times are launch times)."""
+
+    KERNEL = "kernel"
+    WALL = "wall"
+
+    @classmethod
+    def default(cls, target: RuntimeTarget) -> LayerTiming:
+        return cls.KERNEL if target.provider == "cpu" else cls.WALL
+
+
+def time_layers(layers: dict[str, onnx.ModelProto], target: RuntimeTarget, threads: int, seconds: float,
+                timing: LayerTiming) -> dict[str, float]:
+    """Milliseconds of each one-layer graph, timed interleaved (see :class:`LayerTiming`)."""
+    if timing is LayerTiming.KERNEL:
+        return interleaved_kernel_ms(layers, target, threads, {}, MIN_RUNS, seconds)
+    return interleaved_ms(layers, target, threads, {}, MIN_RUNS, seconds)[0]
+
+
 def call_graph(precision: Precision) -> onnx.ModelProto:
     """A graph that computes nothing (Identity of one element): its run time is the session call alone."""
     elem = TensorProto.FLOAT16 if precision is Precision.FP16 else TensorProto.FLOAT
@@ -227,9 +253,12 @@ def axis_multiples(analysis: ChannelAnalysis, target: RuntimeTarget) -> dict[str
 
 
 def profile_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int = 1, spec: InputSpec | None = None,
-                  cache: MeasurementCache | None = None, analysis: ChannelAnalysis | None = None) -> LatencyTable:
-    """The latency table of ``model`` (normalized) on ``target`` with ``threads`` threads (see the module doc)."""
+                  cache: MeasurementCache | None = None, analysis: ChannelAnalysis | None = None,
+                  timing: LayerTiming | None = None) -> LatencyTable:
+    """The latency table of ``model`` (normalized) on ``target`` with ``threads`` threads (see the module doc);
+    ``timing``: how layers are timed (default :meth:`LayerTiming.default`)."""
     spec = spec or InputSpec()
+    timing = timing or LayerTiming.default(target)
     cache = cache or MeasurementCache(None)
     started = time.perf_counter()
     shapes = resolve_input_shapes(model, spec)
@@ -258,7 +287,8 @@ def profile_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int = 
     with stage(f"profile: {len(layers)} layers on {target.name}, {threads} thread(s)",
                total=sum(len(p) for _, p in plan), unit="points") as progress:
         for layer, points in plan:
-            keys = [layer.signature(cin, cout, target.precision.value) for _, cin, cout in points]
+            keys = [layer.signature(cin, cout, target.precision.value) + f"|{timing.value}"
+                    for _, cin, cout in points]
             todo = {}
             for key, (_, cin, cout) in zip(keys, points):
                 if key in seen or key in todo:
@@ -269,7 +299,7 @@ def profile_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int = 
                 else:
                     seen[key] = ms
             if todo:   # the layer's points timed interleaved: a busy moment shifts them all alike
-                timed, _ = interleaved_ms(todo, target, threads, {}, MIN_RUNS, MIN_SECONDS * len(todo))
+                timed = time_layers(todo, target, threads, MIN_SECONDS * len(todo), timing)
                 for key, ms in timed.items():
                     cache.put(env, key, ms)
                     seen[key] = ms
@@ -284,7 +314,7 @@ def profile_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int = 
             out.append(LayerLatency(layer.node, layer.op, cin, cout, full, layer.out_elems, layer.depthwise,
                                     tuple(curves["out"]) + (((cout, full),) if curves["out"] else ()),
                                     tuple(curves["inp"]) + (((cin, full),) if curves["inp"] else ())))
-    call_ms = call_overhead_ms(target, threads, cache, env)
+    call_ms = call_overhead_ms(target, threads, cache, env) if timing is LayerTiming.WALL else 0.0
     cache.save()
     layers_table = LatencyTable(env, shapes, 0.0, 0, tuple(out), target.name, target.grid_multiple,
                                 unblocked_multiple=target.loose_multiple, call_ms=call_ms)

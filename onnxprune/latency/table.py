@@ -65,8 +65,9 @@ def cpu_model() -> str:
 
 
 #: How layers are timed (``onnxprune.latency.measure``), part of every cache key: entries timed another way are
-#: not reused. 2: sessions created in both orders (1 timed the session created first up to 6% slow).
-MEASUREMENT_METHOD = 2
+#: not reused. 2: sessions created in both orders (1 timed the session created first up to 6% slow); 3: on CPU
+#: the kernels' time, the layout changes and the session call left out (2 timed them with the layer).
+MEASUREMENT_METHOD = 3
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,8 @@ class LatencyTable:
     notes: tuple[str, ...] = field(default=())
     unblocked_multiple: int = 0   # the grid of groups no blocked kernel touches (0: ``multiple``)
     #: One session call of a graph that computes nothing, timed as the layers are: every layer timed alone pays
-    #: it once, the model once in all. 0: not measured (tables written before it was), layers summed as timed.
+    #: it once, the model once in all. 0: layers timed without it (their kernels' time: CPU), or a table written
+    #: before it was measured; layers summed as timed.
     call_ms: float = 0.0
 
     def net_ms(self, ms: float) -> float:
