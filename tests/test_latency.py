@@ -687,6 +687,11 @@ def test_kernel_time_sums_a_runs_kernels_without_layout_changes_or_warm_up():
     assert run_kernel_times(events, skip=0) == [90.0, 30.0, 30.0]
 
 
+def test_kernel_timing_is_refused_where_the_profiler_times_launches():
+    with pytest.raises(UsageError, match="kernel timing is for the CPU provider"):
+        profile_model(chain(), TARGETS["cuda"], 1, timing=LayerTiming.KERNEL)
+
+
 def test_kernel_timing_profiles_into_a_private_folder_and_leaves_nothing(tmp_path, monkeypatch):
     from onnxprune.latency import measure
 

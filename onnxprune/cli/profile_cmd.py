@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{r['measured']} points measured, {r['cached']} reused (repeated layers or the cache), {r['seconds']:.1f} s")
     points = ", ".join(f"{ratio:.0%} pruned {m:.3g} ms (layers {s:.3g} ms)" for ratio, s, m in table.calibration)
     layers = (f"each layer its run less one session call ({table.call_ms * 1000:.1f} us)" if table.call_ms else
-              "each layer its kernels' time, without the layout changes around it")
+              "each layer its kernels' time (ORT's profiler)")
     console.print(f"whole model {r['model_ms']:.3g} ms (median, interleaved); calibration: {points}; {layers}",
                   soft_wrap=True)
     console.print(f"wrote {args.output}")

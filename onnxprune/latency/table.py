@@ -65,8 +65,8 @@ def cpu_model() -> str:
 
 
 #: How layers are timed (``onnxprune.latency.measure``), part of every cache key: entries timed another way are
-#: not reused. 2: sessions created in both orders (1 timed the session created first up to 6% slow); 3: on CPU
-#: the kernels' time, the layout changes and the session call left out (2 timed them with the layer).
+#: not reused. 2: sessions created in both orders (1 timed the session created first up to 6% slow); 3: the
+#: signature ends with how the layer was timed (``LayerTiming``: wall or kernel).
 MEASUREMENT_METHOD = 3
 
 
