@@ -687,6 +687,16 @@ def test_kernel_time_sums_a_runs_kernels_without_layout_changes_or_warm_up():
     assert run_kernel_times(events, skip=0) == [90.0, 30.0, 30.0]
 
 
+def test_kernel_timing_is_the_cpu_default_and_falls_back_to_wall_time_when_the_profiler_gives_none(monkeypatch):
+    from onnxprune.latency import measure
+
+    assert LayerTiming.default(TARGETS["cpu"]) is LayerTiming.KERNEL
+    assert LayerTiming.default(TARGETS["cuda"]) is LayerTiming.WALL
+    monkeypatch.setattr(measure, "run_kernel_times", lambda events, skip=0: [])   # a trace format it cannot read
+    table = profile_model(chain(), TARGETS["cpu"], 1)
+    assert table.call_ms > 0 and any("no kernel times" in n for n in table.notes)
+
+
 def test_kernel_timing_is_refused_where_the_profiler_times_launches():
     with pytest.raises(UsageError, match="kernel timing is for the CPU provider"):
         profile_model(chain(), TARGETS["cuda"], 1, timing=LayerTiming.KERNEL)

@@ -6,10 +6,11 @@ Runtime under the target's session options (:func:`onnxprune.targets.session_opt
 :func:`~onnxprune.latency.table.channel_grid` of that axis (multiples of the target's channel block, or of its
 finer unblocked multiple where no blocked kernel touches the axis's groups: :mod:`onnxprune.latency.blocking`;
 the other axis full). A depthwise conv moves its input, output and groups together (one axis). The whole model
-is timed too: it calibrates the sum of the layers (fused activations, the ops between layers). A layer's time is
-its run's wall time less one session call that computes nothing, timed once (every one-layer graph pays a call,
-the model one in all); or, on CPU, its kernels' time from ORT's profiler (:class:`LayerTiming`). Each point is
-the median of at least ``MIN_RUNS`` runs after a warm-up, a layer's points timed interleaved (each round runs every point once, so a busy moment of a
+is timed too: it calibrates the sum of the layers (fused activations, the ops between layers). On CPU a layer's
+time is its kernels' time from ORT's profiler, without the layout changes a one-layer graph adds around it and
+without the session call; elsewhere its run's wall time less one session call that computes nothing, timed once
+(every one-layer graph pays a call, the model one in all; :class:`LayerTiming`). Each point is the median of at
+least ``MIN_RUNS`` runs after a warm-up, a layer's points timed interleaved (each round runs every point once, so a busy moment of a
 shared machine shifts the whole curve, not one point), and is cached per (environment, layer signature).
 
 MatMul with a 2-D constant weight is a layer too (Linear layers exported channels-last, as in ConvNeXt).
@@ -168,16 +169,26 @@ def layer_graph(layer: LayerShape, cin: int, cout: int, precision: Precision) ->
 
 
 class LayerTiming(Enum):
-    """How a one-layer graph is timed. ``WALL`` (the default): the session run, less one session call that
-    computes nothing (:attr:`LatencyTable.call_ms`; the model pays one call in all). ``KERNEL`` (CPU only: on CUDA
-    the profiler's kernel times are launch times): its kernels' time from ORT's profiler, without the layout
-    changes into and out of ORT's blocked format and the session call (a graph of convs stays blocked between
-    them: timed with them, YOLO-C2f's first conv looked 6 us faster at 8 of 16 outputs, all of it its output's
-    reorder). Measured over the zoo (benchmarks/bench_latency_prediction.py), neither predicts better overall:
-    within 10% of the measurement in 177 vs 168 of 200 plans with 1 thread (kernel vs wall), 135 vs 153 with 2."""
+    """How a one-layer graph is timed. ``KERNEL`` (the default on CPU): its kernels' time from ORT's profiler,
+    without the layout changes into and out of ORT's blocked format and the session call (a graph of convs stays
+    blocked between them: timed with them, YOLO-C2f's first conv looked 6 us faster at 8 of 16 outputs, all of it
+    its output's reorder). ``WALL`` (elsewhere: on CUDA the profiler's kernel times are launch times): the session
+    run, less one session call that computes nothing (:attr:`LatencyTable.call_ms`). Measured over the zoo in two
+    runs (benchmarks/bench_latency_prediction.py), kernel predicted within 10% in 342 of 400 plans with 1 thread
+    and 264 of 400 with 2, wall in 326 and 255, and the kernel table's plans landed closer to their budgets."""
 
     KERNEL = "kernel"
     WALL = "wall"
+
+    @classmethod
+    def default(cls, target: RuntimeTarget) -> LayerTiming:
+        return cls.KERNEL if target.provider == "cpu" else cls.WALL
+
+
+def kernel_timing_works(target: RuntimeTarget, threads: int) -> bool:
+    """Whether ORT's profiler gives this machine's kernel times (its trace format is ORT's, not a stable API)."""
+    ms = interleaved_kernel_ms({"call": call_graph(target.precision)}, target, threads, {}, MIN_RUNS, 0.0)
+    return math.isfinite(ms["call"]) and ms["call"] > 0
 
 
 def time_layers(layers: dict[str, onnx.ModelProto], target: RuntimeTarget, threads: int, seconds: float,
@@ -253,12 +264,17 @@ def profile_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int = 
                   cache: MeasurementCache | None = None, analysis: ChannelAnalysis | None = None,
                   timing: LayerTiming | None = None) -> LatencyTable:
     """The latency table of ``model`` (normalized) on ``target`` with ``threads`` threads (see the module doc);
-    ``timing``: how layers are timed (default wall; kernel on CPU only)."""
+    ``timing``: how layers are timed (default :meth:`LayerTiming.default`; kernel on CPU only)."""
     spec = spec or InputSpec()
-    timing = timing or LayerTiming.WALL
     if timing is LayerTiming.KERNEL and target.provider != "cpu":
         raise UsageError(f"kernel timing is for the CPU provider (on {target.provider} ORT's profiler times "
                          f"kernel launches); time the layers by wall time")
+    notes_before: list[str] = []
+    timing = timing or LayerTiming.default(target)
+    if timing is LayerTiming.KERNEL and not kernel_timing_works(target, threads):
+        timing = LayerTiming.WALL
+        notes_before.append("ONNX Runtime's profiler gave no kernel times here: layers timed by wall time, less "
+                            "one session call")
     cache = cache or MeasurementCache(None)
     started = time.perf_counter()
     shapes = resolve_input_shapes(model, spec)
@@ -267,6 +283,7 @@ def profile_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int = 
     multiples = axis_multiples(analysis, target)
     env = Environment.here(target.provider, threads, target.precision.value)
     layers, notes = layer_shapes(model, shapes)
+    notes = notes_before + notes
     plan: list[tuple[LayerShape, list[tuple[str, int, int]]]] = []
     for layer in layers:
         cin, cout = layer.in_channels, layer.out_channels
