@@ -19,17 +19,14 @@ Usage: python -m benchmarks.bench_latency_estimator [--out benchmarks/results] [
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from benchmarks.bench_latency_plan import zoo_model
-from benchmarks.common import machine
+from benchmarks.common import machine, write_results, zoo_arguments, zoo_cells
 from onnxprune.latency.measure import interleaved_times
 from onnxprune.plan import PlanOptions
 from onnxprune.pruning import prune
@@ -103,35 +100,13 @@ def summary(rows: list[dict[str, object]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--windows", type=int, default=10)
-    ap.add_argument("--models", default=None, help="zoo models (default: all)")
-    ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--name", default="latency_estimator")
-    args = ap.parse_args(argv)
+    args = zoo_arguments(__doc__, "latency_estimator", windows=10).parse_args(argv)
     warnings.filterwarnings("ignore")
-    from models.architectures import ZOO
-
-    models = [m for m in (args.models.split(",") if args.models is not None else list(ZOO)) if m]
-    rows = []
-    for name in models:
-        for threads in (int(t) for t in args.threads.split(",")):
-            try:
-                row = cell(name, threads, args.runs, args.windows)
-            except Exception as e:   # a model that cannot be pruned is recorded, the others still run
-                print(f"{name} ({threads} threads): failed: {type(e).__name__}: {e}", flush=True)
-                continue
-            rows.append(row)
-            print(f"{name} ({threads} threads): medians {row['medians']['median']:.3f} std "
-                  f"{row['medians']['std']:.1%}, paired {row['paired']['median']:.3f} std "
-                  f"{row['paired']['std']:.1%}", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
+    rows = zoo_cells(args.models, args.threads, lambda name, threads: [cell(name, threads, args.runs, args.windows)],
+                     lambda got: (f"medians {got[0]['medians']['median']:.3f} std {got[0]['medians']['std']:.1%}, "
+                                  f"paired {got[0]['paired']['median']:.3f} std {got[0]['paired']['std']:.1%}"))
     command = "python -m benchmarks.bench_latency_estimator " + " ".join(argv if argv is not None else sys.argv[1:])
-    (args.out / f"{args.name}.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (args.out / f"{args.name}.md").write_text(markdown(rows, command.strip()))
-    print(f"wrote {args.out / (args.name + '.md')}")
+    write_results(args.out, args.name, rows, markdown(rows, command.strip()))
     return 0
 
 

@@ -21,8 +21,6 @@ Usage: python -m benchmarks.bench_latency_prediction [--out benchmarks/results] 
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -33,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.bench_latency_plan import zoo_model
-from benchmarks.common import machine
+from benchmarks.common import machine, write_results, zoo_arguments, zoo_cells
 from onnxprune.channels.analysis import ChannelAnalysis, analyze
 from onnxprune.importance import Criterion, score_groups
 from onnxprune.latency.measure import paired_timing
@@ -137,39 +135,15 @@ def summary(rows: list[dict[str, object]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--windows", type=int, default=2)
-    ap.add_argument("--models", default=None, help="zoo models (default: all)")
-    ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--name", default="latency_prediction")
-    args = ap.parse_args(argv)
+    args = zoo_arguments(__doc__, "latency_prediction", windows=2).parse_args(argv)
     warnings.filterwarnings("ignore")
-    from models.architectures import ZOO
-
-    models = [m for m in (args.models.split(",") if args.models is not None else list(ZOO)) if m]
-    rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="onnxprune-bench-") as cache:
-        for name in models:
-            for threads in (int(t) for t in args.threads.split(",")):
-                try:
-                    got = cell(name, threads, args.runs, args.windows, Path(cache))
-                except Exception as e:   # a model that cannot be planned is recorded, the others still run
-                    print(f"{name} ({threads} threads): failed: {type(e).__name__}: {e}", flush=True)
-                    continue
-                rows += got
-                print(f"{name} ({threads} threads): " + ", ".join(
-                    f"{r['planned_by']} {r['plan']} {r['measured']:.3f} " + " ".join(
-                        f"{k} {r[f'predicted_{k}']:.3f}" for k in PREDICTORS) for r in got), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
+        rows = zoo_cells(args.models, args.threads,
+                         lambda name, threads: cell(name, threads, args.runs, args.windows, Path(cache)),
+                         lambda got: ", ".join(f"{r['planned_by']} {r['plan']} {r['measured']:.3f} " + " ".join(
+                             f"{k} {r[f'predicted_{k}']:.3f}" for k in PREDICTORS) for r in got))
     command = "python -m benchmarks.bench_latency_prediction " + " ".join(argv if argv is not None else sys.argv[1:])
-    for suffix, text in ((".json", json.dumps(rows, indent=2) + "\n"), (".md", markdown(rows, command.strip()))):
-        path = args.out / f"{args.name}{suffix}"
-        tmp = path.with_suffix(suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    print(f"wrote {args.out / (args.name + '.md')}")
+    write_results(args.out, args.name, rows, markdown(rows, command.strip()))
     return 0
 
 
