@@ -2,7 +2,7 @@
 
 Rule: each profiled layer's latency is its full latency times its output-axis curve at the kept output count
 times its input-axis curve at the kept input count (each relative to full; interpolated between grid counts),
-less the session call its one-layer graph paid (:meth:`LatencyTable.net_ms`).
+less the session call its one-layer graph paid where it was timed by wall time (:meth:`LatencyTable.net_ms`).
 The model's latency is ``a * (sum of its layers) + b``, fitted on whole models measured by ``profile`` at a few
 uniform prunings (:meth:`LatencyTable.fit`): layers timed alone miss what the graph adds and shares (the ops
 between layers, layout changes, fused activations, one session overhead). A group's *steps* are the

@@ -185,10 +185,17 @@ class LayerTiming(Enum):
         return cls.KERNEL if target.provider == "cpu" else cls.WALL
 
 
-def kernel_timing_works(target: RuntimeTarget, threads: int) -> bool:
-    """Whether ORT's profiler gives this machine's kernel times (its trace format is ORT's, not a stable API)."""
-    ms = interleaved_kernel_ms({"call": call_graph(target.precision)}, target, threads, {}, MIN_RUNS, 0.0)
-    return math.isfinite(ms["call"]) and ms["call"] > 0
+def kernel_timing_works(target: RuntimeTarget, threads: int, cache: MeasurementCache, env: Environment) -> bool:
+    """Whether ORT's profiler gives this machine's kernel times (its trace format is ORT's, not a stable API):
+    the kernel time of a graph that computes nothing, cached with the layers once it was read."""
+    key = f"call|Identity|x[1]|{target.precision.value}|kernel"
+    if cache.get(env, key) is not None:
+        return True
+    ms = interleaved_kernel_ms({key: call_graph(target.precision)}, target, threads, {}, MIN_RUNS, 0.0)[key]
+    if not (math.isfinite(ms) and ms > 0):
+        return False
+    cache.put(env, key, ms)
+    return True
 
 
 def time_layers(layers: dict[str, onnx.ModelProto], target: RuntimeTarget, threads: int, seconds: float,
@@ -269,21 +276,21 @@ def profile_model(model: onnx.ModelProto, target: RuntimeTarget, threads: int = 
     if timing is LayerTiming.KERNEL and target.provider != "cpu":
         raise UsageError(f"kernel timing is for the CPU provider (on {target.provider} ORT's profiler times "
                          f"kernel launches); time the layers by wall time")
-    notes_before: list[str] = []
-    timing = timing or LayerTiming.default(target)
-    if timing is LayerTiming.KERNEL and not kernel_timing_works(target, threads):
-        timing = LayerTiming.WALL
-        notes_before.append("ONNX Runtime's profiler gave no kernel times here: layers timed by wall time, less "
-                            "one session call")
     cache = cache or MeasurementCache(None)
+    env = Environment.here(target.provider, threads, target.precision.value)
+    fallback: list[str] = []
+    timing = timing or LayerTiming.default(target)
+    if timing is LayerTiming.KERNEL and not kernel_timing_works(target, threads, cache, env):
+        timing = LayerTiming.WALL
+        fallback.append("ONNX Runtime's profiler gave no kernel times here: layers timed by wall time, less one "
+                        "session call")
     started = time.perf_counter()
     shapes = resolve_input_shapes(model, spec)
     analysis = analysis or analyze(model, spec.shapes)
     axes = prunable_axes(analysis)
     multiples = axis_multiples(analysis, target)
-    env = Environment.here(target.provider, threads, target.precision.value)
     layers, notes = layer_shapes(model, shapes)
-    notes = notes_before + notes
+    notes = fallback + notes
     plan: list[tuple[LayerShape, list[tuple[str, int, int]]]] = []
     for layer in layers:
         cin, cout = layer.in_channels, layer.out_channels
