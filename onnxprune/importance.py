@@ -42,9 +42,16 @@ from onnxprune.verify import session_with_outputs
 
 
 class Criterion(enum.Enum):
+    """How a channel's importance is scored. ``uniform``: every channel of a group scores the same, so the first
+    ones are kept; for a net that will be trained again from scratch, where which channels stay does not matter,
+    only how many (Liu et al., "Rethinking the Value of Network Pruning", ICLR 2019). With ``target_latency`` and
+    ``global_ranking`` the latency planner then keeps the most MACs within the budget: the most efficient plan
+    the latency table allows."""
+
     L1 = "l1"
     L2 = "l2"
     RANDOM = "random"
+    UNIFORM = "uniform"
     BN_SCALE = "bn-scale"
     DW_PW = "dwpw"
     ACTIVATION = "activation"
@@ -226,6 +233,8 @@ def score_groups(analysis: ChannelAnalysis, criterion: Criterion = Criterion.L1,
             raise UsageError(f"`criterion` {criterion.value} needs calibration data (`data`)")
         acc = _activation_scores(analysis, model, criterion, data)
         return {g.id: np.asarray([acc.mean(u) or 0.0 for u in g.units.tolist()]) for g in analysis.prunable}
+    if criterion is Criterion.UNIFORM:
+        return {g.id: np.ones(g.channels) for g in analysis.prunable}
     if criterion is Criterion.RANDOM:
         for g in analysis.prunable:
             rng = np.random.default_rng([seed, zlib.crc32(g.id.encode())])
