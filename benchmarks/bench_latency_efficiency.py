@@ -1,0 +1,170 @@
+"""How efficient a latency plan can be: the default latency plan against the plan that keeps the most MACs.
+
+Efficiency (speedup / MACs reduction) measures how much of a MACs cut turns into speed. The default latency plan
+(`prune --target-latency R`: L1 scores, one ratio then greedy steps) keeps the most *importance* within the
+budget, not the most MACs. The *max-MACs* plan (`--target-latency R --global --criterion uniform`: every unit
+scores 1, so the greedy knapsack takes the step down that removes the fewest MACs per millisecond saved) is the
+plan the measured per-layer latency curves allow with the highest efficiency the planner can find. Where its
+efficiency is below 0.95 too, no plan of kept channel counts on those curves reaches 0.95 (up to the greedy's
+gap, see onnxprune.latency.planner), and latency_breakdown.md shows which kernels hold it back.
+
+For every zoo model (folded legacy export, input as in bench_latency_plan) and thread count, at R = 0.7 and 0.5:
+the latency plan, the max-MACs plan and the MACs plan (`--target-flops R --round-to 8`), no recovery (neither
+speed nor MACs depend on it). Each is timed against the original in a pair, interleaved (ORT optimizations on,
+spinning off, batch 1, random inputs), at least --runs rounds (and 1 s), a pass's ratio the median over rounds of
+variant / original in the same round; --windows passes over all pairs, a ratio the median of its passes.
+
+Usage: python -m benchmarks.bench_latency_efficiency [--out benchmarks/results] [--runs 30] [--models a,b]
+       [--threads 1] [--name latency_efficiency]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import onnx
+
+from benchmarks.bench_latency_plan import zoo_model
+from benchmarks.common import machine, write_results, zoo_arguments, zoo_cells
+from onnxprune.flops import count_costs, count_params
+from onnxprune.importance import Criterion
+from onnxprune.latency.measure import paired_timing
+from onnxprune.latency.profile import profile_model
+from onnxprune.latency.table import MeasurementCache
+from onnxprune.plan import PlanOptions
+from onnxprune.pruning import prune
+from onnxprune.targets import TARGETS
+from onnxprune.verify import InputSpec
+
+REQUESTS = (0.7, 0.5)
+GOAL = 0.95
+BREAKDOWN = Path(__file__).resolve().parent / "results" / "latency_breakdown.json"
+
+
+def plans(request: float) -> dict[str, PlanOptions]:
+    """The three plans compared at one request, by row label."""
+    return {f"latency {request}": PlanOptions(target_latency=request),
+            f"max-MACs {request}": PlanOptions(target_latency=request, global_ranking=True,
+                                               criterion=Criterion.UNIFORM),
+            f"macs {request}": PlanOptions(target_flops=request, round_to=8)}
+
+
+def bench(name: str, threads: int, runs: int, windows: int, cache: Path) -> list[dict[str, object]]:
+    model, shape = zoo_model(name)
+    spec = InputSpec({"input": shape})
+    cpu = TARGETS["cpu"]
+    table = profile_model(model, cpu, threads, spec, MeasurementCache(cache))
+    variants: dict[str, onnx.ModelProto] = {}
+    info: dict[str, dict[str, object]] = {}
+    for request in REQUESTS:
+        for key, options in plans(request).items():
+            t0 = time.perf_counter()
+            result = prune(model, options, spec=spec, latency=table if options.needs_latency else None)
+            variants[key] = result.model
+            latency = result.report.latency
+            info[key] = {"request": request, "plan_s": time.perf_counter() - t0,
+                         "predicted": latency.predicted_ratio if latency is not None else None}
+    passes: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(windows):
+        for key, variant in variants.items():
+            timing = paired_timing({"original": model, key: variant}, "original", cpu, threads, spec.shapes,
+                                   min_rounds=runs)
+            passes[key].append(timing.ratios[key])
+    original_macs = count_costs(model, spec.shapes).macs
+    rows = []
+    for key, variant in variants.items():
+        achieved = statistics.median(passes[key])
+        macs = count_costs(variant, spec.shapes).macs
+        rows.append({"model": name, "input": "x".join(map(str, shape)), "threads": threads, "variant": key,
+                     "plan": key.split()[0], "achieved": achieved, "passes": passes[key], "macs": macs,
+                     "macs_ratio": macs / original_macs, "params": count_params(variant),
+                     "efficiency": (1 / achieved) / (original_macs / macs), **info[key]})
+    return rows
+
+
+def bounds() -> dict[str, float]:
+    """Each model's bound from latency_breakdown.json (the efficiency if its dense kernels scaled exactly with
+    MACs, 1 thread, the latency plan at 0.7), where that run is stored."""
+    if not BREAKDOWN.exists():
+        return {}
+    return {r["model"]: r["latency"]["bound"] for r in json.loads(BREAKDOWN.read_text())}
+
+
+def markdown(rows: list[dict[str, object]], runs: int, windows: int, command: str) -> str:
+    bound = bounds()
+    lines = [("# Efficiency of latency plans: the default plan against the plan that keeps the most MACs "
+             "(ONNX Runtime CPU)"), "", f"Command: `{command}`  ", f"Machine: {machine()}", "",
+             (f"Batch 1, ORT optimizations on, spinning off, random inputs; each variant timed against the original "
+             f"in a pair, interleaved, >= {runs} rounds (and 1 s), a pass's ratio the median over rounds of variant "
+             f"/ original in the same round, {windows} passes, a ratio the median of its passes. *latency R*: "
+             "`prune --target-latency R`; *max-MACs R*: `--target-latency R --global --criterion uniform` (the "
+             "plan keeping the most MACs the measured layer curves allow); *macs R*: `--target-flops R "
+             "--round-to 8`. achieved = measured latency / original's; efficiency = speedup / MACs reduction. "
+             "*bound* (1 thread, latency_breakdown.md): the efficiency if the dense kernels scaled exactly with "
+             "their MACs."), "",
+             "| model | input | threads | variant | achieved | predicted | MACs kept | params | efficiency | bound |",
+             "|---" * 10 + "|"]
+    for r in rows:
+        predicted = "" if r["predicted"] is None else f"{r['predicted']:.3f}"
+        b = f"{bound[r['model']]:.2f}" if r["model"] in bound else ""
+        lines.append(f"| {r['model']} | {r['input']} | {r['threads']} | {r['variant']} | {r['achieved']:.3f} | "
+                     f"{predicted} | {r['macs_ratio']:.3f} | {r['params'] / 1e6:.2f}M | {r['efficiency']:.2f} | "
+                     f"{b} |")
+    lines += ["", summary(rows, bound)]
+    return "\n".join(lines) + "\n"
+
+
+def summary(rows: list[dict[str, object]], bound: dict[str, float]) -> str:
+    out = []
+    keyed = {(r["model"], r["threads"], r["variant"]): r for r in rows}
+    for threads in sorted({r["threads"] for r in rows}):
+        for request in REQUESTS:
+            cells = [(keyed.get((m, t, f"latency {request}")), keyed.get((m, t, f"max-MACs {request}")),
+                      keyed.get((m, t, f"macs {request}")))
+                     for m, t, v in keyed if t == threads and v == f"latency {request}"]
+            cells = [c for c in cells if all(c)]
+            if not cells:
+                continue
+            lat = [c[0]["efficiency"] for c in cells]
+            best = [max(c[0]["efficiency"], c[1]["efficiency"]) for c in cells]
+            weak = [c for c in cells if c[2]["efficiency"] < 0.9]   # where the issue asks for 0.95
+            met = [c[0]["model"] for c in weak if max(c[0]["efficiency"], c[1]["efficiency"]) >= GOAL]
+            missed = [c for c in weak if max(c[0]["efficiency"], c[1]["efficiency"]) < GOAL]
+            explained = [c[0]["model"] for c in missed if bound.get(c[0]["model"], 1.0) < GOAL]
+            near = [c[1] for c in cells if abs(c[1]["achieved"] / request - 1) <= 0.05]
+            out.append(
+                f"- {threads} thread(s), R = {request}: efficiency median {statistics.median(lat):.2f} (latency "
+                f"plan), {statistics.median([c[1]['efficiency'] for c in cells]):.2f} (max-MACs), "
+                f"{statistics.median([c[2]['efficiency'] for c in cells]):.2f} (MACs plan); the better of the two "
+                f"latency plans >= {GOAL} in {sum(b >= GOAL for b in best)}/{len(cells)} models. Where the MACs plan "
+                f"is below 0.9 ({len(weak)} models): >= {GOAL} in {len(met)} ({', '.join(met) or '-'}); below in "
+                f"{len(missed)}, of which the breakdown's bound is below {GOAL} in {len(explained)} "
+                f"({', '.join(explained) or '-'}) and not in {len(missed) - len(explained)} "
+                f"({', '.join(c[0]['model'] for c in missed if c[0]['model'] not in explained) or '-'}); "
+                f"max-MACs plans within ±5% of the request: {len(near)}/{len(cells)}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = zoo_arguments(__doc__, "latency_efficiency", windows=3)
+    ap.set_defaults(threads="1")
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    with tempfile.TemporaryDirectory(prefix="onnxprune-bench-") as cache:
+        rows = zoo_cells(args.models, args.threads,
+                         lambda name, n: bench(name, n, args.runs, args.windows, Path(cache)),
+                         lambda got: ", ".join(f"{r['variant']} {r['achieved']:.3f} eff {r['efficiency']:.2f}"
+                                               for r in got))
+    command = "python -m benchmarks.bench_latency_efficiency " + " ".join(argv if argv is not None else sys.argv[1:])
+    write_results(args.out, args.name, rows, markdown(rows, args.runs, args.windows, command.strip()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
