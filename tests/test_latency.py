@@ -815,3 +815,19 @@ def test_breakdown_takes_a_prepacked_weight_shape_from_the_model():
              "output_type_shape": [{"float": [1, 16, 64, 64]}]}
     assert classify("ConvTranspose", event, [32, 16, 2, 2]) == ("dense", 32 * 1024 * 16 * 4)
     assert classify("ConvTranspose", event) == ("dense", 0)
+
+
+def test_efficiency_summary_tells_a_met_goal_from_one_the_breakdown_explains():
+    """bench_latency_efficiency's verdict per model where the MACs plan is below 0.9: the better latency plan at
+    >= 0.95 meets the goal; below it, the breakdown's bound below 0.95 explains the miss, or nothing does."""
+    from benchmarks.bench_latency_efficiency import summary
+
+    def rows(model, latency, max_macs, macs):
+        return [{"model": model, "threads": 1, "variant": f"{plan} 0.7", "efficiency": eff, "achieved": 0.7}
+                for plan, eff in (("latency", latency), ("max-MACs", max_macs), ("macs", macs))]
+
+    text = summary(rows("a", 0.80, 0.96, 0.70) + rows("b", 0.80, 0.85, 0.70) + rows("c", 0.80, 0.85, 0.70)
+                   + rows("d", 0.80, 0.80, 0.93), {"b": 0.85, "c": 0.99})
+    assert "below 0.9 (3 models): >= 0.95 in 1 (a)" in text
+    assert "below in 2, of which the breakdown's bound is below 0.95 in 1 (b) and not in 1 (c)" in text
+    assert "the better of the two latency plans >= 0.95 in 1/4 models" in text
