@@ -15,7 +15,7 @@ spinning off, batch 1, random inputs), at least --runs rounds (and 1 s), a pass'
 variant / original in the same round; --windows passes over all pairs, a ratio the median of its passes.
 
 Usage: python -m benchmarks.bench_latency_efficiency [--out benchmarks/results] [--runs 30] [--models a,b]
-       [--threads 1] [--name latency_efficiency]
+       [--threads 1] [--name latency_efficiency] [--render JSON,... --command CMD]
 """
 
 from __future__ import annotations
@@ -107,17 +107,25 @@ def markdown(rows: list[dict[str, object]], runs: int, windows: int, command: st
              "plan keeping the most MACs the measured layer curves allow); *macs R*: `--target-flops R "
              "--round-to 8`. achieved = measured latency / original's; efficiency = speedup / MACs reduction. "
              "*bound* (1 thread, latency_breakdown.md): the efficiency if the dense kernels scaled exactly with "
-             "their MACs."), "",
-             "| model | input | threads | variant | achieved | predicted | MACs kept | params | efficiency | bound |",
-             "|---" * 10 + "|"]
+             "their MACs. *table eff.*: the efficiency the latency table predicts for the plan (1 / predicted ÷ MACs "
+             "reduction): below 0.95, the layers' own measured time does not fall as fast as their MACs."), "",
+             ("| model | input | threads | variant | achieved | predicted | MACs kept | params | efficiency | "
+              "table eff. | bound |"),
+             "|---" * 11 + "|"]
     for r in rows:
         predicted = "" if r["predicted"] is None else f"{r['predicted']:.3f}"
         b = f"{bound[r['model']]:.2f}" if r["model"] in bound else ""
+        table = "" if r["predicted"] is None else f"{table_efficiency(r):.2f}"
         lines.append(f"| {r['model']} | {r['input']} | {r['threads']} | {r['variant']} | {r['achieved']:.3f} | "
                      f"{predicted} | {r['macs_ratio']:.3f} | {r['params'] / 1e6:.2f}M | {r['efficiency']:.2f} | "
-                     f"{b} |")
+                     f"{table} | {b} |")
     lines += ["", summary(rows, bound)]
     return "\n".join(lines) + "\n"
+
+
+def table_efficiency(row: dict[str, object]) -> float:
+    """The efficiency the latency table predicts for a plan: what the layers' measured curves allow."""
+    return (1 / row["predicted"]) * row["macs_ratio"]
 
 
 def summary(rows: list[dict[str, object]], bound: dict[str, float]) -> str:
@@ -137,6 +145,9 @@ def summary(rows: list[dict[str, object]], bound: dict[str, float]) -> str:
             met = [c[0]["model"] for c in weak if max(c[0]["efficiency"], c[1]["efficiency"]) >= GOAL]
             missed = [c for c in weak if max(c[0]["efficiency"], c[1]["efficiency"]) < GOAL]
             explained = [c[0]["model"] for c in missed if bound.get(c[0]["model"], 1.0) < GOAL]
+            # the rest: do the layers' own measured curves (the table) allow 0.95 for the max-MACs plan?
+            curves = [c[0]["model"] for c in missed if c[0]["model"] not in explained
+                      and c[1].get("predicted") is not None and table_efficiency(c[1]) < GOAL]
             near = [c[1] for c in cells if abs(c[1]["achieved"] / request - 1) <= 0.05]
             out.append(
                 f"- {threads} thread(s), R = {request}: efficiency median {statistics.median(lat):.2f} (latency "
@@ -146,7 +157,9 @@ def summary(rows: list[dict[str, object]], bound: dict[str, float]) -> str:
                 f"is below 0.9 ({len(weak)} models): >= {GOAL} in {len(met)} ({', '.join(met) or '-'}); below in "
                 f"{len(missed)}, of which the breakdown's bound is below {GOAL} in {len(explained)} "
                 f"({', '.join(explained) or '-'}) and not in {len(missed) - len(explained)} "
-                f"({', '.join(c[0]['model'] for c in missed if c[0]['model'] not in explained) or '-'}); "
+                f"({', '.join(c[0]['model'] for c in missed if c[0]['model'] not in explained) or '-'}), "
+                f"of which the table predicts the max-MACs plan below {GOAL} (the layers' measured time does not "
+                f"fall with their MACs) in {len(curves)} ({', '.join(curves) or '-'}); "
                 f"max-MACs plans within ±5% of the request: {len(near)}/{len(cells)}")
     return "\n".join(out)
 
@@ -154,7 +167,17 @@ def summary(rows: list[dict[str, object]], bound: dict[str, float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = zoo_arguments(__doc__, "latency_efficiency", windows=3)
     ap.set_defaults(threads="1")
+    ap.add_argument("--render", default=None, metavar="JSON[,JSON...]",
+                    help="re-render the markdown of stored runs (rows concatenated) into --out, timing nothing; "
+                         "--runs, --windows and --command must be those of the runs")
+    ap.add_argument("--command", default=None, help="with --render: the command that measured the runs")
     args = ap.parse_args(argv)
+    if args.render is not None:
+        if args.command is None:
+            ap.error("--render needs --command (the command that measured the runs)")
+        rows = [row for p in args.render.split(",") if p for row in json.loads(Path(p).read_text())]
+        write_results(args.out, args.name, rows, markdown(rows, args.runs, args.windows, args.command))
+        return 0
     warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory(prefix="onnxprune-bench-") as cache:
         rows = zoo_cells(args.models, args.threads,
