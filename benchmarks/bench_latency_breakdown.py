@@ -85,10 +85,10 @@ def classify(op: str, args: dict, weight: list[int] | None = None) -> tuple[str,
     return "other kernels", 0
 
 
-def breakdown(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], runs: int, folder: Path
-              ) -> dict[str, float]:
+def breakdown(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], runs: int, folder: Path,
+              threads: int = 1) -> dict[str, float]:
     """Mean ms per run of each class, the run's median ms and the dense MACs, from ORT's profiler."""
-    opts = session_options(1)
+    opts = session_options(threads)
     opts.enable_profiling = True
     opts.profile_file_prefix = str(folder / "ort-profile")
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

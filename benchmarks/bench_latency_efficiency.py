@@ -6,7 +6,10 @@ budget, not the most MACs. The *max-MACs* plan (`--target-latency R --global --c
 scores 1, so the greedy knapsack takes the step down that removes the fewest MACs per millisecond saved) is the
 plan the measured per-layer latency curves allow with the highest efficiency the planner can find. Where its
 efficiency is below 0.95 too, no plan of kept channel counts on those curves reaches 0.95 (up to the greedy's
-gap, see onnxprune.latency.planner), and latency_breakdown.md shows which kernels hold it back.
+gap, see onnxprune.latency.planner). Each plan is also run under ORT's profiler (bench_latency_breakdown's kernel
+classes) to show what holds it back: the *bound* (its efficiency if its dense kernels scaled exactly with their
+MACs and everything else took the time it measured) below 0.95 says the other kernels and the executor do; else
+the dense kernels' own efficiency (speedup of their time / their MACs reduction) below 0.95 says they do.
 
 For every zoo model (folded legacy export, input as in bench_latency_plan) and thread count, at R = 0.7 and 0.5:
 the latency plan, the max-MACs plan and the MACs plan (`--target-flops R --round-to 8`), no recovery (neither
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import onnx
 
+from benchmarks.bench_latency_breakdown import breakdown, compare
 from benchmarks.bench_latency_plan import zoo_model
 from benchmarks.common import machine, write_results, zoo_arguments, zoo_cells
 from onnxprune.flops import count_costs, count_params
@@ -44,7 +48,6 @@ from onnxprune.verify import InputSpec
 
 REQUESTS = (0.7, 0.5)
 GOAL = 0.95
-BREAKDOWN = Path(__file__).resolve().parent / "results" / "latency_breakdown.json"
 
 
 def plans(request: float) -> dict[str, PlanOptions]:
@@ -76,6 +79,10 @@ def bench(name: str, threads: int, runs: int, windows: int, cache: Path) -> list
             timing = paired_timing({"original": model, key: variant}, "original", cpu, threads, spec.shapes,
                                    min_rounds=runs)
             passes[key].append(timing.ratios[key])
+    with tempfile.TemporaryDirectory(prefix="onnxprune-profile-") as folder:   # where each plan's time goes
+        original = breakdown(model, spec.shapes, runs, Path(folder), threads)
+        kernels = {key: compare(original, breakdown(v, spec.shapes, runs, Path(folder), threads))
+                   for key, v in variants.items()}
     original_macs = count_costs(model, spec.shapes).macs
     rows = []
     for key, variant in variants.items():
@@ -84,43 +91,10 @@ def bench(name: str, threads: int, runs: int, windows: int, cache: Path) -> list
         rows.append({"model": name, "input": "x".join(map(str, shape)), "threads": threads, "variant": key,
                      "plan": key.split()[0], "achieved": achieved, "passes": passes[key], "macs": macs,
                      "macs_ratio": macs / original_macs, "params": count_params(variant),
-                     "efficiency": (1 / achieved) / (original_macs / macs), **info[key]})
+                     "efficiency": (1 / achieved) / (original_macs / macs), "bound": kernels[key]["bound"],
+                     "dense_efficiency": kernels[key]["dense_efficiency"],
+                     "profiled_efficiency": kernels[key]["efficiency"], **info[key]})
     return rows
-
-
-def bounds() -> dict[str, float]:
-    """Each model's bound from latency_breakdown.json (the efficiency if its dense kernels scaled exactly with
-    MACs, 1 thread, the latency plan at 0.7), where that run is stored."""
-    if not BREAKDOWN.exists():
-        return {}
-    return {r["model"]: r["latency"]["bound"] for r in json.loads(BREAKDOWN.read_text())}
-
-
-def markdown(rows: list[dict[str, object]], runs: int, windows: int, command: str) -> str:
-    bound = bounds()
-    lines = [("# Efficiency of latency plans: the default plan against the plan that keeps the most MACs "
-             "(ONNX Runtime CPU)"), "", f"Command: `{command}`  ", f"Machine: {machine()}", "",
-             (f"Batch 1, ORT optimizations on, spinning off, random inputs; each variant timed against the original "
-             f"in a pair, interleaved, >= {runs} rounds (and 1 s), a pass's ratio the median over rounds of variant "
-             f"/ original in the same round, {windows} passes, a ratio the median of its passes. *latency R*: "
-             "`prune --target-latency R`; *max-MACs R*: `--target-latency R --global --criterion uniform` (the "
-             "plan keeping the most MACs the measured layer curves allow); *macs R*: `--target-flops R "
-             "--round-to 8`. achieved = measured latency / original's; efficiency = speedup / MACs reduction. "
-             "*bound* (1 thread, latency_breakdown.md): the efficiency if the dense kernels scaled exactly with "
-             "their MACs. *table eff.*: the efficiency the latency table predicts for the plan (1 / predicted ÷ MACs "
-             "reduction): below 0.95, the layers' own measured time does not fall as fast as their MACs."), "",
-             ("| model | input | threads | variant | achieved | predicted | MACs kept | params | efficiency | "
-              "table eff. | bound |"),
-             "|---" * 11 + "|"]
-    for r in rows:
-        predicted = "" if r["predicted"] is None else f"{r['predicted']:.3f}"
-        b = f"{bound[r['model']]:.2f}" if r["model"] in bound else ""
-        table = "" if r["predicted"] is None else f"{table_efficiency(r):.2f}"
-        lines.append(f"| {r['model']} | {r['input']} | {r['threads']} | {r['variant']} | {r['achieved']:.3f} | "
-                     f"{predicted} | {r['macs_ratio']:.3f} | {r['params'] / 1e6:.2f}M | {r['efficiency']:.2f} | "
-                     f"{table} | {b} |")
-    lines += ["", summary(rows, bound)]
-    return "\n".join(lines) + "\n"
 
 
 def table_efficiency(row: dict[str, object]) -> float:
@@ -128,7 +102,52 @@ def table_efficiency(row: dict[str, object]) -> float:
     return (1 / row["predicted"]) * row["macs_ratio"]
 
 
-def summary(rows: list[dict[str, object]], bound: dict[str, float]) -> str:
+def reason(row: dict[str, object]) -> str:
+    """Why a plan's efficiency is below GOAL, from its profile: the bound (the other kernels' and the executor's
+    time, which do not shrink with MACs) or the dense kernels' own efficiency; "" when neither is measured below."""
+    if row.get("bound") is None:
+        return "not profiled"
+    if row["bound"] < GOAL:
+        return "other kernels"
+    if row["dense_efficiency"] < GOAL:
+        return "dense kernels"
+    return ""
+
+
+def _f(x: object) -> str:
+    return "" if x is None else f"{x:.2f}"
+
+
+def markdown(rows: list[dict[str, object]], runs: int, windows: int, command: str) -> str:
+    lines = [("# Efficiency of latency plans: the default plan against the plan that keeps the most MACs "
+              "(ONNX Runtime CPU)"), "", f"Command: `{command}`  ", f"Machine: {machine()}", "",
+             (f"Batch 1, ORT optimizations on, spinning off, random inputs; each variant timed against the original "
+              f"in a pair, interleaved, >= {runs} rounds (and 1 s), a pass's ratio the median over rounds of variant "
+              f"/ original in the same round, {windows} passes, a ratio the median of its passes. *latency R*: "
+              "`prune --target-latency R`; *max-MACs R*: `--target-latency R --global --criterion uniform` (the "
+              "plan keeping the most MACs the measured layer curves allow, up to the greedy's gap); *macs R*: "
+              "`--target-flops R --round-to 8`. achieved = measured latency / original's; efficiency = speedup / "
+              "MACs reduction. *table eff.*: the efficiency the latency table predicts (1 / predicted ÷ MACs "
+              "reduction). From each plan's run under ORT's profiler (same threads, --runs runs; "
+              "benchmarks/bench_latency_breakdown.py): *dense eff.*: the dense kernels' (Conv, Gemm, MatMul) "
+              "speedup / their MACs reduction; *bound*: the efficiency if the dense kernels scaled exactly with "
+              "their MACs and every other kernel and the executor took the time they measured. Below 0.95: "
+              "*other kernels* (bound), else *dense kernels* (dense eff.) hold the plan back."), "",
+             ("| model | input | threads | variant | achieved | predicted | MACs kept | params | efficiency | "
+              "table eff. | dense eff. | bound | held back by |"),
+             "|---" * 13 + "|"]
+    for r in rows:
+        predicted = "" if r["predicted"] is None else f"{r['predicted']:.3f}"
+        table = "" if r["predicted"] is None else f"{table_efficiency(r):.2f}"
+        why = reason(r) if r["efficiency"] < GOAL else ""
+        lines.append(f"| {r['model']} | {r['input']} | {r['threads']} | {r['variant']} | {r['achieved']:.3f} | "
+                     f"{predicted} | {r['macs_ratio']:.3f} | {r['params'] / 1e6:.2f}M | {r['efficiency']:.2f} | "
+                     f"{table} | {_f(r.get('dense_efficiency'))} | {_f(r.get('bound'))} | {why} |")
+    lines += ["", summary(rows)]
+    return "\n".join(lines) + "\n"
+
+
+def summary(rows: list[dict[str, object]]) -> str:
     out = []
     keyed = {(r["model"], r["threads"], r["variant"]): r for r in rows}
     for threads in sorted({r["threads"] for r in rows}):
@@ -139,28 +158,27 @@ def summary(rows: list[dict[str, object]], bound: dict[str, float]) -> str:
             cells = [c for c in cells if all(c)]
             if not cells:
                 continue
-            lat = [c[0]["efficiency"] for c in cells]
-            best = [max(c[0]["efficiency"], c[1]["efficiency"]) for c in cells]
-            weak = [c for c in cells if c[2]["efficiency"] < 0.9]   # where the issue asks for 0.95
-            met = [c[0]["model"] for c in weak if max(c[0]["efficiency"], c[1]["efficiency"]) >= GOAL]
-            missed = [c for c in weak if max(c[0]["efficiency"], c[1]["efficiency"]) < GOAL]
-            explained = [c[0]["model"] for c in missed if bound.get(c[0]["model"], 1.0) < GOAL]
-            # the rest: do the layers' own measured curves (the table) allow 0.95 for the max-MACs plan?
-            curves = [c[0]["model"] for c in missed if c[0]["model"] not in explained
-                      and c[1].get("predicted") is not None and table_efficiency(c[1]) < GOAL]
+            best = [max(c[:2], key=lambda r: r["efficiency"]) for c in cells]   # the better latency plan
+            weak = [(b, c) for b, c in zip(best, cells, strict=True) if c[2]["efficiency"] < 0.9]
+            met = [b["model"] for b, _ in weak if b["efficiency"] >= GOAL]
+            missed = [b for b, _ in weak if b["efficiency"] < GOAL]
+            why = {k: [b["model"] for b in missed if reason(b) == k]
+                   for k in ("other kernels", "dense kernels", "", "not profiled")}
             near = [c[1] for c in cells if abs(c[1]["achieved"] / request - 1) <= 0.05]
-            out.append(
-                f"- {threads} thread(s), R = {request}: efficiency median {statistics.median(lat):.2f} (latency "
-                f"plan), {statistics.median([c[1]['efficiency'] for c in cells]):.2f} (max-MACs), "
-                f"{statistics.median([c[2]['efficiency'] for c in cells]):.2f} (MACs plan); the better of the two "
-                f"latency plans >= {GOAL} in {sum(b >= GOAL for b in best)}/{len(cells)} models. Where the MACs plan "
-                f"is below 0.9 ({len(weak)} models): >= {GOAL} in {len(met)} ({', '.join(met) or '-'}); below in "
-                f"{len(missed)}, of which the breakdown's bound is below {GOAL} in {len(explained)} "
-                f"({', '.join(explained) or '-'}) and not in {len(missed) - len(explained)} "
-                f"({', '.join(c[0]['model'] for c in missed if c[0]['model'] not in explained) or '-'}), "
-                f"of which the table predicts the max-MACs plan below {GOAL} (the layers' measured time does not "
-                f"fall with their MACs) in {len(curves)} ({', '.join(curves) or '-'}); "
-                f"max-MACs plans within ±5% of the request: {len(near)}/{len(cells)}")
+            text = (f"- {threads} thread(s), R = {request}: efficiency median "
+                    f"{statistics.median([c[0]['efficiency'] for c in cells]):.2f} (latency plan), "
+                    f"{statistics.median([c[1]['efficiency'] for c in cells]):.2f} (max-MACs), "
+                    f"{statistics.median([c[2]['efficiency'] for c in cells]):.2f} (MACs plan); the better of the "
+                    f"two latency plans >= {GOAL} in {sum(b['efficiency'] >= GOAL for b in best)}/{len(cells)} "
+                    f"models. Where the MACs plan is below 0.9 ({len(weak)} models): >= {GOAL} in {len(met)} "
+                    f"({', '.join(met) or '-'}); below in {len(missed)}, held back (the better plan's profile) by "
+                    f"the other kernels in {len(why['other kernels'])} ({', '.join(why['other kernels']) or '-'}), "
+                    f"by the dense kernels in {len(why['dense kernels'])} "
+                    f"({', '.join(why['dense kernels']) or '-'}), by neither in {len(why[''])} "
+                    f"({', '.join(why['']) or '-'})")
+            if why["not profiled"]:
+                text += f", not profiled in {len(why['not profiled'])}"
+            out.append(text + f"; max-MACs plans within ±5% of the request: {len(near)}/{len(cells)}")
     return "\n".join(out)
 
 
