@@ -314,8 +314,8 @@ def weak_first_filters_chain() -> tuple[onnx.ModelProto, LatencyTable]:
 def test_uniform_scores_make_the_global_latency_plan_keep_the_most_macs_within_the_budget(budget):
     """With every unit equally important, a step's cost is the MACs it removes: the greedy plan keeps as many MACs
     as the best pair of steps within the budget (enumerated), where L1 (conv1's weak filters first) keeps fewer.
-    The greedy is not exact: at 0.8 and 0.6 of this table it keeps 7.5M and 4.0M MACs where the best pairs keep
-    9.2M and 6.2M (the planner module's doc says so); at 0.5 L1 plans the same pair."""
+    The greedy is not exact: at 0.8 of this table it keeps 7.5M MACs where the best pair keeps 9.2M (the planner
+    module's doc says so); at 0.5 L1 plans the same pair."""
     from itertools import product
 
     m, table = weak_first_filters_chain()
@@ -338,6 +338,32 @@ def test_uniform_scores_make_the_global_latency_plan_keep_the_most_macs_within_t
             if latency.predict(latency.removed_for(dict(zip(by_id, counts)), by_id)) <= limit]
     assert kept_macs[Criterion.UNIFORM] == pytest.approx(max(fits))
     assert kept_macs[Criterion.L1] < kept_macs[Criterion.UNIFORM]
+
+
+def test_the_global_latency_plan_is_the_better_of_the_greedy_and_the_uniform_start():
+    """At 0.6 of the table, the greedy from the whole model steps conv2's outputs down first and never gives the
+    step back (4.0M MACs kept); the uniform start keeps the best pair of steps (6.2M), and plan_global takes it."""
+    from onnxprune.latency.planner import greedy_steps
+
+    m, table = weak_first_filters_chain()
+    analysis = analyze(m)
+    cost = CostModel(analysis, count_costs(m, {"x": (1, 3, 16, 16)}))
+    groups = analysis.prunable
+    scores = score_groups(analysis, Criterion.UNIFORM)
+    latency = LatencyModel(analysis, table).with_scores(scores)
+    steps = Steps.of(latency, groups, lambda g: 16, 1)
+    budget = 0.6 * latency.full_ms
+    by_id = {g.id: g for g in groups}
+
+    def macs(kept):
+        return cost.macs(latency.removed_for(kept, by_id))
+
+    greedy = greedy_steps(latency, groups, steps, budget, scores, {g.id: g.channels for g in groups}, cost.macs)
+    chosen = plan_global(latency, groups, steps, budget, scores, cost.macs)
+    assert latency.predict(latency.removed_for(chosen, by_id)) <= budget + 1e-9
+    assert macs(greedy) == pytest.approx(4.0e6, rel=0.02)
+    assert macs(chosen) == pytest.approx(6.2e6, rel=0.02)
+    assert chosen == plan_uniform(latency, groups, steps, budget, {}, scores, cost.macs)
 
 
 def test_uniform_scores_keep_the_first_channels():

@@ -8,7 +8,10 @@ Rules:
   to its nearest step, the ratio bisected to the largest one that misses the budget; from there the greedy
   steps below (coarse steps make one ratio jump past the budget: 16 -> 4 channels in every small group);
 - ``global``: greedy knapsack across groups: starting from the whole model, repeatedly take the step down that
-  loses the least importance per millisecond saved, until the budget is met. A step's importance lost is the
+  loses the least importance per millisecond saved, until the budget is met; the ``uniform`` plan is made too, and
+  the one of the two that loses less importance is kept (without measured ``losses``). A step taken early is
+  never given back: on a synthetic two-group table at 0.6 of the latency, with every unit scored alike, the
+  greedy from the whole model kept 4.0M MACs and the uniform start 6.2M, the best pair of steps. A step's importance lost is the
   MACs it removes (every layer that reads or writes the units, given a ``capacity`` model) times the mean of
   the removed units' scores normalized by their group's mean (the lowest units go first). Weighing by MACs
   makes groups comparable: a unit of a residual stream, read by every block, is worth the work it does in all
@@ -27,10 +30,10 @@ Rules:
   so ``onnxprune.pruning.plan_for_latency`` checks the floor plan against the smallest steps by measurement.
 
 Limits: counts never go below the grid's floor (10% of the group) or ``min_channels``; a budget below the floor
-gets the plan near the floor above, and the report says the budget was not met. The greedy is not exact: a step
-taken early is never given back, so exchanging steps between two groups can keep more (on a synthetic two-group
-table at 0.8 and 0.6 of the latency, 7.5M and 4.0M MACs kept where the best pair of steps keeps 9.2M and 6.2M;
-``tests/test_latency.py``). An exchange phase was left out: global planning already takes 6-13 s on ResNet-50.
+gets the plan near the floor above, and the report says the budget was not met. The greedy is not exact, from either
+start: exchanging steps between two groups can keep more (on the synthetic table above at 0.8 of the latency,
+7.5M MACs kept where the best pair of steps keeps 9.2M; ``tests/test_latency.py``). An exchange phase was left
+out: global planning already takes 6-13 s on ResNet-50.
 """
 
 from __future__ import annotations
@@ -124,9 +127,20 @@ def plan_global(model: LatencyModel, groups: list[ChannelGroup], steps: Steps, b
                 scores: dict[str, np.ndarray], capacity: Capacity | None = None,
                 losses: StepLosses | None = None, slack: float = FLOOR_SLACK) -> dict[str, int]:
     """Greedy from the whole model (see :func:`greedy_steps`) to the budget (at least the floor's, see
-    :func:`reachable_budget`)."""
-    return greedy_steps(model, groups, steps, reachable_budget(model, groups, steps, budget_ms, slack), scores,
-                        {g.id: g.channels for g in groups}, capacity, losses)
+    :func:`reachable_budget`); without ``losses``, the uniform plan (:func:`plan_uniform`, the same greedy from one
+    ratio) too, and of the two within the budget the one that loses less importance (:meth:`_Importance.lost`)."""
+    budget_ms = reachable_budget(model, groups, steps, budget_ms, slack)
+    greedy = greedy_steps(model, groups, steps, budget_ms, scores, {g.id: g.channels for g in groups}, capacity,
+                          losses)
+    if losses is not None:
+        return greedy
+    uniform = plan_uniform(model, groups, steps, budget_ms, {}, scores, capacity, slack=0.0)
+    by_id = {g.id: g for g in groups}
+    fits = [k for k in (greedy, uniform) if model.predict(model.removed_for(k, by_id)) <= budget_ms]
+    if len(fits) < 2:
+        return fits[0] if fits else greedy
+    importance = _Importance(model, groups, scores, capacity)
+    return min(fits, key=importance.lost)   # the greedy on a tie
 
 
 class _Importance:
@@ -156,6 +170,17 @@ class _Importance:
             return weights
         hi, lo = max(kept[gid], step), min(kept[gid], step)
         return self.losses.loss(gid, lo) - self.losses.loss(gid, hi) + TIE_BREAK * weights / self.whole
+
+    def lost(self, kept: dict[str, int]) -> float:
+        """Importance lost from the whole model to ``kept``, the groups stepped down one after another in a fixed
+        order (with uniform scores and a capacity model: exactly the MACs removed)."""
+        counts = {gid: g.channels for gid, g in self.by_id.items()}
+        total = 0.0
+        for gid in sorted(kept):
+            if kept[gid] != counts[gid]:
+                total += self.between(counts, gid, kept[gid])
+                counts[gid] = kept[gid]
+        return total
 
     def weights(self, kept: dict[str, int], gid: str, step: int) -> float:
         """The weights rule's importance between ``kept[gid]`` and ``step``."""
