@@ -45,8 +45,8 @@ class Criterion(enum.Enum):
     """How a channel's importance is scored. ``uniform``: every channel of a group scores the same, so the first
     ones are kept; for a net that will be trained again from scratch, where which channels stay does not matter,
     only how many (Liu et al., "Rethinking the Value of Network Pruning", ICLR 2019). With ``target_latency`` and
-    ``global_ranking`` the latency planner then keeps the most MACs within the budget: the most efficient plan
-    the latency table allows."""
+    ``global_ranking`` each step of the latency planner removes the fewest MACs per millisecond saved: a plan for
+    the most MACs within the budget, up to the greedy's gap (:mod:`onnxprune.latency.planner`)."""
 
     L1 = "l1"
     L2 = "l2"

@@ -74,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--criterion", choices=[c.value for c in Criterion], default=Criterion.L1.value,
                    help="channel importance (default l1); activation and apoz are measured on --data; uniform: "
                         "all equal, the first channels kept (for retraining from scratch; with --target-latency "
-                        "--global: the plan that keeps the most MACs within the budget)")
+                        "--global: each step removes the fewest MACs per millisecond saved)")
     g.add_argument("--seed", type=int, default=0, help="seed for --criterion random")
     g.add_argument("--plan", type=Path, help="apply this plan (JSON from --plan-out) instead of planning")
     g.add_argument("--sensitivity", type=Path, metavar="DIR",
