@@ -1,8 +1,9 @@
 """Where the time goes: why a MACs cut does not turn into the same speedup on ONNX Runtime CPU.
 
 For every zoo model (folded legacy export, input as in bench_latency_plan, 1 thread), the original, the latency
-plan (`prune --target-latency R`) and the MACs plan (`--target-flops R --round-to 8`) are run under ORT's
-profiler (the session options every latency measurement uses, optimizations on, batch 1, random inputs). Each
+plan (`prune --target-latency R`) and the MACs plan (`--target-flops R --round-to 8`) are run together under
+ORT's profiler, each round running every model once in a rotating order (the session options every latency
+measurement uses, optimizations on, batch 1, random inputs). Each
 kernel's time is put in one class, from the op ORT ran and its weight shape:
 
 - dense: Conv (not depthwise), ConvTranspose, Gemm, MatMul and their fused forms: the MACs a pruning plan cuts;
@@ -88,17 +89,38 @@ def classify(op: str, args: dict, weight: list[int] | None = None) -> tuple[str,
 def breakdown(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], runs: int, folder: Path,
               threads: int = 1) -> dict[str, float]:
     """Mean ms per run of each class, the run's median ms and the dense MACs, from ORT's profiler."""
-    opts = session_options(threads)
-    opts.enable_profiling = True
-    opts.profile_file_prefix = str(folder / "ort-profile")
-    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    feeds = random_feeds(session, shapes, seed=0)
+    return paired_breakdown({"model": model}, shapes, runs, folder, threads)["model"]
+
+
+def paired_breakdown(models: dict[str, onnx.ModelProto], shapes: dict[str, tuple[int, ...]], runs: int,
+                     folder: Path, threads: int = 1) -> dict[str, dict[str, float]]:
+    """:func:`breakdown` of several models profiled in the same stretch of time: each round runs every model once,
+    the order rotating between rounds, so a busy spell of a shared machine falls on all of them alike (profiled
+    one after the other, a plan measured at 0.94-1.00 efficiency that the paired timing put at 0.81-0.85)."""
     warmup = 5
-    for _ in range(warmup + runs):
-        session.run(None, feeds)
-    path = Path(session.end_profiling())
-    events = json.loads(path.read_text())
-    path.unlink()
+    sessions, feeds = {}, {}
+    for i, (key, model) in enumerate(models.items()):
+        opts = session_options(threads)
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(folder / f"ort-profile-{i}")   # one file per session, never shared
+        sessions[key] = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feeds[key] = random_feeds(sessions[key], shapes, seed=0)
+    keys = list(models)
+    for r in range(warmup + runs):
+        for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+            sessions[key].run(None, feeds[key])
+    out = {}
+    for key, session in sessions.items():
+        path = Path(session.end_profiling())
+        events = json.loads(path.read_text())
+        path.unlink()
+        out[key] = _classes(events, models[key], warmup)
+    return out
+
+
+def _classes(events: list[dict], model: onnx.ModelProto, warmup: int) -> dict[str, float]:
+    """One session's profile, its first ``warmup`` runs left out: the classes' mean ms per run (see the module
+    doc), the run's mean and median ms, the dense and depthwise MACs per run and the number of runs."""
     starts = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     cutoff = starts[warmup]   # the warm-up runs' events are left out
     events = [e for e in events if e.get("ts", 0) >= cutoff]
@@ -124,8 +146,11 @@ def breakdown(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], runs: 
     return out
 
 
-def compare(original: dict[str, float], variant: dict[str, float]) -> dict[str, float]:
-    """Achieved ratio, efficiency, the dense kernels' own efficiency and the bound (see the module doc)."""
+def compare(original: dict[str, float], variant: dict[str, float]) -> dict[str, object]:
+    """Achieved ratio, efficiency, the dense kernels' own efficiency, the bound (see the module doc), and each
+    class's *excess* (``excess``): its time above perfect scaling (the original's time in that class x the MACs
+    kept), as a fraction of the original's run. The excesses sum exactly to achieved - MACs kept, so efficiency
+    is below 1 exactly when they sum above 0, and the largest says which class holds the plan back most."""
     total_macs = original["dense_macs"] + original["depthwise_macs"]
     variant_macs = variant["dense_macs"] + variant["depthwise_macs"]
     achieved = variant["run_ms"] / original["run_ms"]
@@ -133,8 +158,9 @@ def compare(original: dict[str, float], variant: dict[str, float]) -> dict[str, 
     dense_macs = variant["dense_macs"] / original["dense_macs"]
     dense_time = variant["dense"] / original["dense"]
     ideal_ms = original["dense"] * dense_macs + sum(variant[c] for c in CLASSES if c != "dense")
+    excess = {c: (variant[c] - original[c] * macs_ratio) / original["run_ms"] for c in CLASSES}
     return {"achieved": achieved, "macs_ratio": macs_ratio, "efficiency": macs_ratio / achieved,
-            "dense_efficiency": dense_macs / dense_time,
+            "dense_efficiency": dense_macs / dense_time, "excess": excess,
             "bound": macs_ratio / (ideal_ms / original["run_ms"]),
             **{f"{c} ratio": (variant[c] / original[c] if original[c] > 0 else float("nan")) for c in CLASSES}}
 
@@ -145,8 +171,9 @@ def bench(name: str, runs: int, request: float, cache: Path, folder: Path) -> di
     table = profile_model(model, TARGETS["cpu"], 1, spec, MeasurementCache(cache))
     plans = {"latency": prune(model, PlanOptions(target_latency=request), spec=spec, latency=table).model,
              "macs": prune(model, PlanOptions(target_flops=request, round_to=8), spec=spec).model}
-    original = breakdown(model, spec.shapes, runs, folder)
-    variants = {key: breakdown(m, spec.shapes, runs, folder) for key, m in plans.items()}
+    profiles = paired_breakdown({"original": model, **plans}, spec.shapes, runs, folder)
+    original = profiles.pop("original")
+    variants = profiles
     return {"model": name, "input": "x".join(map(str, shape)), "request": request, "original": original,
             **{key: {**v, **compare(original, v)} for key, v in variants.items()}}
 

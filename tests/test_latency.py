@@ -60,15 +60,16 @@ def fake_paired(ratio: float):
 
     return PairedTiming({"original": 1.0, "pruned": ratio}, {"original": 1.0, "pruned": ratio}, 30)
 
-def chain() -> onnx.ModelProto:
-    """x -> conv1 (3->64) -> relu -> conv2 (64->64) -> relu -> conv3 (64->32) -> y: two prunable groups."""
+def chain(mid: int = 64, out: int = 32) -> onnx.ModelProto:
+    """x -> conv1 (3->64) -> relu -> conv2 (64->64) -> relu -> conv3 (64->32) -> y: two prunable groups (64: ``mid``,
+    32: ``out``)."""
     nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
              helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
              helper.make_node("Conv", ["r2", "w3", "b3"], ["y"], name="conv3", pads=[1, 1, 1, 1])]
-    inits = [init("w1", rand(64, 3, 3, 3)), init("b1", rand(64)), init("w2", rand(64, 64, 3, 3)),
-             init("b2", rand(64)), init("w3", rand(32, 64, 3, 3)), init("b3", rand(32))]
+    inits = [init("w1", rand(mid, 3, 3, 3)), init("b1", rand(mid)), init("w2", rand(mid, mid, 3, 3)),
+             init("b2", rand(mid)), init("w3", rand(out, mid, 3, 3)), init("b3", rand(out))]
     return model(nodes, [("x", [1, 3, 16, 16])], ["y"], inits)
 
 
@@ -845,19 +846,39 @@ def test_breakdown_takes_a_prepacked_weight_shape_from_the_model():
 
 def test_efficiency_summary_tells_a_met_goal_from_what_holds_a_plan_back():
     """bench_latency_efficiency's verdict per model where the MACs plan is below 0.9, from the better latency
-    plan: >= 0.95 meets the goal; below it, its profile's bound below 0.95 blames the other kernels, else its
-    dense kernels' efficiency below 0.95 blames them, else nothing measured explains it."""
-    from benchmarks.bench_latency_efficiency import summary
+    plan: >= 0.95 meets the goal; below it, the kernel class furthest above perfect scaling in its paired profile
+    holds it back; a profile that measured the plan at 0.95 or above explains nothing."""
+    from benchmarks.bench_latency_efficiency import held_back, summary
 
-    def rows(model, latency, max_macs, macs, bound=1.0, dense=1.0):   # the profile is the max-MACs plan's
+    def rows(model, latency, max_macs, macs, excess=None, profiled=0.85):   # the profile is the max-MACs plan's
+        excess = excess or {"dense": 0.01, "data movement": 0.03}
         return [{"model": model, "threads": 1, "variant": f"{plan} 0.7", "efficiency": eff, "achieved": 0.7,
-                 "predicted": 0.7, "macs_ratio": 0.7, "bound": bound if plan == "max-MACs" else 0.5,
-                 "dense_efficiency": dense if plan == "max-MACs" else 0.5}
+                 "predicted": 0.7, "macs_ratio": 0.7, "profiled_efficiency": profiled if plan == "max-MACs" else 0.5,
+                 "excess": excess if plan == "max-MACs" else {"dense": 0.2}}
                 for plan, eff in (("latency", latency), ("max-MACs", max_macs), ("macs", macs))]
 
-    text = summary(rows("a", 0.80, 0.96, 0.70) + rows("b", 0.80, 0.85, 0.70, bound=0.9)
-                   + rows("c", 0.80, 0.85, 0.70, dense=0.9) + rows("d", 0.80, 0.85, 0.70)
-                   + rows("e", 0.80, 0.80, 0.93))
+    text = summary(rows("a", 0.80, 0.96, 0.70) + rows("b", 0.80, 0.85, 0.70)
+                   + rows("c", 0.80, 0.85, 0.70, excess={"dense": 0.05, "depthwise": -0.01})
+                   + rows("d", 0.80, 0.85, 0.70, profiled=0.97) + rows("e", 0.80, 0.80, 0.93))
     assert "below 0.9 (4 models): >= 0.95 in 1 (a); below in 3" in text
-    assert "other kernels in 1 (b), by the dense kernels in 1 (c), by neither in 1 (d)" in text
+    assert "by: data movement in 1 (b); dense in 1 (c); by neither (profiled >= 0.95) in 1 (d)" in text
     assert "the better of the two latency plans >= 0.95 in 1/5 models" in text
+    assert held_back(rows("b", 0.8, 0.85, 0.7)[1]) == "data movement (75%)"
+    assert held_back(rows("d", 0.8, 0.85, 0.7, profiled=0.97)[1]).startswith("neither")
+
+
+def test_paired_breakdown_profiles_models_together_and_splits_the_excess_exactly(tmp_path):
+    """The plans are profiled in the same rounds as the original (one file per session, all removed), and the
+    classes' excesses over perfect scaling sum to achieved - MACs kept."""
+    from benchmarks.bench_latency_breakdown import CLASSES, compare, paired_breakdown
+
+    small = chain(mid=32, out=16)
+    got = paired_breakdown({"original": chain(), "small": small}, {"x": (1, 3, 16, 16)}, 4, tmp_path)
+    assert set(got) == {"original", "small"} and all(g["runs"] == 4 for g in got.values())
+    assert got["small"]["dense_macs"] == (32 * 3 + 32 * 32 + 16 * 32) * 9 * 256
+    assert list(tmp_path.iterdir()) == []
+    result = compare(got["original"], got["small"])
+    assert set(result["excess"]) == set(CLASSES)
+    assert sum(result["excess"].values()) == pytest.approx(result["achieved"] - result["macs_ratio"], abs=1e-9)
+
+
