@@ -148,7 +148,8 @@ def markdown(rows: list[dict[str, object]], runs: int, windows: int, command: st
               "exactly with their MACs and every other kernel and the executor took the time they measured; "
               "*held back by* (efficiency below 0.95): the kernel class whose time is furthest above perfect "
               "scaling (the original's time in the class x MACs kept; the classes' excesses sum to achieved - "
-              "MACs kept), with its share of the plan's whole excess; *neither* when the profile measured the plan "
+              "MACs kept), with its share of the plan's whole excess (above 100% where other classes scaled better "
+              "than their MACs); *neither* when the profile measured the plan "
               "at 0.95 or above."), "",
              ("| model | input | threads | variant | achieved | predicted | MACs kept | params | efficiency | "
               "table eff. | profiled eff. | dense eff. | bound | held back by |"),
