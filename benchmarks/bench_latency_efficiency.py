@@ -6,11 +6,11 @@ budget, not the most MACs. The *max-MACs* plan (`--target-latency R --global --c
 scores 1, so the greedy knapsack takes the step down that removes the fewest MACs per millisecond saved) is the
 plan the measured per-layer latency curves allow with the highest efficiency the planner can find. Where its
 efficiency is below 0.95 too, no plan of kept channel counts on those curves reaches 0.95 (up to the greedy's
-gap, see onnxprune.latency.planner). The original and every plan are also run together under ORT's profiler
-(bench_latency_breakdown's kernel classes, each round running every model once, so a busy spell of the shared
-machine falls on all alike: profiled one after another, one U-Net plan measured 0.69, 0.92 and 0.98 in three runs
-where the paired timing measured 1.00-1.02) to show what holds a plan back: each class's time above perfect
-scaling (the original's time in that class x the MACs kept); these excesses sum to the plan's whole excess
+gap, see onnxprune.latency.planner). Each plan is also run under ORT's profiler together with the original
+(bench_latency_breakdown's kernel classes; the two alternate run by run as in the paired timing, so a busy spell
+of the shared machine falls on both alike: profiled one after the other, one U-Net plan measured 0.69, 0.92 and
+0.98 in three runs where the paired timing measured 1.00-1.02) to show what holds a plan back: each class's time
+above perfect scaling (the original's time in that class x the MACs kept); these sum to the plan's whole excess
 (achieved - MACs kept), and the largest names the class that holds it back most. Also shown: the *bound* (its
 efficiency if its dense kernels scaled exactly with their MACs and everything else took the time it measured)
 and the dense kernels' own efficiency (speedup of their time / their MACs reduction).
@@ -84,9 +84,10 @@ def bench(name: str, threads: int, runs: int, windows: int, cache: Path) -> list
                                    min_rounds=runs)
             passes[key].append(timing.ratios[key])
     with tempfile.TemporaryDirectory(prefix="onnxprune-profile-") as folder:   # where each plan's time goes
-        profiles = paired_breakdown({"original": model, **variants}, spec.shapes, runs, Path(folder), threads)
-        original = profiles.pop("original")
-        kernels = {key: compare(original, profile) for key, profile in profiles.items()}
+        kernels = {}
+        for key, variant in variants.items():   # each plan with the original alone, as the paired timing runs them
+            pair = paired_breakdown({"original": model, key: variant}, spec.shapes, runs, Path(folder), threads)
+            kernels[key] = compare(pair["original"], pair[key])
     original_macs = count_costs(model, spec.shapes).macs
     rows = []
     for key, variant in variants.items():
@@ -141,9 +142,9 @@ def markdown(rows: list[dict[str, object]], runs: int, windows: int, command: st
               "plan keeping the most MACs the measured layer curves allow, up to the greedy's gap); *macs R*: "
               "`--target-flops R --round-to 8`. achieved = measured latency / original's; efficiency = speedup / "
               "MACs reduction. *table eff.*: the efficiency the latency table predicts (1 / predicted ÷ MACs "
-              "reduction). From a run under ORT's profiler of the original and every plan together (same threads, "
-              "--runs rounds, each running every model once in a rotating order; benchmarks/bench_latency_breakdown"
-              ".py): *profiled eff.*: the efficiency that run measured; *dense eff.*: the dense kernels' (Conv, "
+              "reduction). From a run under ORT's profiler of each plan with the original (same threads, --runs "
+              "rounds, each running both once in a rotating order; benchmarks/bench_latency_breakdown.py): "
+              "*profiled eff.*: the efficiency that run measured; *dense eff.*: the dense kernels' (Conv, "
               "Gemm, MatMul) speedup / their MACs reduction; *bound*: the efficiency if the dense kernels scaled "
               "exactly with their MACs and every other kernel and the executor took the time they measured; "
               "*held back by* (efficiency below 0.95): the kernel class whose time is furthest above perfect "
