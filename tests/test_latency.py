@@ -867,6 +867,20 @@ def test_efficiency_summary_tells_a_met_goal_from_what_holds_a_plan_back():
     assert held_back(rows("d", 0.8, 0.85, 0.7, profiled=0.97)[1]).startswith("neither")
 
 
+def test_drift_summary_reads_a_series_of_window_ratios():
+    """bench_latency_drift: the median, the spread relative to it, the first and last thirds, and the share of
+    windows more than 5% from the request."""
+    import statistics
+
+    from benchmarks.bench_latency_drift import windows_summary
+
+    got = windows_summary([0.70, 0.71, 0.69, 0.66, 0.65, 0.64], 0.7)
+    assert got["windows"] == 6 and got["median"] == pytest.approx(0.675)
+    assert got["first_third"] == pytest.approx(0.705) and got["last_third"] == pytest.approx(0.645)
+    assert got["outside_5pct"] == pytest.approx(3 / 6) and (got["min"], got["max"]) == (0.64, 0.71)
+    assert got["sd"] == pytest.approx(statistics.stdev([0.70, 0.71, 0.69, 0.66, 0.65, 0.64]) / 0.675)
+
+
 def test_paired_breakdown_profiles_models_together_and_splits_the_excess_exactly(tmp_path):
     """The plans are profiled in the same rounds as the original (one file per session, all removed), and the
     classes' excesses over perfect scaling sum to achieved - MACs kept."""
