@@ -87,7 +87,8 @@ def bench(name: str, threads: int, runs: int, windows: int, cache: Path) -> list
         kernels = {}
         for key, variant in variants.items():   # each plan with the original alone, as the paired timing runs them
             pair = paired_breakdown({"original": model, key: variant}, spec.shapes, runs, Path(folder), threads)
-            kernels[key] = compare(pair["original"], pair[key])
+            kernels[key] = compare(pair["original"], pair[key],
+                                   count_costs(variant, spec.shapes).macs / count_costs(model, spec.shapes).macs)
     original_macs = count_costs(model, spec.shapes).macs
     rows = []
     for key, variant in variants.items():
@@ -149,7 +150,8 @@ def markdown(rows: list[dict[str, object]], runs: int, windows: int, command: st
               "exactly with their MACs and every other kernel and the executor took the time they measured; "
               "*held back by* (efficiency below 0.95): the kernel class whose time is furthest above perfect "
               "scaling (the original's time in the class x MACs kept; the classes' excesses sum to achieved - "
-              "MACs kept), with its share of the plan's whole excess (above 100% where other classes scaled better "
+              "MACs kept; *padding*: the part of the dense kernels' excess from the MACs they compute with "
+              "channels padded to ORT's NCHWc block, *dense*: the rest of it), with its share of the plan's whole excess (above 100% where other classes scaled better "
               "than their MACs); *neither* when the profile measured the plan "
               "at 0.95 or above."), "",
              ("| model | input | threads | variant | achieved | predicted | MACs kept | params | efficiency | "

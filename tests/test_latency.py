@@ -891,8 +891,15 @@ def test_paired_breakdown_profiles_models_together_and_splits_the_excess_exactly
     assert set(got) == {"original", "small"} and all(g["runs"] == 4 for g in got.values())
     assert got["small"]["dense_macs"] == (32 * 3 + 32 * 32 + 16 * 32) * 9 * 256
     assert list(tmp_path.iterdir()) == []
-    result = compare(got["original"], got["small"])
-    assert set(result["excess"]) == set(CLASSES)
-    assert sum(result["excess"].values()) == pytest.approx(result["achieved"] - result["macs_ratio"], abs=1e-9)
+    kept = (32 * 3 + 32 * 32 + 16 * 32) / (64 * 3 + 64 * 64 + 32 * 64)
+    result = compare(got["original"], got["small"], kept)
+    assert set(result["excess"]) == {"padding", *CLASSES} and result["macs_ratio"] == kept
+    assert result["kernel_macs_ratio"] == pytest.approx(kept)   # 3x3 convs on 16/32/64 channels: no padding here
+    assert sum(result["excess"].values()) == pytest.approx(result["achieved"] - kept, abs=1e-9)
+    assert result["excess"]["padding"] == pytest.approx(0.0, abs=1e-9)
+    # a variant whose kernels compute more MACs than the model counts: the difference is padding, not dense
+    padded = compare(got["original"], got["small"], kept * 0.8)
+    assert padded["excess"]["padding"] > 0
+    assert padded["excess"]["dense"] == pytest.approx(result["excess"]["dense"], abs=1e-9)
 
 
