@@ -83,17 +83,17 @@ def bench(name: str, threads: int, runs: int, windows: int, cache: Path) -> list
             timing = paired_timing({"original": model, key: variant}, "original", cpu, threads, spec.shapes,
                                    min_rounds=runs)
             passes[key].append(timing.ratios[key])
+    original_macs = count_costs(model, spec.shapes).macs
+    kept_macs = {key: count_costs(variant, spec.shapes).macs for key, variant in variants.items()}
     with tempfile.TemporaryDirectory(prefix="onnxprune-profile-") as folder:   # where each plan's time goes
         kernels = {}
         for key, variant in variants.items():   # each plan with the original alone, as the paired timing runs them
             pair = paired_breakdown({"original": model, key: variant}, spec.shapes, runs, Path(folder), threads)
-            kernels[key] = compare(pair["original"], pair[key],
-                                   count_costs(variant, spec.shapes).macs / count_costs(model, spec.shapes).macs)
-    original_macs = count_costs(model, spec.shapes).macs
+            kernels[key] = compare(pair["original"], pair[key], kept_macs[key] / original_macs)
     rows = []
     for key, variant in variants.items():
         achieved = statistics.median(passes[key])
-        macs = count_costs(variant, spec.shapes).macs
+        macs = kept_macs[key]
         rows.append({"model": name, "input": "x".join(map(str, shape)), "threads": threads, "variant": key,
                      "plan": key.split()[0], "achieved": achieved, "passes": passes[key], "macs": macs,
                      "macs_ratio": macs / original_macs, "params": count_params(variant),
