@@ -1,9 +1,9 @@
 """Where the time goes: why a MACs cut does not turn into the same speedup on ONNX Runtime CPU.
 
 For every zoo model (folded legacy export, input as in bench_latency_plan, 1 thread), the original, the latency
-plan (`prune --target-latency R`) and the MACs plan (`--target-flops R --round-to 8`) are run together under
-ORT's profiler, each round running every model once in a rotating order (the session options every latency
-measurement uses, optimizations on, batch 1, random inputs). Each
+plan (`prune --target-latency R`) and the MACs plan (`--target-flops R --round-to 8`) are each run under ORT's
+profiler alternating run by run with the original, as the paired timing runs them (the session options every
+latency measurement uses, optimizations on, batch 1, random inputs). Each
 kernel's time is put in one class, from the op ORT ran and its weight shape:
 
 - dense: Conv (not depthwise), ConvTranspose, Gemm, MatMul and their fused forms: the MACs a pruning plan cuts;

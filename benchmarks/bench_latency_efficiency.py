@@ -11,9 +11,10 @@ gap, see onnxprune.latency.planner). Each plan is also run under ORT's profiler 
 of the shared machine falls on both alike: profiled one after the other, one U-Net plan measured 0.69, 0.92 and
 0.98 in three runs where the paired timing measured 1.00-1.02) to show what holds a plan back: each class's time
 above perfect scaling (the original's time in that class x the MACs kept); these sum to the plan's whole excess
-(achieved - MACs kept), and the largest names the class that holds it back most. Also shown: the *bound* (its
-efficiency if its dense kernels scaled exactly with their MACs and everything else took the time it measured)
-and the dense kernels' own efficiency (speedup of their time / their MACs reduction).
+(achieved - MACs kept; *padding* is the dense kernels' share from computing channels padded to ORT's NCHWc
+block), and the largest names what holds it back most. Also shown: the *bound* (its efficiency if its dense
+kernels scaled exactly with the model's MACs and everything else took the time it measured) and the dense
+kernels' own efficiency (speedup of their time / reduction of the MACs they compute).
 
 For every zoo model (folded legacy export, input as in bench_latency_plan) and thread count, at R = 0.7 and 0.5:
 the latency plan, the max-MACs plan and the MACs plan (`--target-flops R --round-to 8`), no recovery (neither
