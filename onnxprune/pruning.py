@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 import onnx
@@ -13,6 +14,7 @@ from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.importance import Criterion, score_groups
 from onnxprune.io import check_model
+from onnxprune.latency.acceptance import LatencyCheck, judge
 from onnxprune.latency.measure import paired_timing
 from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.planner import FLOOR_SLACK
@@ -162,16 +164,13 @@ def plan_pruning(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec |
 
 
 #: ``target_latency``: the plan is rewritten and measured against the original, and re-planned for a corrected
-#: budget (see :func:`next_budget`) at most this many times, until the measured ratio is within
-#: ``LATENCY_TOLERANCE`` of the request. Predictions miss what the graph adds around layers timed alone
+#: budget (see :func:`next_budget`) at most this many times, until it is accepted (judged on several measurement
+#: windows: :mod:`onnxprune.latency.acceptance`). Predictions miss what the graph adds around layers timed alone
 #: (Concat copies, layout changes); measuring closes the loop.
 LATENCY_CORRECTIONS = 5
-LATENCY_TOLERANCE = 0.03
-#: A plan measured within the tolerance is measured once more and judged on the mean of the two: one measurement
-#: of a pair on this project's shared 2-core machine drifts by up to +-4% (two runs of one model, 2 threads), and
-#: a plan accepted on one lucky measurement came out 6-8% off the request when the benchmark timed it again
-#: (LCNet 0.647 and the decoder 0.617 for 0.7).
-LATENCY_CONFIRMATIONS = 1
+#: How a measured plan is judged by default, and its tolerance (a fraction of the request).
+LATENCY_CHECK = LatencyCheck()
+LATENCY_TOLERANCE = LATENCY_CHECK.tolerance
 #: A request not reached: the floor plans measured after the loop, by their slack above the floor's prediction
 #: (0: the smallest steps), until one measures within FLOOR_SLACK of the fastest plan measured.
 FLOOR_SLACKS_MEASURED = (0.0, FLOOR_SLACK / 3, FLOOR_SLACK / 9)
@@ -180,10 +179,11 @@ LATENCY_BUDGETS = 12
 
 
 def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSpec, data: Dataset | None,
-                     table: LatencyTable, metric: Metric | UserMetric | None = None
+                     table: LatencyTable, metric: Metric | UserMetric | None = None, check: LatencyCheck = LATENCY_CHECK
                      ) -> tuple[PruningPlan, tuple[tuple[float, float, float], ...], StepLosses | None]:
     """The plan for ``options.target_latency`` corrected by measurement (see ``LATENCY_CORRECTIONS``), and each
-    try as (budget planned for, predicted ratio, measured ratio); the plan measured closest to the request.
+    try as (budget planned for, predicted ratio, measured ratio); the plan measured closest to the request. Each
+    plan is timed and judged as ``check`` says.
     ``allocate`` sensitivity: the losses measured on ``data`` by ``metric`` (default: the data's
     :func:`~onnxprune.metrics.default_metric`) share the budget, and are returned too."""
     assert options.target_latency is not None
@@ -206,9 +206,6 @@ def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSp
                                target, table.environment.threads, shapes, min_rounds=30, min_seconds=1.0)
         return timing.ratios["pruned"]
 
-    def within(ratio: float) -> bool:
-        return abs(ratio / request - 1) <= LATENCY_TOLERANCE
-
     budget: float | None = request
     tries: list[tuple[float, float, float]] = []
     plans: list[PruningPlan] = []
@@ -224,18 +221,17 @@ def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSp
                 budget = budget_between(request, planned)
                 continue
             pruned, _ = _rewrite(model, plan, analysis, input_shapes=spec.shapes)
-            measured_ratio = measure(pruned)
-            for _ in range(LATENCY_CONFIRMATIONS if within(measured_ratio) else 0):
-                measured_ratio = (measured_ratio + measure(pruned)) / 2
+            judged = judge(partial(measure, pruned), request, check)
+            measured_ratio = judged.ratio
             predicted = latency.with_scores(scores).predict(plan.removed_roots(analysis)) / latency.full_ms
             tries.append((budget, predicted, measured_ratio))
             planned.append((budget, measured_ratio))
             plans.append(plan)
             progress.advance()
-            if within(measured_ratio):
+            if judged.accepted:
                 break
             budget = next_budget(request, [(p, m) for _, p, m in tries])
-        if all(m > request * (1 + LATENCY_TOLERANCE) for _, _, m in tries):
+        if all(m > request * (1 + check.tolerance) for _, _, m in tries):
             # not reached: the floor plan stops FLOOR_SLACK above the floor's prediction; check that by measurement
             # (a prediction off near the floor put it 15% above the smallest steps: the digits StudentNet, 2 threads)
             for slack in FLOOR_SLACKS_MEASURED:
@@ -249,16 +245,16 @@ def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSp
                 plans.append(plan)
                 if slack > 0 and tries[-1][2] <= min(m for _, _, m in tries) * (1 + FLOOR_SLACK):
                     break
-    best = choose_try(request, tries)
+    best = choose_try(request, tries, check.tolerance)
     return replace(plans[best], origin=PlanOrigin(options=options)), tuple(tries), losses
 
 
-def choose_try(request: float, tries: list[tuple[float, float, float]]) -> int:
+def choose_try(request: float, tries: list[tuple[float, float, float]], tolerance: float = LATENCY_TOLERANCE) -> int:
     """The try kept: the one measured closest to the request; when every try measured slower than the request
     beyond the tolerance, the least pruned (highest prediction) of those measured within ``FLOOR_SLACK`` of the
     fastest (the request is not reachable: the last steps to the floor buy no measurable speed)."""
     measured = [m for _, _, m in tries]
-    if all(m > request * (1 + LATENCY_TOLERANCE) for m in measured):
+    if all(m > request * (1 + tolerance) for m in measured):
         fast = [i for i, m in enumerate(measured) if m <= min(measured) * (1 + FLOOR_SLACK)]
         return max(fast, key=lambda i: (tries[i][1], -measured[i]))
     return min(range(len(tries)), key=lambda i: abs(measured[i] - request))

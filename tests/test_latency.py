@@ -18,6 +18,7 @@ from onnxprune.emission.options import Target
 from onnxprune.errors import OutputPathError, UsageError
 from onnxprune.flops import count_costs
 from onnxprune.importance import Criterion, score_groups
+from onnxprune.latency.acceptance import TWO_WINDOWS, LatencyCheck, judge
 from onnxprune.latency.blocking import group_multiples
 from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.planner import Steps, plan_global, plan_uniform
@@ -420,20 +421,64 @@ def test_a_plan_measured_faster_than_asked_is_replanned_above_its_prediction(set
     assert len({t[1] for t in tries}) == len(tries)   # every try a different plan
 
 
-def test_a_plan_is_accepted_on_the_mean_of_two_measurements(setup, monkeypatch):
-    """A plan measured within the tolerance is measured again: one lucky measurement does not end the search."""
+def test_a_plan_is_judged_on_the_mean_of_its_windows(setup, monkeypatch):
+    """A plan measured near the request is timed in more windows: one lucky window does not end the search."""
     m, _, _, _ = setup
     calls = []
 
-    def fake_timing(models, *args, **kwargs):   # on the request, then 20% slower: the mean is 10% off
+    def fake_timing(models, *args, **kwargs):   # on the request, then 20% slower, alternately: the mean is 8-10% off
         calls.append(1)
         return fake_paired(0.7 if len(calls) % 2 else 0.84)
 
     monkeypatch.setattr("onnxprune.pruning.paired_timing", fake_timing)
     monkeypatch.setattr("onnxprune.latency.report.paired_timing", fake_timing)
     tries = prune(m, PlanOptions(target_latency=0.7), latency=synthetic_table()).report.latency.tries
-    assert tries[0][2] == pytest.approx(0.77)    # judged on the mean, so corrected rather than accepted
+    assert tries[0][2] == pytest.approx(0.77)    # six windows (the spread never settles): corrected, not accepted
     assert len(tries) > 1
+
+
+def windows(*ratios: float):
+    """A ``measure`` that returns ``ratios`` in turn, and the list of those it returned."""
+    given: list[float] = []
+
+    def measure() -> float:
+        given.append(ratios[len(given)])
+        return given[-1]
+    return measure, given
+
+
+def test_a_plan_far_from_the_request_is_judged_on_one_window():
+    measure, given = windows(0.6, 0.7, 0.7)
+    judged = judge(measure, 0.7, LatencyCheck())
+    assert given == [0.6] and judged.ratio == 0.6 and not judged.accepted
+
+
+def test_a_steady_plan_stops_at_the_fewest_windows_and_a_noisy_one_runs_to_the_most():
+    check = LatencyCheck(tolerance=0.025, near=0.05, min_windows=3, max_windows=6, standard_error=0.006)
+    measure, given = windows(0.701, 0.699, 0.700, 0.9)
+    judged = judge(measure, 0.7, check)
+    assert len(given) == 3 and judged.accepted and judged.ratio == pytest.approx(0.7)
+    # a lucky first window, then 5-8% fast: the mean of six is 5% fast, so the plan is not accepted
+    measure, given = windows(0.70, 0.65, 0.66, 0.64, 0.67, 0.66)
+    judged = judge(measure, 0.7, check)
+    assert len(given) == 6 and judged.windows == tuple(given)
+    assert judged.ratio == pytest.approx(0.66333, abs=1e-4) and not judged.accepted
+
+
+def test_the_two_window_rule_accepts_a_lucky_pair_the_default_rule_rejects():
+    """The rule before windows were added (TWO_WINDOWS) judged on two; the same series fails the default rule."""
+    series = (0.69, 0.68, 0.64, 0.65, 0.64, 0.66)
+    old, old_given = windows(*series)
+    new, new_given = windows(*series)
+    assert judge(old, 0.7, TWO_WINDOWS).accepted and len(old_given) == 2
+    assert not judge(new, 0.7, LatencyCheck()).accepted and len(new_given) == 6
+
+
+def test_a_latency_check_rejects_inconsistent_settings():
+    with pytest.raises(ValueError, match="tolerance <= near"):
+        LatencyCheck(tolerance=0.05, near=0.03)
+    with pytest.raises(ValueError, match="min_windows <= max_windows"):
+        LatencyCheck(min_windows=4, max_windows=3)
 
 
 def test_align_latency_moves_counts_up_to_a_step(setup):
