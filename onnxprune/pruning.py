@@ -14,7 +14,7 @@ from onnxprune.errors import UsageError, VerificationError
 from onnxprune.flops import count_costs
 from onnxprune.importance import Criterion, score_groups
 from onnxprune.io import check_model
-from onnxprune.latency.acceptance import LatencyCheck, judge
+from onnxprune.latency.acceptance import Judged, LatencyCheck, judge
 from onnxprune.latency.measure import paired_timing
 from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.planner import FLOOR_SLACK
@@ -210,6 +210,7 @@ def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSp
     tries: list[tuple[float, float, float]] = []
     plans: list[PruningPlan] = []
     planned: list[tuple[float, float]] = []   # (budget, measured ratio of its plan), repeats included
+    judged_plans: list[Judged] = []
     with stage("prune: plan for the latency, measured", total=1 + LATENCY_CORRECTIONS, unit="tries") as progress:
         while budget is not None and len(tries) <= LATENCY_CORRECTIONS and len(planned) < LATENCY_BUDGETS:
             plan = make_plan(analysis, scores, replace(options, target_latency=budget), cost, latency, losses)
@@ -221,7 +222,8 @@ def plan_for_latency(model: onnx.ModelProto, options: PlanOptions, spec: InputSp
                 budget = budget_between(request, planned)
                 continue
             pruned, _ = _rewrite(model, plan, analysis, input_shapes=spec.shapes)
-            judged = judge(partial(measure, pruned), request, check)
+            judged = judge(partial(measure, pruned), request, check, [j.windows for j in judged_plans])
+            judged_plans.append(judged)
             measured_ratio = judged.ratio
             predicted = latency.with_scores(scores).predict(plan.removed_roots(analysis)) / latency.full_ms
             tries.append((budget, predicted, measured_ratio))

@@ -18,7 +18,7 @@ from onnxprune.emission.options import Target
 from onnxprune.errors import OutputPathError, UsageError
 from onnxprune.flops import count_costs
 from onnxprune.importance import Criterion, score_groups
-from onnxprune.latency.acceptance import TWO_WINDOWS, LatencyCheck, judge
+from onnxprune.latency.acceptance import TWO_WINDOWS, LatencyCheck, judge, pooled_sd
 from onnxprune.latency.blocking import group_multiples
 from onnxprune.latency.model import LatencyModel
 from onnxprune.latency.planner import Steps, plan_global, plan_uniform
@@ -463,6 +463,18 @@ def test_a_steady_plan_stops_at_the_fewest_windows_and_a_noisy_one_runs_to_the_m
     judged = judge(measure, 0.7, check)
     assert len(given) == 6 and judged.windows == tuple(given)
     assert judged.ratio == pytest.approx(0.66333, abs=1e-4) and not judged.accepted
+
+
+def test_windows_that_agree_by_chance_are_judged_on_the_spread_of_the_plans_before():
+    """Three windows within 0.1% of each other stop the windows alone; after noisy plans in the same search, the
+    pooled spread (3% here) keeps timing to the most windows."""
+    assert pooled_sd([(1.0, 1.0), (0.97, 1.03), (0.5,)]) == pytest.approx(0.03)
+    measure, given = windows(0.700, 0.701, 0.700, 0.70, 0.70, 0.70)
+    judge(measure, 0.7, LatencyCheck(), earlier=[(0.60, 0.62, 0.58), (0.8,)])
+    assert len(given) == 6
+    measure, given = windows(0.700, 0.701, 0.700, 0.70)
+    judge(measure, 0.7, LatencyCheck(), earlier=[(0.600, 0.601)])
+    assert len(given) == 3
 
 
 def test_the_two_window_rule_accepts_a_lucky_pair_the_default_rule_rejects():

@@ -5,7 +5,8 @@ Rule: a plan is timed against the original in one window (``paired_timing``: >= 
 first window is more than ``near`` from the request is judged on it (re-planning corrects it anyway). A plan near
 the request is timed in more windows, at least ``min_windows``, until the standard error of their mean is at most
 ``standard_error`` of the request or ``max_windows`` were run, and judged on the mean: accepted when it is within
-``tolerance`` of the request.
+``tolerance`` of the request. The standard error uses the windows' spread pooled with that of the plans timed
+before it in the same search (relative to each plan's mean): three windows alone can agree by chance.
 
 Why: one window of a plan on this project's shared 2-core VM spreads by 1.2-2.6% (sd, 2 threads; 0.4-0.6% for the
 original against itself; benchmarks/results/latency_drift.md), and bench_latency_plan's second measurement of
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -63,13 +64,27 @@ class Judged:
     accepted: bool
 
 
-def judge(measure: Callable[[], float], request: float, check: LatencyCheck) -> Judged:
-    """Time a plan by ``measure`` (one window, its ratio to the original) as ``check`` says (module doc)."""
+def pooled_sd(series: Sequence[Sequence[float]]) -> float:
+    """The relative sd of windows about their own series' mean, pooled over ``series`` (0 without two windows in
+    one series)."""
+    squares, freedom = 0.0, 0
+    for windows in series:
+        if len(windows) > 1:
+            mean = statistics.fmean(windows)
+            squares += sum((w / mean - 1) ** 2 for w in windows)
+            freedom += len(windows) - 1
+    return math.sqrt(squares / freedom) if freedom else 0.0
+
+
+def judge(measure: Callable[[], float], request: float, check: LatencyCheck,
+          earlier: Sequence[Sequence[float]] = ()) -> Judged:
+    """Time a plan by ``measure`` (one window, its ratio to the original) as ``check`` says (module doc);
+    ``earlier``: the windows of the plans timed before it in the same search."""
     windows = [measure()]
     if abs(windows[0] / request - 1) <= check.near:
         while len(windows) < check.max_windows and (
                 len(windows) < check.min_windows or
-                statistics.stdev(windows) / math.sqrt(len(windows)) > check.standard_error * request):
+                pooled_sd([*earlier, windows]) / math.sqrt(len(windows)) > check.standard_error):
             windows.append(measure())
     ratio = statistics.fmean(windows)
     return Judged(ratio, tuple(windows), check.within(ratio, request))
