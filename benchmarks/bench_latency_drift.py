@@ -1,7 +1,8 @@
 """How far one plan's measured latency ratio moves over minutes on this machine: the limit on "within ±5%".
 
 `prune --target-latency R` measures each plan against the original in a pair (>= 30 rounds and 1 s, interleaved,
-the median of per-round ratios) and keeps a plan measured within ±3% of R. bench_latency_plan measures the kept
+the median of per-round ratios) and kept a plan measured within ±3% of R on the mean of two such windows (the
+rule when this benchmark was run; now ``onnxprune.latency.acceptance``). bench_latency_plan measures the kept
 plan again minutes later and finds some 5-10% away (mostly with 2 threads), although a plan measured in twelve
 windows back to back spreads by 1-2% (sd). This benchmark shows what happens in between: for each model one
 latency plan is made, then the plan and a second session of the original (the control: a ratio that should stay
