@@ -59,8 +59,8 @@ demo: $(VENV)/.finetune
 test: $(VENV)/.dev
 	@$(BIN)/python -m pytest -n 2 --dist worksteal -q; rc=$$?; echo "make test: done in $(ELAPSED) s (setup included)"; exit $$rc
 
-## bench: regenerate benchmarks/results/ — twenty scripts (twenty-two runs), one after another (hours on 2 cores): the pipeline suite,
-## the export scorecard, fold vs onnxsim/onnxslim, pruning accuracy and latency vs Torch-Pruning, latency planning and its ratio estimator, its accuracy on the hard models, where its time goes, its efficiency, a plan's timing spread and the rule that accepts a plan,
+## bench: regenerate benchmarks/results/ — twenty scripts (twenty-three runs), one after another (hours on 2 cores): the pipeline suite,
+## the export scorecard, fold vs onnxsim/onnxslim, pruning accuracy and latency vs Torch-Pruning, latency planning and its ratio estimator, its accuracy on the hard models, where its time goes, its efficiency, a plan's timing spread and the rule that accepts a plan and its sweep over the zoo,
 ## recovery/schedules, speed of the data-driven steps, emission, Deep Compression, zoo throughput, the hard benchmark
 bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_suite --out benchmarks/results
@@ -77,6 +77,8 @@ bench: $(VENV)/.bench
 	$(BIN)/python -m benchmarks.bench_latency_efficiency --threads 2 --name latency_efficiency_2threads --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_latency_drift --models studentnet,vgg16_bn,resnet50 --minutes 4 --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_latency_acceptance --out benchmarks/results
+	$(BIN)/python -m benchmarks.bench_latency_acceptance --models all --threads 1,2 --request 0.7,0.5 --rules new --reps 1 \
+		--name latency_sweep --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_recover --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_emit --out benchmarks/results
 	$(BIN)/python -m benchmarks.bench_speed --out benchmarks/results
