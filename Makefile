@@ -55,7 +55,7 @@ demo: $(VENV)/.finetune
 		--data models/digits/digits_test.npz --markdown $(OUT)/resnet56.bench.md
 	@echo "make demo: done in $(ELAPSED) s (setup included)"
 
-## test: the whole suite (about 7 minutes on 2 cores; 8 on a fresh clone, venv and zoo exports included)
+## test: the whole suite (about 7 minutes on 2 cores with the zoo exports cached; 11 on a fresh clone, venv and zoo exports included)
 test: $(VENV)/.dev
 	@$(BIN)/python -m pytest -n 2 --dist worksteal -q; rc=$$?; echo "make test: done in $(ELAPSED) s (setup included)"; exit $$rc
 
